@@ -1,0 +1,42 @@
+"""The ``edgefleet`` command: wires the command groups together."""
+
+from __future__ import annotations
+
+import typer
+
+from edgefleet import __version__
+from edgefleet.cli import db, demo, examples, model
+from edgefleet.cli.output import EdgefleetGroup, console
+
+app = typer.Typer(
+    name="edgefleet",
+    help="Ship machine-learning models to fleets of edge devices without breaking them.",
+    cls=EdgefleetGroup,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(model.app, name="model")
+app.add_typer(examples.app, name="examples")
+app.add_typer(db.app, name="db")
+app.command(name="demo")(demo.demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"edgefleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """edgefleet: registry, signed delivery, gated rollouts for models on devices."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

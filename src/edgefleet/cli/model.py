@@ -1,0 +1,289 @@
+"""``edgefleet model ...``: register, list, show, compare, promote model versions."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgefleet.cli.output import console, json_option, print_json, progress_bars
+from edgefleet.config import load_settings
+from edgefleet.registry.compare import Comparison
+from edgefleet.registry.domain import ModelVersion, StageChange
+from edgefleet.registry.service import RegistryService
+
+app = typer.Typer(help="Register, inspect and promote model versions.", no_args_is_help=True)
+
+
+@contextmanager
+def registry() -> Iterator[RegistryService]:
+    """The registry of the local store (``EDGEFLEET_HOME`` / ``EDGEFLEET_DATABASE_URL``)."""
+    from edgefleet.errors import MissingDependencyError
+
+    try:
+        from edgefleet.store.bootstrap import open_registry
+    except ImportError as exc:
+        raise MissingDependencyError.for_extra("server", exc.name or "sqlalchemy") from exc
+    with open_registry(load_settings()) as service:
+        yield service
+
+
+def summary(version: ModelVersion) -> dict[str, Any]:
+    """The ``model list --json`` form of a version (documented in docs/cli.md)."""
+    return {
+        "model": version.model,
+        "version": version.version,
+        "stage": version.stage.value,
+        "created_at": version.created_at.isoformat(),
+        "author": version.author,
+        "parent": version.parent,
+        "tags": list(version.tags),
+        "metrics": version.metrics,
+        "variants": [
+            {
+                "name": v.name,
+                "runtime": v.runtime,
+                "precision": v.precision,
+                "hardware": list(v.hardware),
+                "sha256": v.sha256,
+                "size": v.size,
+            }
+            for v in version.variants
+        ],
+    }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@app.command()
+def register(
+    path: Annotated[Path, typer.Argument(help="Bundle directory holding edgefleet.yaml.")],
+    author: Annotated[
+        str | None, typer.Option(help="Who registers it (default: manifest author, then $USER).")
+    ] = None,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Register a bundle as a new, immutable candidate version."""
+    with registry() as service, progress_bars(bytes_=True) as progress:
+        version = service.register(path, author=author, progress=progress)
+    if as_json:
+        print_json(version)
+        return
+    console.print(
+        f"registered [bold]{version.model} {version.version}[/] as {version.stage.value} "
+        f"({len(version.variants)} variants, {version.golden.count} golden samples)"
+    )
+    render_variants(version)
+
+
+@app.command("list")
+def list_versions(
+    name: Annotated[str | None, typer.Option("--name", help="Only this model.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only versions in this stage.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only versions with this tag.")] = None,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """List registered versions (newest last within each model)."""
+    with registry() as service:
+        versions = service.list_versions(model=name, stage=stage, tag=tag)
+    if as_json:
+        print_json({"versions": [summary(v) for v in versions]})
+        return
+    if not versions:
+        console.print("no versions registered" + (" match" if name or stage or tag else ""))
+        return
+    table = Table("model", "version", "stage", "variants", "accuracy", "tags", "created", "author")
+    for v in versions:
+        accuracy = v.metrics.get("accuracy")
+        table.add_row(
+            v.model,
+            v.version,
+            v.stage.value,
+            ", ".join(x.name for x in v.variants),
+            "" if accuracy is None else f"{accuracy:.4f}",
+            ", ".join(v.tags),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v.author,
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Semantic version, e.g. 1.1.0.")],
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Show everything registered about one version."""
+    with registry() as service:
+        found = service.get(name, version)
+    if as_json:
+        print_json(found)
+        return
+    render_version(found)
+
+
+@app.command()
+def latest(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    stage: Annotated[str | None, typer.Option(help="Only versions in this stage.")] = None,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """The highest version of a model by semantic-version precedence."""
+    with registry() as service:
+        found = service.latest(name, stage)
+    if as_json:
+        print_json(summary(found))
+        return
+    console.print(f"{found.model} {found.version} ({found.stage.value})")
+
+
+@app.command()
+def compare(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    a: Annotated[str, typer.Argument(help="Baseline version.")],
+    b: Annotated[str, typer.Argument(help="Version compared with the baseline.")],
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Compare two versions: metrics, latency and sizes (B relative to A)."""
+    with registry() as service:
+        comparison = service.compare(name, a, b)
+    if as_json:
+        print_json(comparison)
+        return
+    render_comparison(comparison)
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version to move.")],
+    stage: Annotated[str, typer.Option(help="Target stage: candidate, production or archived.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the stage history).")] = "",
+    actor: Annotated[str | None, typer.Option(help="Who (default: $USER).")] = None,
+    keep_production: Annotated[
+        bool,
+        typer.Option(
+            "--keep-production", help="Do not archive the version currently in production."
+        ),
+    ] = False,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Move a version to another stage; promoting to production archives the previous one."""
+    with registry() as service:
+        changes = service.promote(
+            name,
+            version,
+            stage,
+            actor=actor or _user(),
+            reason=reason,
+            archive_previous=not keep_production,
+        )
+    if as_json:
+        print_json({"changes": [c.model_dump(mode="json") for c in changes]})
+        return
+    for change in changes:
+        console.print(_change_text(change))
+
+
+@app.command()
+def history(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str | None, typer.Argument(help="Only this version.")] = None,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Who moved which version to which stage, and when."""
+    with registry() as service:
+        changes = service.history(name, version)
+    if as_json:
+        print_json({"changes": [c.model_dump(mode="json") for c in changes]})
+        return
+    table = Table("when", "version", "from", "to", "who", "reason")
+    for c in changes:
+        table.add_row(
+            c.at.strftime("%Y-%m-%d %H:%M:%S"),
+            c.version,
+            c.from_stage.value if c.from_stage else "",
+            c.to_stage.value,
+            c.actor,
+            c.reason,
+        )
+    console.print(table)
+
+
+def _change_text(change: StageChange) -> str:
+    source = change.from_stage.value if change.from_stage else "new"
+    return f"{change.model} {change.version}: {source} -> {change.to_stage.value}"
+
+
+def render_variants(version: ModelVersion) -> None:
+    table = Table("variant", "runtime", "precision", "hardware", "size", "sha256")
+    for v in version.variants:
+        table.add_row(v.name, v.runtime, v.precision, ", ".join(v.hardware), f"{v.size:,} B", v.sha256)
+    console.print(table)
+
+
+def render_version(version: ModelVersion) -> None:
+    console.print(f"[bold]{version.model} {version.version}[/]  stage: {version.stage.value}")
+    fields = {
+        "description": version.description,
+        "framework": version.framework,
+        "author": version.author,
+        "created": version.created_at.isoformat(),
+        "parent": version.parent or "",
+        "data version": version.data_version,
+        "code version": version.code_version,
+        "tags": ", ".join(version.tags),
+        "hardware": ", ".join(version.compatibility.hardware) or "any",
+        "firmware": version.compatibility.firmware or "any",
+        "groups": ", ".join(version.compatibility.groups) or "any",
+        "inputs": "; ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in version.inputs),
+        "outputs": "; ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in version.outputs),
+        "golden samples": f"{version.golden.count} (atol {version.golden.tolerance.atol}, "
+        f"rtol {version.golden.tolerance.rtol})",
+        "reference profile": (
+            f"{version.reference_profile.sample_count} samples"
+            if version.reference_profile
+            else "none"
+        ),
+    }
+    for key, value in fields.items():
+        console.print(f"  {key + ':':<20}{value}", highlight=False, markup=False)
+    if version.metrics:
+        console.print("  metrics:")
+        for key, number in sorted(version.metrics.items()):
+            console.print(f"    {key:<18}{number:g}", highlight=False)
+    render_variants(version)
+
+
+def _number(value: float | None, name: str) -> str:
+    if value is None:
+        return "-"
+    if "size" in name:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def render_comparison(comparison: Comparison) -> None:
+    table = Table(
+        "kind", "quantity", comparison.a, comparison.b, "delta", "change", "better",
+        title=f"{comparison.model}: {comparison.b} vs {comparison.a}",
+    )
+    for row in comparison.rows:
+        change = "" if row.relative is None else f"{row.relative:+.1%}"
+        delta = "" if row.delta is None else f"{row.delta:+.4g}"
+        better = {"a": comparison.a, "b": comparison.b, "same": "same"}.get(row.better or "", "")
+        table.add_row(
+            row.kind, row.name, _number(row.a, row.name), _number(row.b, row.name), delta, change, better
+        )
+    console.print(table)

@@ -1,0 +1,117 @@
+"""Shared CLI plumbing: consoles, JSON output, progress bars, error reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.text import Text
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgressBar
+from typer.core import TyperGroup
+
+from edgefleet.errors import EdgefleetError
+from edgefleet.progress import Advance
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Exit code for an unexpected internal error (sysexits EX_SOFTWARE).
+EXIT_INTERNAL = 70
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout (pydantic models in their JSON form)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error message to stderr and exit with ``code``."""
+    first, *rest = message.splitlines() or [""]
+    err_console.print(Text.assemble(("error: ", "bold red"), first), soft_wrap=True)
+    for line in rest:
+        err_console.print(f"  {line.strip()}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+class EdgefleetGroup(TyperGroup):
+    """The root command group: turns edgefleet errors into messages and exit codes."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgefleetError as exc:
+            fail(exc.message)
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+        except Exception as exc:
+            if _is_cli_control(exc):
+                raise
+            if os.environ.get("EDGEFLEET_DEBUG"):
+                traceback.print_exc()
+            fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                "(this is a bug; set EDGEFLEET_DEBUG=1 to see the traceback)",
+                code=EXIT_INTERNAL,
+            )
+
+
+def _is_cli_control(exc: Exception) -> bool:
+    # Exit, Abort and usage errors belong to the command-line framework (typer, or the
+    # click it is built on) and carry their own exit codes and messages.
+    return type(exc).__module__.split(".")[0] in {"typer", "click"}
+
+
+class RichProgress:
+    """``edgefleet.progress.Progress`` drawn as rich progress bars on stderr."""
+
+    def __init__(self, bar: RichProgressBar) -> None:
+        self.bar = bar
+
+    def task(self, description: str, total: int | None = None) -> Advance:
+        task_id = self.bar.add_task(description, total=total)
+
+        def advance(amount: int) -> None:
+            self.bar.advance(task_id, amount)
+
+        return advance
+
+
+@contextmanager
+def progress_bars(*, bytes_: bool = False) -> Iterator[RichProgress]:
+    """Progress bars for the duration of the block (hidden when stderr is not a terminal)."""
+    amount = DownloadColumn() if bytes_ else MofNCompleteColumn()
+    bar = RichProgressBar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        amount,
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    with bar:
+        yield RichProgress(bar)
+
+
+def json_option() -> Any:
+    return typer.Option("--json", help="Print machine-readable JSON (see docs/cli.md).")

@@ -1,0 +1,71 @@
+"""Settings read from the environment (``EDGEFLEET_*``).
+
+``EDGEFLEET_HOME`` (default ``./.edgefleet``) holds the embedded SQLite database and the
+artifact store; ``EDGEFLEET_DATABASE_URL`` points the store at another database
+(``postgresql+psycopg://user@host:5432/db``)::
+
+    settings = Settings()            # from the environment
+    settings.database_url            # sqlite:////abs/path/.edgefleet/edgefleet.db
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edgefleet.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """edgefleet settings; every field reads ``EDGEFLEET_<FIELD>`` from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_", extra="ignore")
+
+    home: Path = Field(default=Path(".edgefleet"), description="state directory")
+    database_url_override: str | None = Field(
+        default=None,
+        validation_alias="EDGEFLEET_DATABASE_URL",
+        description="SQLAlchemy URL; default is a SQLite file in the home directory",
+    )
+    db_busy_timeout_s: float = Field(
+        default=5.0, ge=0, description="how long SQLite waits for a lock before giving up"
+    )
+    db_connect_timeout_s: int = Field(
+        default=5, ge=1, description="how long to wait for a database server to answer"
+    )
+    auto_migrate: bool = Field(
+        default=True, description="bring the database schema up to date when it is opened"
+    )
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @property
+    def database_url(self) -> str:
+        if self.database_url_override:
+            return self.database_url_override
+        return f"sqlite:///{self.home / 'edgefleet.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with ``overrides`` on top.
+
+    Raises:
+        ConfigError: an ``EDGEFLEET_*`` variable has a value of the wrong kind.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"EDGEFLEET_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

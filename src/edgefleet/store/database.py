@@ -1,0 +1,104 @@
+"""Engines for the embedded SQLite file and for PostgreSQL, and their error messages.
+
+SQLite runs in WAL mode (readers never block the writer) with foreign keys on and a
+busy timeout; PostgreSQL gets a connect timeout and pre-ping. Driver errors are
+translated into ``StoreUnavailableError`` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from edgefleet.config import Settings
+from edgefleet.errors import ConfigError, MissingDependencyError
+from edgefleet.store.errors import StoreError, StoreUnavailableError
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine for ``settings.database_url``.
+
+    Raises:
+        ConfigError: the URL is malformed or names an unsupported database.
+        MissingDependencyError: the database's driver is not installed.
+    """
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"EDGEFLEET_DATABASE_URL is not a database URL: {settings.database_url!r} "
+            "(expected e.g. postgresql+psycopg://user@host:5432/db)"
+        ) from exc
+    backend = url.get_backend_name()
+    try:
+        if backend == "sqlite":
+            return _sqlite_engine(url, settings)
+        if backend == "postgresql":
+            if url.drivername == "postgresql":
+                url = url.set(drivername="postgresql+psycopg")
+            return create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": settings.db_connect_timeout_s},
+            )
+    except NoSuchModuleError as exc:
+        raise ConfigError(f"unsupported database driver {url.drivername!r}") from exc
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError.for_extra("postgres", exc.name or "psycopg") from exc
+    raise ConfigError(
+        f"unsupported database {backend!r} in EDGEFLEET_DATABASE_URL (use sqlite or postgresql)"
+    )
+
+
+def _sqlite_engine(url: URL, settings: Settings) -> Engine:
+    if url.database and url.database != ":memory:":
+        from pathlib import Path
+
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    busy_ms = int(settings.db_busy_timeout_s * 1000)
+    engine = create_engine(url, connect_args={"timeout": settings.db_busy_timeout_s})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin, so that DDL in
+        # migrations is transactional and a failed unit of work rolls back whole.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def describe_url(engine_or_url: Engine | str) -> str:
+    """The database URL without its password, for messages."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
+    return url.render_as_string(hide_password=True)
+
+
+def translate(exc: DBAPIError, where: str) -> StoreError:
+    """A ``StoreError`` with an actionable message for a driver error."""
+    detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    if isinstance(exc, OperationalError):
+        if "locked" in detail.lower() or "busy" in detail.lower():
+            return StoreUnavailableError(
+                f"the database {where} is locked by another process ({detail}); "
+                "nothing was changed, try again when it is free",
+                details={"database": where, "reason": "locked"},
+            )
+        return StoreUnavailableError(
+            f"cannot reach the database {where}: {detail} (check EDGEFLEET_DATABASE_URL and "
+            "that the server is running); nothing was changed",
+            details={"database": where, "reason": "unreachable"},
+        )
+    return StoreError(f"database error at {where}: {detail}", details={"database": where})

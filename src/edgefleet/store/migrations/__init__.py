@@ -1,0 +1,1 @@
+"""Alembic migrations of the edgefleet database (``script_location = edgefleet.store:migrations``)."""
