@@ -21,7 +21,9 @@ from edgefleet.errors import ConfigError
 class Settings(BaseSettings):
     """edgefleet settings; every field reads ``EDGEFLEET_<FIELD>`` from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEFLEET_", extra="ignore", populate_by_name=True
+    )
 
     home: Path = Field(default=Path(".edgefleet"), description="state directory")
     database_url_override: str | None = Field(

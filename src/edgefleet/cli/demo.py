@@ -51,4 +51,6 @@ def demo(
     finally:
         if home is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    console.print("next: `edgefleet model list`, `edgefleet model show digits 1.1.0` in your own home")
+    console.print(
+        "next: `edgefleet model list`, `edgefleet model show digits 1.1.0` in your own home"
+    )

@@ -9,7 +9,9 @@ import typer
 
 from edgefleet.cli.output import console, json_option, print_json, progress_bars
 
-app = typer.Typer(help="Example models trained here from scikit-learn's bundled data.", no_args_is_help=True)
+app = typer.Typer(
+    help="Example models trained here from scikit-learn's bundled data.", no_args_is_help=True
+)
 
 
 @app.command()

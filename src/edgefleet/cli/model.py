@@ -229,7 +229,9 @@ def _change_text(change: StageChange) -> str:
 def render_variants(version: ModelVersion) -> None:
     table = Table("variant", "runtime", "precision", "hardware", "size", "sha256")
     for v in version.variants:
-        table.add_row(v.name, v.runtime, v.precision, ", ".join(v.hardware), f"{v.size:,} B", v.sha256)
+        table.add_row(
+            v.name, v.runtime, v.precision, ", ".join(v.hardware), f"{v.size:,} B", v.sha256
+        )
     console.print(table)
 
 
@@ -276,7 +278,13 @@ def _number(value: float | None, name: str) -> str:
 
 def render_comparison(comparison: Comparison) -> None:
     table = Table(
-        "kind", "quantity", comparison.a, comparison.b, "delta", "change", "better",
+        "kind",
+        "quantity",
+        comparison.a,
+        comparison.b,
+        "delta",
+        "change",
+        "better",
         title=f"{comparison.model}: {comparison.b} vs {comparison.a}",
     )
     for row in comparison.rows:
@@ -284,6 +292,12 @@ def render_comparison(comparison: Comparison) -> None:
         delta = "" if row.delta is None else f"{row.delta:+.4g}"
         better = {"a": comparison.a, "b": comparison.b, "same": "same"}.get(row.better or "", "")
         table.add_row(
-            row.kind, row.name, _number(row.a, row.name), _number(row.b, row.name), delta, change, better
+            row.kind,
+            row.name,
+            _number(row.a, row.name),
+            _number(row.b, row.name),
+            delta,
+            change,
+            better,
         )
     console.print(table)

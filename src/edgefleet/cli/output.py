@@ -13,7 +13,6 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -23,6 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgressBar
+from rich.text import Text
 from typer.core import TyperGroup
 
 from edgefleet.errors import EdgefleetError

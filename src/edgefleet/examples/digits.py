@@ -160,7 +160,7 @@ def _export(model: Any, sample: np.ndarray, fp32: Path, int8: Path) -> None:
         options={MLPClassifier: {"zipmap": False}},
         target_opset=ONNX_OPSET,
     )
-    fp32.write_bytes(onnx_model.SerializeToString())
+    fp32.write_bytes(_canonical(onnx_model).SerializeToString())
     quant_logger = logging.getLogger()
     level = quant_logger.level
     quant_logger.setLevel(logging.ERROR)  # quantize_dynamic suggests pre-processing we don't need
@@ -169,6 +169,23 @@ def _export(model: Any, sample: np.ndarray, fp32: Path, int8: Path) -> None:
             quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     finally:
         quant_logger.setLevel(level)
+    import onnx
+
+    int8.write_bytes(_canonical(onnx.load(str(int8))).SerializeToString())
+
+
+def _canonical(model: Any) -> Any:
+    """Sort the opset imports, which the converters emit in set (hash-seed) order.
+
+    Without this the same weights serialise to different bytes from one Python process
+    to the next, and the artifact's SHA-256 would not be reproducible.
+    """
+    from onnx import helper
+
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in imports)
+    return model
 
 
 def _golden_indices(fp32: Measured, int8: Measured) -> np.ndarray:
@@ -179,7 +196,9 @@ def _golden_indices(fp32: Measured, int8: Measured) -> np.ndarray:
     return np.flatnonzero(confident & agree)[:GOLDEN_COUNT]
 
 
-def _model_card(recipe: DigitsRecipe, fp32: Measured, int8: Measured, n_train: int, n_test: int) -> str:
+def _model_card(
+    recipe: DigitsRecipe, fp32: Measured, int8: Measured, n_train: int, n_test: int
+) -> str:
     return f"""# digits {recipe.version}
 
 Handwritten digit classifier (0-9) on 8x8 grey-level images, flattened to 64 features
@@ -249,7 +268,9 @@ def build_version(
     )
     advance(1)
 
-    def variant(name: str, path: Path, precision: str, hardware: list[str], m: Measured, golden: str) -> dict[str, Any]:
+    def variant(
+        name: str, path: Path, precision: str, hardware: list[str], m: Measured, golden: str
+    ) -> dict[str, Any]:
         sha256, size = sha256_file(path)
         return {
             "name": name,
@@ -288,7 +309,12 @@ def build_version(
         "inputs": [{"name": INPUT_NAME, "dtype": "float32", "shape": [-1, 64]}],
         "outputs": [
             {"name": "label", "dtype": "int64", "shape": [-1], "role": "label"},
-            {"name": "probabilities", "dtype": "float32", "shape": [-1, 10], "role": "probabilities"},
+            {
+                "name": "probabilities",
+                "dtype": "float32",
+                "shape": [-1, 10],
+                "role": "probabilities",
+            },
         ],
         "classes": list(CLASSES),
         "compatibility": {"hardware": ["x86_64", "aarch64", "armv7l"], "firmware": ">=1.0"},

@@ -158,7 +158,7 @@ class LocalArtifactStore:
                 return Blob(sha256=sha256, size=size, created=False)
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp.chmod(0o444)
-            os.replace(tmp, final)
+            tmp.replace(final)
             fsync_dir(final.parent)
             return Blob(sha256=sha256, size=size, created=True)
         finally:

@@ -30,7 +30,12 @@ from edgefleet.registry.golden import (
     schema_problems,
     tensor_problems,
 )
-from edgefleet.registry.manifest import MANIFEST_FILENAME, MAX_MANIFEST_BYTES, Manifest, parse_manifest
+from edgefleet.registry.manifest import (
+    MANIFEST_FILENAME,
+    MAX_MANIFEST_BYTES,
+    Manifest,
+    parse_manifest,
+)
 
 MAX_MODEL_CARD_BYTES = 256 * 1024
 
@@ -75,7 +80,9 @@ def load_bundle(path: Path, progress: Progress = NO_PROGRESS) -> Bundle:
     """
     root = path.expanduser().absolute()
     if not root.is_dir():
-        raise BundleError(f"{path} is not a bundle directory (expected a folder with {MANIFEST_FILENAME})")
+        raise BundleError(
+            f"{path} is not a bundle directory (expected a folder with {MANIFEST_FILENAME})"
+        )
     manifest = _read_manifest(root)
 
     artifacts: dict[str, BundleFile] = {}
@@ -97,7 +104,9 @@ def load_bundle(path: Path, progress: Progress = NO_PROGRESS) -> Bundle:
 
     golden, golden_file = _golden(root, manifest, manifest.golden.file, "golden samples", progress)
     variant_golden = {
-        entry.name: _golden(root, manifest, entry.golden, f"golden samples of {entry.name!r}", progress)
+        entry.name: _golden(
+            root, manifest, entry.golden, f"golden samples of {entry.name!r}", progress
+        )
         for entry in manifest.variants
         if entry.golden is not None
     }
@@ -185,14 +194,21 @@ def _reference(root: Path, manifest: Manifest) -> dict[str, Array]:
         raise ReferenceProfileError(
             f"reference sample {relative}: cannot read as an .npz archive of arrays: {exc}"
         ) from exc
-    inputs = {k.removeprefix(INPUT_PREFIX): v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
-    problems = [f"input {s.name!r} has no array 'input.{s.name}'" for s in manifest.inputs if s.name not in inputs]
+    inputs = {
+        k.removeprefix(INPUT_PREFIX): v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)
+    }
+    problems = [
+        f"input {s.name!r} has no array 'input.{s.name}'"
+        for s in manifest.inputs
+        if s.name not in inputs
+    ]
     for spec in manifest.inputs:
         if spec.name in inputs:
             problems += tensor_problems(f"input {spec.name!r}", inputs[spec.name], spec)
     if problems:
         raise ReferenceProfileError(
-            f"reference sample {relative} does not fit the input schema:\n  " + "\n  ".join(problems),
+            f"reference sample {relative} does not fit the input schema:\n  "
+            + "\n  ".join(problems),
             details={"problems": problems},
         )
     return {spec.name: inputs[spec.name] for spec in manifest.inputs}

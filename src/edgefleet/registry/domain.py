@@ -20,9 +20,7 @@ from edgefleet.registry.profile import ReferenceProfile
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
-DType = Literal[
-    "float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"
-]
+DType = Literal["float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"]
 OutputRole = Literal["label", "probabilities", "scores", "embedding"]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
@@ -84,9 +82,7 @@ class Compatibility(Frozen):
         try:
             SpecifierSet(value)
         except InvalidSpecifier as exc:
-            raise ValueError(
-                f"{value!r} is not a version range (write e.g. '>=2.1,<4')"
-            ) from exc
+            raise ValueError(f"{value!r} is not a version range (write e.g. '>=2.1,<4')") from exc
         return value
 
     def allows_firmware(self, firmware_version: str) -> bool:

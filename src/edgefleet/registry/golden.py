@@ -56,7 +56,9 @@ def read_golden(source: Path | IO[bytes], label: str = "golden samples") -> Gold
         with np.load(source, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise GoldenSampleError(f"{label}: cannot read as an .npz archive of arrays: {exc}") from exc
+        raise GoldenSampleError(
+            f"{label}: cannot read as an .npz archive of arrays: {exc}"
+        ) from exc
     inputs: dict[str, Array] = {}
     outputs: dict[str, Array] = {}
     for key, array in arrays.items():

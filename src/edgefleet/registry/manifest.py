@@ -176,7 +176,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     for problem in error.errors():
         location = ""
         for part in problem["loc"]:
-            location += f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+            location += (
+                f"[{part}]" if isinstance(part, int) else (f".{part}" if location else str(part))
+            )
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown field (check the spelling against docs/bundle-format.md)"

@@ -27,7 +27,7 @@ class VersionRepository(Protocol):
         """One version, or ``None``; ``for_update`` locks it until the unit of work ends."""
         ...
 
-    def list(
+    def find(
         self, *, model: str | None = None, stage: Stage | None = None, tag: str | None = None
     ) -> list[ModelVersion]:
         """Versions matching every filter given, in no particular order."""
@@ -57,7 +57,10 @@ class VersionRepository(Protocol):
 class RegistryUnitOfWork(Protocol):
     """One transaction over the registry tables."""
 
-    versions: VersionRepository
+    @property
+    def versions(self) -> VersionRepository:
+        """The versions seen through this unit's transaction."""
+        ...
 
     def __enter__(self) -> Self: ...
 

@@ -121,7 +121,9 @@ def profile_input(name: str, array: npt.ArrayLike, bins: int) -> InputProfile:
             edges = quantile_edges(columns[:, index], bins)
             features.append(
                 FeatureBins(
-                    name=f"{name}[{index}]", edges=edges, counts=bin_counts(columns[:, index], edges)
+                    name=f"{name}[{index}]",
+                    edges=edges,
+                    counts=bin_counts(columns[:, index], edges),
                 )
             )
         return InputProfile(name=name, kind="features", features=tuple(features))
@@ -169,9 +171,7 @@ def compute_profile(
     if probabilities is not None:
         probs = np.asarray(probabilities, dtype=np.float64)
         if probs.ndim != 2 or probs.shape[0] != sample_count:
-            raise ValueError(
-                f"probabilities must be [{sample_count}, K], got {list(probs.shape)}"
-            )
+            raise ValueError(f"probabilities must be [{sample_count}, K], got {list(probs.shape)}")
         k = class_count or probs.shape[1]
         predicted = probs.argmax(axis=1)
         class_counts = tuple(int(c) for c in np.bincount(predicted, minlength=k)[:k])

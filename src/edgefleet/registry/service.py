@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-
 from edgefleet.progress import NO_PROGRESS, Progress
 from edgefleet.registry.artifacts import ArtifactStore
 from edgefleet.registry.bundle import Bundle, BundleFile, load_bundle
@@ -75,7 +74,10 @@ class RegistryService:
 
         created: list[str] = []
         try:
-            stored = {name: self._store(file, created, progress) for name, file in bundle.artifacts.items()}
+            stored = {
+                name: self._store(file, created, progress)
+                for name, file in bundle.artifacts.items()
+            }
             golden_sha = self._store(bundle.golden_file, created, progress)
             variant_golden_sha = {
                 name: self._store(file, created, progress)
@@ -194,7 +196,7 @@ class RegistryService:
         """
         stage_filter = parse_stage(stage) if stage else None
         with self.uow_factory() as uow:
-            versions = uow.versions.list(model=model, stage=stage_filter, tag=tag)
+            versions = uow.versions.find(model=model, stage=stage_filter, tag=tag)
         return sorted(versions, key=lambda v: (v.model, version_key(v.version)))
 
     def latest(self, model: str, stage: str | None = None) -> ModelVersion:
@@ -272,7 +274,7 @@ class RegistryService:
                 )
             ]
             if target is Stage.PRODUCTION and archive_previous:
-                for previous in uow.versions.list(model=model, stage=Stage.PRODUCTION):
+                for previous in uow.versions.find(model=model, stage=Stage.PRODUCTION):
                     changes.append(
                         StageChange(
                             model=model,

@@ -86,7 +86,8 @@ def verify_onnx(
     problems = _schema_differences(session, inputs, outputs)
     if problems:
         raise ModelVerificationError(
-            f"{what}: {path.name} does not match the manifest's schema:\n  " + "\n  ".join(problems),
+            f"{what}: {path.name} does not match the manifest's schema:\n  "
+            + "\n  ".join(problems),
             details={"problems": problems},
         )
     names = [o.name for o in session.get_outputs()]
@@ -115,7 +116,9 @@ def _schema_differences(
     for spec in inputs:
         actual = model_inputs.get(spec.name)
         if actual is None:
-            problems.append(f"input {spec.name!r} is not an input of the model ({sorted(model_inputs)})")
+            problems.append(
+                f"input {spec.name!r} is not an input of the model ({sorted(model_inputs)})"
+            )
             continue
         problems += _compare_tensor("input", spec, actual)
     for name in model_inputs.keys() - {s.name for s in inputs}:
@@ -123,7 +126,9 @@ def _schema_differences(
     for spec in outputs:
         actual = model_outputs.get(spec.name)
         if actual is None:
-            problems.append(f"output {spec.name!r} is not an output of the model ({sorted(model_outputs)})")
+            problems.append(
+                f"output {spec.name!r} is not an output of the model ({sorted(model_outputs)})"
+            )
             continue
         problems += _compare_tensor("output", spec, actual)
     return problems

@@ -48,7 +48,7 @@ class SqlVersionRepository:
             model = ModelRow(name=version.model, created_at=version.created_at)
             self.session.add(model)
             try:
-                self.session.flush([model])
+                self.session.flush()
             except IntegrityError as exc:
                 raise StoreConflictError(
                     f"model {version.model!r} was created by another registration at the "
@@ -71,7 +71,7 @@ class SqlVersionRepository:
         )
         self.session.add(row)
         try:
-            self.session.flush([row])
+            self.session.flush()
         except IntegrityError as exc:
             raise VersionExistsError(
                 f"{version.model} {version.version} is already registered; versions are "
@@ -98,7 +98,7 @@ class SqlVersionRepository:
         row = self._row(model, version, for_update=for_update)
         return _to_domain(row) if row else None
 
-    def list(
+    def find(
         self, *, model: str | None = None, stage: Stage | None = None, tag: str | None = None
     ) -> list[ModelVersion]:
         query = select(VersionRow).join(ModelRow, VersionRow.model_id == ModelRow.id)
@@ -120,7 +120,7 @@ class SqlVersionRepository:
         if row is None:
             raise VersionNotFoundError(f"{model} has no version {version}")
         row.stage = stage.value
-        self.session.flush([row])
+        self.session.flush()
 
     def add_stage_change(self, change: StageChange) -> None:
         row = self._row(change.model, change.version)

@@ -72,7 +72,9 @@ class VersionRow(Base):
 
 class VariantRow(Base):
     __tablename__ = "model_variants"
-    __table_args__ = (UniqueConstraint("version_id", "name", name="uq_model_variants_version_name"),)
+    __table_args__ = (
+        UniqueConstraint("version_id", "name", name="uq_model_variants_version_name"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))

@@ -1,1 +1,1 @@
-"""Alembic migrations of the edgefleet database (``script_location = edgefleet.store:migrations``)."""
+"""Alembic migrations of the edgefleet database (script location ``edgefleet.store:migrations``)."""
