@@ -95,7 +95,8 @@ def main() -> None:
         peer_s = bench_coreutils(source, work, args.repeat)
         register_s = bench_register(work, args.repeat)
     mib = args.size_mib
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    print(f"machine: {machine}, Python {platform.python_version()}")
     print()
     print("| what | edgefleet | peer | ratio (peer time / edgefleet time) |")
     print("|---|---|---|---|")

@@ -4,7 +4,7 @@ Services take an optional ``Progress``; the CLI passes one backed by rich progre
 tests and the server pass nothing::
 
     def register(..., progress: Progress = NO_PROGRESS):
-        advance = progress.task("hashing model.onnx", total=size)
+        advance = progress.task("hashing model.onnx", total=size, unit="bytes")
         advance(len(chunk))
 """
 
@@ -20,13 +20,13 @@ Advance = Callable[[int], None]
 class Progress(Protocol):
     """Something that shows how far long operations have got."""
 
-    def task(self, description: str, total: int | None = None) -> Advance:
-        """Start a task and return the function that advances it."""
+    def task(self, description: str, total: int | None = None, unit: str = "steps") -> Advance:
+        """Start a task counted in ``unit`` ("bytes" or "steps"); return its advance function."""
         ...
 
 
 class _Silent:
-    def task(self, description: str, total: int | None = None) -> Advance:
+    def task(self, description: str, total: int | None = None, unit: str = "steps") -> Advance:
         return _ignore
 
 

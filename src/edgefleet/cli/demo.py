@@ -38,7 +38,7 @@ def demo(
         console.print(f"1. trained and exported {len(bundles)} example versions of 'digits'")
         with open_registry(settings) as registry:
             for bundle in bundles:
-                with progress_bars(bytes_=True) as progress:
+                with progress_bars() as progress:
                     version = registry.register(bundle, author="demo", progress=progress)
                 console.print(
                     f"2. registered digits {version.version}: golden samples reproduced by "

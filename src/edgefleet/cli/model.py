@@ -74,7 +74,7 @@ def register(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Register a bundle as a new, immutable candidate version."""
-    with registry() as service, progress_bars(bytes_=True) as progress:
+    with registry() as service, progress_bars() as progress:
         version = service.register(path, author=author, progress=progress)
     if as_json:
         print_json(version)

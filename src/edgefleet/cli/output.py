@@ -12,11 +12,13 @@ from typing import Any, NoReturn
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
@@ -28,8 +30,8 @@ from typer.core import TyperGroup
 from edgefleet.errors import EdgefleetError
 from edgefleet.progress import Advance
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 #: Exit code for an unexpected internal error (sysexits EX_SOFTWARE).
 EXIT_INTERNAL = 70
@@ -80,14 +82,27 @@ def _is_cli_control(exc: Exception) -> bool:
     return type(exc).__module__.split(".")[0] in {"typer", "click"}
 
 
+class _AmountColumn(ProgressColumn):
+    """Bytes as sizes (1.2/40.0 MB), steps as counts (3/5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = DownloadColumn()
+        self.steps = MofNCompleteColumn()
+
+    def render(self, task: Task) -> RenderableType:
+        column = self.bytes if task.fields.get("unit") == "bytes" else self.steps
+        return column.render(task)
+
+
 class RichProgress:
     """``edgefleet.progress.Progress`` drawn as rich progress bars on stderr."""
 
     def __init__(self, bar: RichProgressBar) -> None:
         self.bar = bar
 
-    def task(self, description: str, total: int | None = None) -> Advance:
-        task_id = self.bar.add_task(description, total=total)
+    def task(self, description: str, total: int | None = None, unit: str = "steps") -> Advance:
+        task_id = self.bar.add_task(description, total=total, unit=unit)
 
         def advance(amount: int) -> None:
             self.bar.advance(task_id, amount)
@@ -96,14 +111,13 @@ class RichProgress:
 
 
 @contextmanager
-def progress_bars(*, bytes_: bool = False) -> Iterator[RichProgress]:
+def progress_bars() -> Iterator[RichProgress]:
     """Progress bars for the duration of the block (hidden when stderr is not a terminal)."""
-    amount = DownloadColumn() if bytes_ else MofNCompleteColumn()
     bar = RichProgressBar(
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        amount,
+        _AmountColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,

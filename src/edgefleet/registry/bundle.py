@@ -149,7 +149,7 @@ def _resolve(root: Path, relative: str, what: str) -> Path:
 
 def _hash(root: Path, relative: str, what: str, progress: Progress) -> BundleFile:
     path = _resolve(root, relative, what)
-    advance = progress.task(f"hashing {relative}", total=path.stat().st_size)
+    advance = progress.task(f"hashing {relative}", total=path.stat().st_size, unit="bytes")
     try:
         sha256, size = sha256_file(path, advance)
     except OSError as exc:

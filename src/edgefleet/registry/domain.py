@@ -7,7 +7,6 @@ the store maps them to tables and the service builds them from bundles. Their JS
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -18,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edgefleet.registry.profile import ReferenceProfile
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
-_NAME_RE = re.compile(NAME_PATTERN)
 
 DType = Literal["float16", "float32", "float64", "int8", "uint8", "int16", "int32", "int64", "bool"]
 OutputRole = Literal["label", "probabilities", "scores", "embedding"]
@@ -170,8 +168,3 @@ class StageChange(Frozen):
     actor: str
     at: datetime
     reason: str = ""
-
-
-def is_valid_name(name: str) -> bool:
-    """Whether ``name`` is a valid model or variant name (lowercase, digits, ``._-``)."""
-    return bool(_NAME_RE.match(name))

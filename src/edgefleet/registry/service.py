@@ -150,7 +150,7 @@ class RegistryService:
             raise ReferenceProfileError(f"cannot profile the reference sample: {exc}") from exc
 
     def _store(self, file: BundleFile, created: list[str], progress: Progress) -> str:
-        advance = progress.task(f"storing {file.path.name}", total=file.size)
+        advance = progress.task(f"storing {file.path.name}", total=file.size, unit="bytes")
         with file.path.open("rb") as source:
             blob = self.artifacts.put(source, expected_sha256=file.sha256, progress=advance)
         if blob.created:

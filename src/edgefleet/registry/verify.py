@@ -113,24 +113,21 @@ def _schema_differences(
     problems = []
     model_inputs = {i.name: i for i in session.get_inputs()}
     model_outputs = {o.name: o for o in session.get_outputs()}
-    for spec in inputs:
-        actual = model_inputs.get(spec.name)
-        if actual is None:
-            problems.append(
-                f"input {spec.name!r} is not an input of the model ({sorted(model_inputs)})"
-            )
-            continue
-        problems += _compare_tensor("input", spec, actual)
+    for kind, specs, actual_tensors in (
+        ("input", inputs, model_inputs),
+        ("output", outputs, model_outputs),
+    ):
+        for spec in specs:
+            actual = actual_tensors.get(spec.name)
+            if actual is None:
+                problems.append(
+                    f"{kind} {spec.name!r} is not an {kind} of the model ({sorted(actual_tensors)})"
+                )
+                continue
+            problems += _compare_tensor(kind, spec, actual)
+    # Every model input must be fed; extra model outputs are fine (not all are checked).
     for name in model_inputs.keys() - {s.name for s in inputs}:
         problems.append(f"the model's input {name!r} is missing from the manifest")
-    for spec in outputs:
-        actual = model_outputs.get(spec.name)
-        if actual is None:
-            problems.append(
-                f"output {spec.name!r} is not an output of the model ({sorted(model_outputs)})"
-            )
-            continue
-        problems += _compare_tensor("output", spec, actual)
     return problems
 
 
