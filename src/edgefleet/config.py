@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     db_connect_timeout_s: int = Field(
         default=5, ge=1, description="how long to wait for a database server to answer"
     )
+    tuf_timestamp_expiry_s: int = Field(
+        default=86400, ge=60, description="lifetime of signed timestamp metadata"
+    )
+    tuf_bins_threshold: int = Field(
+        default=1024, ge=2, description="targets in targets.json before hashed bins are used"
+    )
     auto_migrate: bool = Field(
         default=True, description="bring the database schema up to date when it is opened"
     )

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from edgefleet.fsutil import fsync_dir
 from edgefleet.registry.errors import ArtifactHashMismatchError, ArtifactNotFoundError
 
 CHUNK_SIZE = 1 << 20
@@ -100,15 +101,6 @@ def sha256_file(path: Path, progress: ProgressCallback | None = None) -> tuple[s
             if progress:
                 progress(len(chunk))
     return digest.hexdigest(), size
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalArtifactStore:

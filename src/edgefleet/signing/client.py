@@ -1,0 +1,272 @@
+"""Device-side delivery: trusted metadata from ``tuf.ngclient``, then a resumable,
+verified download into the caller's file.
+
+``resolve`` runs a fresh ``Updater`` (python-tuf allows one refresh per instance) from
+the device's trusted root, finds the target, and checks its signed custom fields against
+the device and the model's signed policy. ``download`` streams the target into
+``<dest>.part`` next to ``dest`` (the agent's inactive slot, so a large model never
+needs twice its size in a temp directory), resumes an interrupted download with an
+HTTP ``Range`` request, refuses a byte past the signed length, verifies length and
+hashes over the whole file with python-tuf's ``TargetFile.verify_length_and_hashes``,
+and only then renames it to ``dest``. Every failure is a typed ``DeliveryError``::
+
+    client = DeliveryClient(tuf_dir, f"{server}/tuf/metadata/", f"{server}/tuf/targets/",
+                            pinned_root=root_bytes)
+    target = client.resolve(path, DeviceFacts(hardware="aarch64", firmware="2.3.0"))
+    client.download(target, slot / "model.onnx")
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Root, TargetFile
+from tuf.ngclient import Updater, UpdaterConfig
+
+from edgefleet.fsutil import fsync_dir
+from edgefleet.signing.errors import (
+    DeliveryError,
+    HashMismatchError,
+    InvalidMetadataError,
+    MetadataExpiredError,
+    MixAndMatchError,
+    NetworkError,
+    RollbackError,
+    SignatureError,
+    TargetNotFoundError,
+    TooLargeError,
+)
+from edgefleet.signing.fetcher import HttpxFetcher
+from edgefleet.signing.layout import ArtifactInfo, ModelPolicy, parse_custom, policy_path
+from edgefleet.signing.policy import DeviceFacts, check_installable
+
+CHUNK_SIZE = 256 * 1024
+
+#: Called with the number of bytes just written, for progress reporting.
+Advance = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class VerifiedTarget:
+    """A target whose metadata is trusted and whose custom fields passed the checks."""
+
+    path: str
+    info: TargetFile
+    url: str
+    artifact: ArtifactInfo | None
+    policy: ModelPolicy | None
+
+    @property
+    def length(self) -> int:
+        return self.info.length
+
+    @property
+    def sha256(self) -> str:
+        return self.info.hashes["sha256"]
+
+
+class DeliveryClient:
+    """Fetches signed targets for one device.
+
+    Args:
+        metadata_dir: where the device keeps its trusted TUF metadata (writable).
+        metadata_url: base URL of the repository's metadata (``.../tuf/metadata/``).
+        targets_url: base URL of the repository's targets (``.../tuf/targets/``).
+        pinned_root: the root metadata received at enrollment; written to
+            ``metadata_dir/root.json`` if the device has no trusted root yet.
+        http: the HTTP client (carries the device's credentials); one is made if omitted.
+        config: python-tuf limits (maximum metadata sizes, delegations, rotations).
+    """
+
+    def __init__(
+        self,
+        metadata_dir: Path,
+        metadata_url: str,
+        targets_url: str,
+        *,
+        pinned_root: bytes | None = None,
+        http: httpx.Client | None = None,
+        config: UpdaterConfig | None = None,
+    ) -> None:
+        self.metadata_dir = metadata_dir
+        self.metadata_url = metadata_url if metadata_url.endswith("/") else metadata_url + "/"
+        self.targets_url = targets_url if targets_url.endswith("/") else targets_url + "/"
+        self.http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
+        self.config = config or UpdaterConfig()
+        metadata_dir.mkdir(parents=True, exist_ok=True)
+        root_file = metadata_dir / "root.json"
+        if pinned_root is not None and not root_file.exists():
+            root_file.write_bytes(pinned_root)
+        if not root_file.exists():
+            raise InvalidMetadataError(
+                f"no trusted root in {metadata_dir}: the device must be enrolled first"
+            )
+
+    def _updater(self) -> Updater:
+        return Updater(
+            str(self.metadata_dir),
+            self.metadata_url,
+            target_base_url=self.targets_url,
+            fetcher=HttpxFetcher(self.http),
+            config=self.config,
+            bootstrap=None,
+        )
+
+    def resolve(self, target_path: str, device: DeviceFacts) -> VerifiedTarget:
+        """Refresh metadata and return the trusted target, if this device may install it.
+
+        Raises:
+            DeliveryError: a subclass naming why (signature, expired, rollback,
+                mix_and_match, too_large, network, not_found, incompatible_hardware,
+                incompatible_firmware, revoked, below_floor, invalid_metadata).
+        """
+        with translate_tuf_errors():
+            updater = self._updater()
+            updater.refresh()
+            info = updater.get_targetinfo(target_path)
+            if info is None:
+                raise TargetNotFoundError(f"no signed target {target_path}")
+            custom = parse_custom(target_path, info.custom)
+            artifact = custom if isinstance(custom, ArtifactInfo) else None
+            policy = None
+            if artifact is not None:
+                policy_info = updater.get_targetinfo(policy_path(artifact.model))
+                if policy_info is not None:
+                    parsed = parse_custom(policy_info.path, policy_info.custom)
+                    if not isinstance(parsed, ModelPolicy):
+                        raise InvalidMetadataError(f"{policy_info.path} is not a policy target")
+                    policy = parsed
+                check_installable(artifact, policy, device)
+        return VerifiedTarget(
+            path=target_path,
+            info=info,
+            url=self.targets_url + self._remote_name(info),
+            artifact=artifact,
+            policy=policy,
+        )
+
+    def _remote_name(self, info: TargetFile) -> str:
+        root = Metadata[Root].from_bytes((self.metadata_dir / "root.json").read_bytes())
+        if not root.signed.consistent_snapshot:
+            return info.path
+        directory, slash, name = info.path.rpartition("/")
+        return f"{directory}{slash}{info.hashes['sha256']}.{name}"
+
+    def download(self, target: VerifiedTarget, dest: Path, progress: Advance | None = None) -> Path:
+        """Download ``target`` to ``dest``, resuming a previous partial download.
+
+        Nothing appears at ``dest`` unless the whole file matches the signed length and
+        hashes. A partial file that fails verification is deleted; one cut short by the
+        network is kept so the next call resumes it.
+
+        Raises:
+            TooLargeError, HashMismatchError, NetworkError.
+        """
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = partial_path(dest, target.sha256)
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > target.length:
+            part.unlink()
+            offset = 0
+        if offset < target.length:
+            self._fetch_into(target, part, offset, progress)
+        with part.open("rb") as f:
+            try:
+                target.info.verify_length_and_hashes(f)
+            except tuf_errors.LengthOrHashMismatchError as exc:
+                part.unlink(missing_ok=True)
+                raise HashMismatchError(
+                    f"{target.path} does not match its signed length and hashes; discarded",
+                    details={"path": target.path},
+                ) from exc
+            os.fsync(f.fileno())
+        part.replace(dest)
+        fsync_dir(dest.parent)
+        return dest
+
+    def _fetch_into(
+        self, target: VerifiedTarget, part: Path, offset: int, progress: Advance | None
+    ) -> None:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            with self.http.stream("GET", target.url, headers=headers) as response:
+                if response.status_code == httpx.codes.PARTIAL_CONTENT and offset:
+                    mode = "ab"
+                elif response.status_code == httpx.codes.OK:
+                    mode, offset = "wb", 0
+                elif response.status_code == httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
+                    part.unlink(missing_ok=True)
+                    return self._fetch_into(target, part, 0, progress)
+                else:
+                    raise NetworkError(
+                        f"{target.url} answered HTTP {response.status_code}",
+                        details={"status": response.status_code},
+                    )
+                written = offset
+                with part.open(mode) as out:
+                    for chunk in response.iter_bytes(CHUNK_SIZE):
+                        written += len(chunk)
+                        if written > target.length:
+                            out.close()
+                            part.unlink(missing_ok=True)
+                            raise TooLargeError(
+                                f"{target.url} sent more than the signed {target.length} bytes; "
+                                "discarded",
+                                details={"path": target.path, "length": target.length},
+                            )
+                        out.write(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+        except httpx.HTTPError as exc:
+            raise NetworkError(
+                f"download of {target.path} interrupted at {part.stat().st_size if part.exists() else 0} "
+                f"of {target.length} bytes: {exc}; the next attempt resumes",
+                details={"path": target.path},
+            ) from exc
+        return None
+
+
+def partial_path(dest: Path, sha256: str) -> Path:
+    """Where the partial download of ``dest`` lives: beside it, named by the target hash
+    so that a partial file of another version is never resumed."""
+    return dest.with_name(f".{dest.name}.{sha256[:16]}.part")
+
+
+_SNAPSHOT_ROLLBACK = re.compile(r"^Expected \S+\.json version \d+, got \d+")
+
+
+@contextmanager
+def translate_tuf_errors() -> Iterator[None]:
+    """Turn python-tuf's exceptions into edgefleet's typed delivery errors."""
+    try:
+        yield
+    except DeliveryError:
+        raise
+    except tuf_errors.UnsignedMetadataError as exc:
+        raise SignatureError(f"metadata signature check failed: {exc}") from exc
+    except tuf_errors.ExpiredMetadataError as exc:
+        raise MetadataExpiredError(f"metadata has expired: {exc}") from exc
+    except tuf_errors.BadVersionNumberError as exc:
+        message = str(exc)
+        # A new snapshot listing an older role version is a rollback; a file whose
+        # version differs from the one the snapshot/timestamp names is mix-and-match.
+        if message.startswith("Expected") and not _SNAPSHOT_ROLLBACK.match(message):
+            raise MixAndMatchError(f"metadata versions do not match: {message}") from exc
+        raise RollbackError(f"metadata is older than what this device has seen: {message}") from exc
+    except tuf_errors.LengthOrHashMismatchError as exc:
+        raise HashMismatchError(f"metadata does not match its expected hashes: {exc}") from exc
+    except tuf_errors.DownloadLengthMismatchError as exc:
+        raise TooLargeError(f"metadata is larger than allowed: {exc}") from exc
+    except tuf_errors.DownloadError as exc:
+        raise NetworkError(f"cannot fetch metadata: {exc}") from exc
+    except tuf_errors.RepositoryError as exc:
+        raise InvalidMetadataError(f"metadata is invalid: {exc}") from exc
