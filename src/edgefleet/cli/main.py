@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import db, demo, examples, model
+from edgefleet.cli import db, demo, examples, keys, model, repo
 from edgefleet.cli.output import EdgefleetGroup, console
 
 app = typer.Typer(
@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 app.add_typer(model.app, name="model")
 app.add_typer(examples.app, name="examples")
+app.add_typer(keys.app, name="keys")
+app.add_typer(repo.app, name="repo")
 app.add_typer(db.app, name="db")
 app.command(name="demo")(demo.demo)
 

@@ -74,14 +74,29 @@ def register(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Register a bundle as a new, immutable candidate version."""
-    with registry() as service, progress_bars() as progress:
-        version = service.register(path, author=author, progress=progress)
+    from edgefleet.signing.publish import publish_if_possible
+
+    with registry() as service:
+        with progress_bars() as progress:
+            version = service.register(path, author=author, progress=progress)
+        outcome = publish_if_possible(load_settings(), service.artifacts, version)
     if as_json:
-        print_json(version)
+        published = outcome.publication
+        print_json(
+            {
+                **version.model_dump(mode="json"),
+                "published": (
+                    {"release": published.release, "targets": list(published.targets)}
+                    if published
+                    else None
+                ),
+            }
+        )
         return
     console.print(
         f"registered [bold]{version.model} {version.version}[/] as {version.stage.value} "
-        f"({len(version.variants)} variants, {version.golden.count} golden samples)"
+        f"({len(version.variants)} variants, {version.golden.count} golden samples); "
+        f"{outcome.note}"
     )
     render_variants(version)
 

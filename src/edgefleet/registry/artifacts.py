@@ -9,8 +9,8 @@ renamed into place, so a crash leaves either the whole blob or nothing::
     with store.open(blob.sha256) as f:
         ...
 
-``ArtifactStore`` is the interface; an S3-compatible backend implements the same five
-methods.
+``ArtifactStore`` is the interface; an S3-compatible backend implements the same
+methods (``local_path`` answering ``None``).
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class ArtifactStore(Protocol):
 
     def delete(self, sha256: str) -> None:
         """Remove the blob if it is stored."""
+        ...
+
+    def local_path(self, sha256: str) -> Path | None:
+        """The blob's file, where the store keeps it on this machine (else ``None``)."""
         ...
 
 
@@ -184,6 +188,10 @@ class LocalArtifactStore:
 
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+
+    def local_path(self, sha256: str) -> Path | None:
+        path = self.path(sha256)
+        return path if path.is_file() else None
 
     def digests(self) -> Iterator[str]:
         """Every stored blob's digest."""

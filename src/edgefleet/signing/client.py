@@ -47,8 +47,6 @@ from edgefleet.signing.fetcher import HttpxFetcher
 from edgefleet.signing.layout import ArtifactInfo, ModelPolicy, parse_custom, policy_path
 from edgefleet.signing.policy import DeviceFacts, check_installable
 
-CHUNK_SIZE = 256 * 1024
-
 #: Called with the number of bytes just written, for progress reporting.
 Advance = Callable[[int], None]
 
@@ -211,7 +209,9 @@ class DeliveryClient:
                     )
                 written = offset
                 with part.open(mode) as out:
-                    for chunk in response.iter_bytes(CHUNK_SIZE):
+                    # Write chunks as they arrive: what was received before a cut is
+                    # kept for the resume.
+                    for chunk in response.iter_bytes():
                         written += len(chunk)
                         if written > target.length:
                             out.close()
@@ -227,9 +227,10 @@ class DeliveryClient:
                     out.flush()
                     os.fsync(out.fileno())
         except httpx.HTTPError as exc:
+            have = part.stat().st_size if part.exists() else 0
             raise NetworkError(
-                f"download of {target.path} interrupted at {part.stat().st_size if part.exists() else 0} "
-                f"of {target.length} bytes: {exc}; the next attempt resumes",
+                f"download of {target.path} interrupted at {have} of {target.length} bytes: "
+                f"{exc}; the next attempt resumes",
                 details={"path": target.path},
             ) from exc
         return None

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from edgefleet.config import Settings
-from edgefleet.registry.artifacts import LocalArtifactStore
+from edgefleet.registry.artifacts import ArtifactStore
 from edgefleet.registry.domain import ModelVersion
-from edgefleet.signing.errors import RepositoryStateError
+from edgefleet.signing.errors import KeysMissingError, RepositoryStateError, SignerUnavailableError
 from edgefleet.signing.keys import Keyring
 from edgefleet.signing.layout import (
     ArtifactInfo,
@@ -72,7 +72,7 @@ def _canonical_json(value: object) -> bytes:
 class Publisher:
     """Turns registry versions into signed targets in a repository."""
 
-    def __init__(self, repository: TufRepository, artifacts: LocalArtifactStore) -> None:
+    def __init__(self, repository: TufRepository, artifacts: ArtifactStore) -> None:
         self.repository = repository
         self.artifacts = artifacts
 
@@ -159,7 +159,12 @@ class Publisher:
 
     def _target(self, path: str, sha256: str, size: int, custom: dict[str, object]) -> NewTarget:
         return NewTarget(
-            path=path, source=self.artifacts.path(sha256), length=size, sha256=sha256, custom=custom
+            path=path,
+            length=size,
+            sha256=sha256,
+            custom=custom,
+            source=self.artifacts.local_path(sha256),
+            reader=lambda: self.artifacts.open(sha256),
         )
 
     # -- policy -------------------------------------------------------------------
@@ -209,3 +214,37 @@ class Publisher:
         return self._write_policy(
             self.policy(model).model_copy(update={"min_release": min_release})
         )
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """What happened when a new version was offered for signing."""
+
+    publication: Publication | None
+    note: str
+
+
+def publish_if_possible(
+    settings: Settings, artifacts: ArtifactStore, version: ModelVersion
+) -> PublishOutcome:
+    """Publish ``version`` when the repository exists and its targets key is at hand.
+
+    Registration calls this: with the embedded (local file) targets key it signs at
+    once; with the targets key offline it says what to run instead of failing.
+    """
+    try:
+        repository = open_repository(settings)
+        if not repository.initialised:
+            raise KeysMissingError("no TUF repository")
+        publication = Publisher(repository, artifacts).publish(version)
+    except KeysMissingError:
+        return PublishOutcome(
+            None, "not signed yet: run `edgefleet keys init`, then `edgefleet repo publish`"
+        )
+    except SignerUnavailableError as exc:
+        return PublishOutcome(
+            None,
+            f"not signed yet ({exc.message}); "
+            "run `edgefleet repo publish` where the targets key is",
+        )
+    return PublishOutcome(publication, f"signed as release {publication.release}")

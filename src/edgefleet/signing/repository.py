@@ -25,12 +25,12 @@ import fcntl
 import math
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tuf.api.metadata import (
     Delegations,
@@ -66,13 +66,18 @@ class RepositoryConfig:
 
 @dataclass(frozen=True)
 class NewTarget:
-    """A file to publish: its target path, the bytes on disk, and signed custom fields."""
+    """A file to publish: its target path, where its bytes are, and signed custom fields.
+
+    ``source`` is a local file to hard-link when there is one; otherwise ``reader``
+    streams the bytes to copy.
+    """
 
     path: str
-    source: Path
     length: int
     sha256: str
     custom: dict[str, Any]
+    source: Path | None = None
+    reader: Callable[[], IO[bytes]] | None = None
 
 
 def _now() -> datetime:
@@ -263,7 +268,7 @@ class TufRepository:
     def _commit(self, changed: dict[str, Metadata[Targets]], snapshot: Metadata[Snapshot]) -> None:
         root = self.root().signed
         now = _now()
-        for name, role in changed.items():
+        for role in changed.values():
             role.signed.version += 1
             role.signed.expires = now + self.config.targets_expiry
             role.signatures.clear()
@@ -424,10 +429,16 @@ class TufRepository:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp")
         tmp.unlink(missing_ok=True)
-        try:
-            os.link(target.source, tmp)
-        except OSError:
-            shutil.copyfile(target.source, tmp)
+        if target.source is not None:
+            try:
+                os.link(target.source, tmp)
+            except OSError:  # another file system: copy instead
+                shutil.copyfile(target.source, tmp)
+        elif target.reader is not None:
+            with target.reader() as src, tmp.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        else:
+            raise RepositoryStateError(f"no bytes given for target {target.path}")
         tmp.replace(dest)
 
     def _persist_root(self, md: Metadata[Root]) -> None:
