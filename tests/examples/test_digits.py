@@ -73,5 +73,7 @@ def test_demo_runs_the_story_on_embedded_storage(tmp_path, monkeypatch):
     assert "registered digits 1.0.0" in result.stdout
     assert "registered digits 1.1.0" in result.stdout
     assert "promoted digits 1.0.0 to production" in result.stdout
+    assert "signed it as release 2" in result.stdout
+    assert (tmp_path / "demo" / "tuf" / "metadata" / "1.root.json").exists()
     assert "accuracy" in result.stdout
     assert (tmp_path / "demo" / "edgefleet.db").exists()
