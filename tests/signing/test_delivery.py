@@ -1,8 +1,11 @@
 """Signed delivery that works: the standard python-tuf client, and edgefleet's device client."""
 
+import functools
 import hashlib
+import http.server
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,15 +24,31 @@ def registry_sha(fleet, version: str, variant: str) -> str:
     return fleet.registry.get("digits", version).variant(variant).sha256
 
 
-def test_standard_ngclient_updater_downloads_the_registered_bytes(fleet, tmp_path):
+@pytest.fixture
+def plain_http_server(fleet):
+    """Python's stock static file server over the repository directory."""
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(fleet.repository.root_dir)
+    )
+    handler.log_message = lambda *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_standard_ngclient_updater_downloads_the_registered_bytes(
+    fleet, plain_http_server, tmp_path
+):
     # Acceptance: plain python-tuf, a plain static server, the published root.
     metadata_dir = tmp_path / "plain" / "metadata"
     metadata_dir.mkdir(parents=True)
     updater = Updater(
         str(metadata_dir),
-        f"{fleet.server.url}/metadata/",
+        f"{plain_http_server}/metadata/",
         str(tmp_path / "plain"),
-        f"{fleet.server.url}/targets/",
+        f"{plain_http_server}/targets/",
         bootstrap=fleet.pinned_root,
     )
     updater.refresh()

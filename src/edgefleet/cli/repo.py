@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,7 +14,21 @@ from edgefleet.cli.model import registry
 from edgefleet.cli.output import console, json_option, print_json
 from edgefleet.config import load_settings
 
+if TYPE_CHECKING:
+    from edgefleet.registry.service import RegistryService
+    from edgefleet.signing.publish import Publisher
+
 app = typer.Typer(help="Publish, revoke and refresh signed model targets.", no_args_is_help=True)
+
+
+@contextmanager
+def publisher() -> Iterator[tuple[RegistryService, Publisher]]:
+    """The local registry and a publisher into the local TUF repository."""
+    from edgefleet.signing.publish import Publisher, open_repository
+
+    repository = open_repository(load_settings())
+    with registry() as service:
+        yield service, Publisher(repository, service.artifacts)
 
 
 @app.command()
@@ -22,16 +38,12 @@ def publish(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Sign every registered version that is not yet published (needs the targets key)."""
-    from edgefleet.signing.publish import Publisher, open_repository
-
-    repository = open_repository(load_settings())
-    with registry() as service:
+    with publisher() as (service, signer):
         if name and version:
             versions = [service.get(name, version)]
         else:
             versions = service.list_versions(model=name)
-        publisher = Publisher(repository, service.artifacts)
-        publications = [publisher.publish(v) for v in versions]
+        publications = [signer.publish(v) for v in versions]
     if as_json:
         print_json(
             {
@@ -62,12 +74,10 @@ def revoke(
 ) -> None:
     """Sign a policy that makes every device refuse this version (needs the targets key)."""
     from edgefleet.registry.semver import parse_version
-    from edgefleet.signing.publish import Publisher, open_repository
 
     canonical = str(parse_version(version))
-    with registry() as service:
-        publisher = Publisher(open_repository(load_settings()), service.artifacts)
-        policy = publisher.revoke(name, canonical)
+    with publisher() as (_, signer):
+        policy = signer.revoke(name, canonical)
     console.print(f"{name}: revoked versions now {', '.join(policy.revoked)}", highlight=False)
 
 
@@ -77,11 +87,8 @@ def floor(
     release: Annotated[int, typer.Argument(help="Lowest release devices may install.")],
 ) -> None:
     """Sign a release floor: devices refuse releases below it (needs the targets key)."""
-    from edgefleet.signing.publish import Publisher, open_repository
-
-    with registry() as service:
-        publisher = Publisher(open_repository(load_settings()), service.artifacts)
-        policy = publisher.set_floor(name, release)
+    with publisher() as (_, signer):
+        policy = signer.set_floor(name, release)
     console.print(f"{name}: release floor now {policy.min_release}", highlight=False)
 
 

@@ -20,19 +20,20 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
 from edgefleet.fsutil import fsync_dir
+from edgefleet.progress import Advance
 from edgefleet.registry.errors import ArtifactHashMismatchError, ArtifactNotFoundError
 
 CHUNK_SIZE = 1 << 20
 _DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 
 #: Called with the number of bytes just processed, for progress bars.
-ProgressCallback = Callable[[int], None]
+ProgressCallback = Advance
 
 
 @dataclass(frozen=True)

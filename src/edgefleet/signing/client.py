@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
 from edgefleet.fsutil import fsync_dir
+from edgefleet.progress import Advance
 from edgefleet.signing.errors import (
     DeliveryError,
     HashMismatchError,
@@ -46,9 +47,6 @@ from edgefleet.signing.errors import (
 from edgefleet.signing.fetcher import HttpxFetcher
 from edgefleet.signing.layout import ArtifactInfo, ModelPolicy, parse_custom, policy_path
 from edgefleet.signing.policy import DeviceFacts, check_installable
-
-#: Called with the number of bytes just written, for progress reporting.
-Advance = Callable[[int], None]
 
 
 @dataclass(frozen=True)
