@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -107,3 +108,120 @@ class StageChangeRow(Base):
     actor: Mapped[str] = mapped_column(String(256))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class DeviceRow(Base):
+    """A device's twin: identity, attributes, desired and reported state, liveness."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), unique=True)
+    group_name: Mapped[str | None] = mapped_column(String(128), index=True)
+    hardware: Mapped[str | None] = mapped_column(String(64), index=True)
+    firmware: Mapped[str | None] = mapped_column(String(64))
+    firmware_key: Mapped[str | None] = mapped_column(String(96), index=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(Document)
+    credential_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    credential_hash: Mapped[str | None] = mapped_column(String(64))
+    reenroll_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    enrolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    desired: Mapped[dict[str, Any] | None] = mapped_column(Document)
+    desired_etag: Mapped[str] = mapped_column(String(64))
+    desired_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reported: Mapped[dict[str, Any] | None] = mapped_column(Document)
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reported_model: Mapped[str | None] = mapped_column(String(128))
+    reported_version: Mapped[str | None] = mapped_column(String(128))
+    reported_version_key: Mapped[str | None] = mapped_column(String(96))
+    agent_state: Mapped[str | None] = mapped_column(String(32), index=True)
+    poll_interval_s: Mapped[int] = mapped_column(Integer, default=60)
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    offline_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    last_event_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_devices_reported_model_version", "reported_model", "reported_version"),)
+
+
+class DeviceEventRow(Base):
+    """One update-state transition reported by a device, kept in sequence order."""
+
+    __tablename__ = "device_events"
+    __table_args__ = (UniqueConstraint("device_pk", "seq", name="uq_device_events_device_pk_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[str | None] = mapped_column(String(128))
+    details: Mapped[dict[str, Any]] = mapped_column(Document)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class TelemetryRow(Base):
+    """A device's health and model metrics merged over one time bucket."""
+
+    __tablename__ = "telemetry"
+    __table_args__ = (
+        UniqueConstraint(
+            "device_pk", "bucket", "model", "version", name="uq_telemetry_device_bucket_model"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(128))
+    samples: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class ApiKeyRow(Base):
+    """An operator API key (only its hash is stored)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class EnrollmentTokenRow(Base):
+    """A token devices enroll with (only its hash is stored)."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(32), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    uses_remaining: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    group_name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditRow(Base):
+    """Append-only record of every operator write."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256))
+    before: Mapped[dict[str, Any] | None] = mapped_column(Document)
+    after: Mapped[dict[str, Any] | None] = mapped_column(Document)
