@@ -43,6 +43,27 @@ class Settings(BaseSettings):
     tuf_bins_threshold: int = Field(
         default=1024, ge=2, description="targets in targets.json before hashed bins are used"
     )
+    server: str | None = Field(
+        default=None, description="CLI remote mode: base URL of an edgefleet server"
+    )
+    token: str | None = Field(default=None, description="CLI remote mode: operator API key")
+    server_url: str | None = Field(
+        default=None,
+        description="public base URL of the server for devices (default: from each request)",
+    )
+    max_json_bytes: int = Field(default=1 << 20, ge=1024, description="cap on JSON request bodies")
+    max_upload_bytes: int = Field(default=2 << 30, ge=1 << 20, description="cap on bundle uploads")
+    offline_after_intervals: float = Field(
+        default=3.0,
+        gt=1,
+        description="poll intervals without a check-in before a device is offline",
+    )
+    telemetry_retention_hours: int = Field(
+        default=48, ge=1, description="how long per-device telemetry buckets are kept"
+    )
+    tuf_refresh_interval_s: int = Field(
+        default=3600, ge=10, description="how often the server re-signs expiring snapshot/timestamp"
+    )
     auto_migrate: bool = Field(
         default=True, description="bring the database schema up to date when it is opened"
     )

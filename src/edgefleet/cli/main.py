@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import db, demo, examples, keys, model, repo
-from edgefleet.cli.output import EdgefleetGroup, console
+from edgefleet.cli import db, demo, examples, keys, model, repo, server, tokens
+from edgefleet.cli.output import REMOTE, EdgefleetGroup, console
 
 app = typer.Typer(
     name="edgefleet",
@@ -20,7 +20,9 @@ app.add_typer(model.app, name="model")
 app.add_typer(examples.app, name="examples")
 app.add_typer(keys.app, name="keys")
 app.add_typer(repo.app, name="repo")
+app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
+app.command(name="server")(server.server)
 app.command(name="demo")(demo.demo)
 
 
@@ -35,8 +37,18 @@ def root(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Show the version."
     ),
+    server: str | None = typer.Option(
+        None,
+        "--server",
+        help="Talk to this edgefleet server (default: $EDGEFLEET_SERVER; local store).",
+    ),
+    token: str | None = typer.Option(
+        None, "--token", help="Operator API key for --server (default: $EDGEFLEET_TOKEN)."
+    ),
 ) -> None:
     """edgefleet: registry, signed delivery, gated rollouts for models on devices."""
+    REMOTE.server = server
+    REMOTE.token = token
 
 
 def main() -> None:

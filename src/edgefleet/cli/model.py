@@ -11,8 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from edgefleet.cli.output import console, json_option, print_json, progress_bars
+from edgefleet.cli.output import REMOTE, console, json_option, print_json, progress_bars
+from edgefleet.cli.remote import RemoteRegistry
 from edgefleet.config import load_settings
+from edgefleet.progress import Progress
 from edgefleet.registry.compare import Comparison
 from edgefleet.registry.domain import ModelVersion, StageChange
 from edgefleet.registry.service import RegistryService
@@ -33,29 +35,84 @@ def registry() -> Iterator[RegistryService]:
         yield service
 
 
+class LocalRegistry:
+    """The local store with the same operations as ``RemoteRegistry``."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self.service = service
+
+    def register(
+        self, path: Path, *, author: str | None, progress: Progress
+    ) -> tuple[ModelVersion, str, dict[str, Any] | None]:
+        from edgefleet.signing.publish import publish_if_possible
+
+        version = self.service.register(path, author=author, progress=progress)
+        outcome = publish_if_possible(load_settings(), self.service.artifacts, version)
+        published = outcome.publication
+        signed = (
+            {"release": published.release, "targets": list(published.targets)}
+            if published
+            else None
+        )
+        return version, outcome.note, signed
+
+    def list_versions(
+        self, *, model: str | None = None, stage: str | None = None, tag: str | None = None
+    ) -> list[dict[str, Any]]:
+        return [v.summary() for v in self.service.list_versions(model=model, stage=stage, tag=tag)]
+
+    def get(self, model: str, version: str) -> ModelVersion:
+        return self.service.get(model, version)
+
+    def latest(self, model: str, stage: str | None = None) -> dict[str, Any]:
+        return self.service.latest(model, stage).summary()
+
+    def compare(self, model: str, a: str, b: str) -> Comparison:
+        return self.service.compare(model, a, b)
+
+    def promote(
+        self,
+        model: str,
+        version: str,
+        stage: str,
+        *,
+        reason: str,
+        archive_previous: bool,
+        actor: str | None = None,
+    ) -> list[StageChange]:
+        return self.service.promote(
+            model,
+            version,
+            stage,
+            actor=actor or _user(),
+            reason=reason,
+            archive_previous=archive_previous,
+        )
+
+    def history(self, model: str, version: str | None = None) -> list[StageChange]:
+        return self.service.history(model, version)
+
+
+@contextmanager
+def registry_client() -> Iterator[LocalRegistry | RemoteRegistry]:
+    """The server's registry in remote mode (``--server`` / ``EDGEFLEET_SERVER``), else
+    the local store's."""
+    settings = load_settings()
+    server = REMOTE.server or settings.server
+    if server:
+        remote = RemoteRegistry(server, REMOTE.token or settings.token)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    with registry() as service:
+        yield LocalRegistry(service)
+
+
 def summary(version: ModelVersion) -> dict[str, Any]:
     """The ``model list --json`` form of a version (documented in docs/cli.md)."""
-    return {
-        "model": version.model,
-        "version": version.version,
-        "stage": version.stage.value,
-        "created_at": version.created_at.isoformat(),
-        "author": version.author,
-        "parent": version.parent,
-        "tags": list(version.tags),
-        "metrics": version.metrics,
-        "variants": [
-            {
-                "name": v.name,
-                "runtime": v.runtime,
-                "precision": v.precision,
-                "hardware": list(v.hardware),
-                "sha256": v.sha256,
-                "size": v.size,
-            }
-            for v in version.variants
-        ],
-    }
+    return version.summary()
 
 
 def _user() -> str:
@@ -73,30 +130,16 @@ def register(
     ] = None,
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
-    """Register a bundle as a new, immutable candidate version."""
-    from edgefleet.signing.publish import publish_if_possible
-
-    with registry() as service:
-        with progress_bars() as progress:
-            version = service.register(path, author=author, progress=progress)
-        outcome = publish_if_possible(load_settings(), service.artifacts, version)
+    """Register a bundle as a new, immutable candidate version (and sign it if the
+    targets key is at hand)."""
+    with registry_client() as client, progress_bars() as progress:
+        version, note, published = client.register(path, author=author, progress=progress)
     if as_json:
-        published = outcome.publication
-        print_json(
-            {
-                **version.model_dump(mode="json"),
-                "published": (
-                    {"release": published.release, "targets": list(published.targets)}
-                    if published
-                    else None
-                ),
-            }
-        )
+        print_json({**version.model_dump(mode="json"), "published": published, "note": note})
         return
     console.print(
         f"registered [bold]{version.model} {version.version}[/] as {version.stage.value} "
-        f"({len(version.variants)} variants, {version.golden.count} golden samples); "
-        f"{outcome.note}"
+        f"({len(version.variants)} variants, {version.golden.count} golden samples); {note}"
     )
     render_variants(version)
 
@@ -109,26 +152,26 @@ def list_versions(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """List registered versions (newest last within each model)."""
-    with registry() as service:
-        versions = service.list_versions(model=name, stage=stage, tag=tag)
+    with registry_client() as client:
+        versions = client.list_versions(model=name, stage=stage, tag=tag)
     if as_json:
-        print_json({"versions": [summary(v) for v in versions]})
+        print_json({"versions": versions})
         return
     if not versions:
         console.print("no versions registered" + (" match" if name or stage or tag else ""))
         return
     table = Table("model", "version", "stage", "variants", "accuracy", "tags", "created", "author")
     for v in versions:
-        accuracy = v.metrics.get("accuracy")
+        accuracy = v["metrics"].get("accuracy")
         table.add_row(
-            v.model,
-            v.version,
-            v.stage.value,
-            ", ".join(x.name for x in v.variants),
+            v["model"],
+            v["version"],
+            v["stage"],
+            ", ".join(x["name"] for x in v["variants"]),
             "" if accuracy is None else f"{accuracy:.4f}",
-            ", ".join(v.tags),
-            v.created_at.strftime("%Y-%m-%d %H:%M"),
-            v.author,
+            ", ".join(v["tags"]),
+            v["created_at"][:16].replace("T", " "),
+            v["author"],
         )
     console.print(table)
 
@@ -140,8 +183,8 @@ def show(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Show everything registered about one version."""
-    with registry() as service:
-        found = service.get(name, version)
+    with registry_client() as client:
+        found = client.get(name, version)
     if as_json:
         print_json(found)
         return
@@ -155,12 +198,12 @@ def latest(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """The highest version of a model by semantic-version precedence."""
-    with registry() as service:
-        found = service.latest(name, stage)
+    with registry_client() as client:
+        found = client.latest(name, stage)
     if as_json:
-        print_json(summary(found))
+        print_json(found)
         return
-    console.print(f"{found.model} {found.version} ({found.stage.value})")
+    console.print(f"{found['model']} {found['version']} ({found['stage']})", highlight=False)
 
 
 @app.command()
@@ -171,8 +214,8 @@ def compare(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Compare two versions: metrics, latency and sizes (B relative to A)."""
-    with registry() as service:
-        comparison = service.compare(name, a, b)
+    with registry_client() as client:
+        comparison = client.compare(name, a, b)
     if as_json:
         print_json(comparison)
         return
@@ -185,7 +228,10 @@ def promote(
     version: Annotated[str, typer.Argument(help="Version to move.")],
     stage: Annotated[str, typer.Option(help="Target stage: candidate, production or archived.")],
     reason: Annotated[str, typer.Option(help="Why (kept in the stage history).")] = "",
-    actor: Annotated[str | None, typer.Option(help="Who (default: $USER).")] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option(help="Who, in local mode (default: $USER; remotely: the API key's name)."),
+    ] = None,
     keep_production: Annotated[
         bool,
         typer.Option(
@@ -195,14 +241,9 @@ def promote(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Move a version to another stage; promoting to production archives the previous one."""
-    with registry() as service:
-        changes = service.promote(
-            name,
-            version,
-            stage,
-            actor=actor or _user(),
-            reason=reason,
-            archive_previous=not keep_production,
+    with registry_client() as client:
+        changes = client.promote(
+            name, version, stage, reason=reason, archive_previous=not keep_production, actor=actor
         )
     if as_json:
         print_json({"changes": [c.model_dump(mode="json") for c in changes]})
@@ -218,8 +259,8 @@ def history(
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Who moved which version to which stage, and when."""
-    with registry() as service:
-        changes = service.history(name, version)
+    with registry_client() as client:
+        changes = client.history(name, version)
     if as_json:
         print_json({"changes": [c.model_dump(mode="json") for c in changes]})
         return

@@ -8,6 +8,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import typer
@@ -35,6 +36,17 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 #: Exit code for an unexpected internal error (sysexits EX_SOFTWARE).
 EXIT_INTERNAL = 70
+
+
+@dataclass
+class RemoteTarget:
+    """Set by the root ``--server``/``--token`` options; ``None`` falls back to settings."""
+
+    server: str | None = None
+    token: str | None = None
+
+
+REMOTE = RemoteTarget()
 
 
 def print_json(value: Any) -> None:

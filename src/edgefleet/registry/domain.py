@@ -157,6 +157,30 @@ class ModelVersion(Frozen):
         """The variant called ``name``, if the version has one."""
         return next((v for v in self.variants if v.name == name), None)
 
+    def summary(self) -> dict[str, Any]:
+        """The short JSON form used by listings (documented in docs/cli.md)."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "stage": self.stage.value,
+            "created_at": self.created_at.isoformat(),
+            "author": self.author,
+            "parent": self.parent,
+            "tags": list(self.tags),
+            "metrics": self.metrics,
+            "variants": [
+                {
+                    "name": v.name,
+                    "runtime": v.runtime,
+                    "precision": v.precision,
+                    "hardware": list(v.hardware),
+                    "sha256": v.sha256,
+                    "size": v.size,
+                }
+                for v in self.variants
+            ],
+        }
+
 
 class StageChange(Frozen):
     """One entry of a version's stage history."""

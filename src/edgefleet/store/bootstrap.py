@@ -9,7 +9,7 @@ entry point starts from a usable database::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine
@@ -43,5 +43,18 @@ def open_registry(settings: Settings) -> Iterator[RegistryService]:
     try:
         ensure_schema(engine, auto_migrate=settings.auto_migrate)
         yield registry_service(engine, LocalArtifactStore(settings.artifacts_dir))
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[Callable[[], SqlUnitOfWork]]:
+    """A unit-of-work factory on the store named by ``settings`` (schema checked)."""
+    engine = make_engine(settings)
+    try:
+        ensure_schema(engine, auto_migrate=settings.auto_migrate)
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        where = describe_url(engine)
+        yield lambda: SqlUnitOfWork(sessions, where)
     finally:
         engine.dispose()

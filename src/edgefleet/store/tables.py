@@ -140,7 +140,9 @@ class DeviceRow(Base):
     offline_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     last_event_seq: Mapped[int] = mapped_column(BigInteger, default=0)
 
-    __table_args__ = (Index("ix_devices_reported_model_version", "reported_model", "reported_version"),)
+    __table_args__ = (
+        Index("ix_devices_reported_model_version", "reported_model", "reported_version"),
+    )
 
 
 class DeviceEventRow(Base):

@@ -1,5 +1,8 @@
 """The SQLAlchemy unit of work: one session, one transaction, explicit commit.
 
+It carries a repository per aggregate: ``versions`` (registry), ``devices`` (fleet),
+``access`` (keys, tokens, audit log).
+
 Leaving the ``with`` block without ``commit()`` rolls back. Driver errors raised inside
 the block (a locked SQLite file, an unreachable PostgreSQL) leave it as
 ``StoreUnavailableError`` with a message naming the database.
@@ -13,7 +16,9 @@ from typing import Self
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from edgefleet.store.access import SqlAccessRepository
 from edgefleet.store.database import translate
+from edgefleet.store.devices import SqlDeviceRepository
 from edgefleet.store.repository import SqlVersionRepository
 
 
@@ -21,6 +26,8 @@ class SqlUnitOfWork:
     """A transaction over the registry tables."""
 
     versions: SqlVersionRepository
+    devices: SqlDeviceRepository
+    access: SqlAccessRepository
 
     def __init__(self, session_factory: sessionmaker[Session], where: str) -> None:
         self.session_factory = session_factory
@@ -29,6 +36,8 @@ class SqlUnitOfWork:
     def __enter__(self) -> Self:
         self.session = self.session_factory()
         self.versions = SqlVersionRepository(self.session)
+        self.devices = SqlDeviceRepository(self.session)
+        self.access = SqlAccessRepository(self.session)
         return self
 
     def __exit__(

@@ -1,0 +1,177 @@
+"""The device twin and what devices send: desired state, reported state, events,
+telemetry. These pydantic models are also the request and response bodies of the
+device API, so OpenAPI documents them field by field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="device identifier")]
+AttributeValue = str | int | float | bool
+Attributes = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")], AttributeValue],
+    Field(max_length=64, description="free-form device attributes used by targeting queries"),
+]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+State = Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DesiredModel(Body):
+    """The model a device should run, and where its signed artifact is."""
+
+    name: Name
+    version: Name
+    variant: Name
+    target_path: str = Field(description="TUF target path of the artifact")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    release: int = Field(ge=1, description="signed per-model release counter")
+
+
+class TrialPolicy(Body):
+    """How a device judges a new model before committing to it (see the agent)."""
+
+    min_inferences: int = Field(default=200, ge=0)
+    min_seconds: float = Field(default=60.0, ge=0)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_latency_p95_ratio: float = Field(default=1.5, gt=0)
+    max_cpu_percent: float | None = Field(default=None, ge=0)
+    max_ram_mb: float | None = Field(default=None, ge=0)
+    max_temperature_c: float | None = None
+    min_mean_confidence: float | None = Field(default=None, ge=0, le=1)
+    max_new_class_share: float | None = Field(default=None, ge=0, le=1)
+
+
+class ShadowPolicy(Body):
+    """Run a candidate beside the active model on a share of requests."""
+
+    model: DesiredModel
+    fraction: float = Field(default=0.1, gt=0, le=1)
+
+
+class Preconditions(Body):
+    """What must hold on the device before it downloads."""
+
+    min_free_disk_mb: float | None = Field(default=None, ge=0)
+    min_battery_percent: float | None = Field(default=None, ge=0, le=100)
+    allow_metered: bool = True
+    window_utc: tuple[str, str] | None = Field(
+        default=None, description="allowed download window, HH:MM to HH:MM (UTC)"
+    )
+
+
+class DesiredState(Body):
+    """The twin's desired side."""
+
+    model: DesiredModel | None = None
+    trial: TrialPolicy = TrialPolicy()
+    shadow: ShadowPolicy | None = None
+    preconditions: Preconditions = Preconditions()
+    config: dict[str, Any] = Field(default_factory=dict)
+    rollout: str | None = Field(default=None, description="rollout that set this, if any")
+
+
+def desired_etag(state: DesiredState | None) -> str:
+    """A stable tag of a desired state: equal states, equal tags."""
+    payload = json.dumps(
+        state.model_dump(mode="json") if state else None, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+class SlotReport(Body):
+    name: Literal["a", "b"]
+    model: Name | None = None
+    version: Name | None = None
+    variant: Name | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    verified: bool = False
+
+
+class ReportedState(Body):
+    """The twin's reported side: what the device actually has and does."""
+
+    agent_state: State
+    active_slot: Literal["a", "b"] | None = None
+    slots: list[SlotReport] = Field(default_factory=list, max_length=2)
+    model: Name | None = None
+    version: Name | None = None
+    firmware: str | None = Field(default=None, max_length=64)
+    agent_version: str | None = Field(default=None, max_length=64)
+    attributes: Attributes = Field(default_factory=dict)
+    last_error: str | None = Field(default=None, max_length=2000)
+
+
+class DeviceEvent(Body):
+    """One update-state transition, numbered by the device."""
+
+    seq: int = Field(ge=1, le=2**62, description="per-device sequence number")
+    kind: Literal["transition", "info", "error"] = "transition"
+    from_state: State | None = None
+    to_state: State | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=64)]
+    model: Name | None = None
+    version: Name | None = None
+    at: datetime
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventBatch(Body):
+    events: list[DeviceEvent] = Field(min_length=1, max_length=500)
+
+
+class EventsAccepted(Body):
+    accepted: int = Field(description="events stored now")
+    duplicates: int = Field(description="events already stored (same sequence number)")
+    last_seq: int = Field(description="highest sequence number stored for this device")
+
+
+class HealthSample(Body):
+    cpu_percent: float | None = Field(default=None, ge=0)
+    ram_percent: float | None = Field(default=None, ge=0, le=100)
+    ram_used_mb: float | None = Field(default=None, ge=0)
+    rss_mb: float | None = Field(default=None, ge=0)
+    disk_free_mb: float | None = Field(default=None, ge=0)
+    temperature_c: float | None = None
+
+
+Counts = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=256)]
+
+
+class ModelMetrics(Body):
+    """Mergeable per-model counters over the sample's interval."""
+
+    model: Name
+    version: Name
+    inferences: int = Field(default=0, ge=0)
+    errors: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, max_length=32
+    )
+    latency_counts: Counts = Field(default_factory=list)
+    confidence_counts: Counts = Field(default_factory=list)
+    class_counts: Counts = Field(default_factory=list)
+
+
+class TelemetrySample(Body):
+    at: datetime
+    health: HealthSample | None = None
+    models: list[ModelMetrics] = Field(default_factory=list, max_length=8)
+
+
+class TelemetryBatch(Body):
+    samples: list[TelemetrySample] = Field(min_length=1, max_length=1000)
+
+
+class TelemetryAccepted(Body):
+    samples: int
+    buckets: int = Field(description="time buckets the samples were merged into")

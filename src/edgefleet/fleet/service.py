@@ -1,0 +1,347 @@
+"""Fleet operations: enrollment, the twin, events, telemetry, targeting, summaries.
+
+The check-in read path (``GET .../desired``) does not come through here: the server
+answers it from one indexed row (see ``edgefleet.store.checkin``). Everything else does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any, Protocol, Self
+
+from edgefleet.access import tokens
+from edgefleet.access.service import AccessService, AccessUnitOfWork, Operator
+from edgefleet.access.tokens import Role
+from edgefleet.fleet.domain import (
+    DesiredModel,
+    DesiredState,
+    EventBatch,
+    EventsAccepted,
+    ModelMetrics,
+    ReportedState,
+    ShadowPolicy,
+    TelemetryAccepted,
+    TelemetryBatch,
+)
+from edgefleet.fleet.errors import DeviceExistsError, DeviceNotFoundError
+from edgefleet.fleet.query import Node, parse_query
+from edgefleet.fleet.telemetry import NO_MODEL, bucket_of, merge
+
+#: Resolves (model, version, device hardware) to the signed artifact that device should get.
+ModelResolver = Callable[[str, str, str | None], DesiredModel]
+
+
+class DeviceRepository(Protocol):
+    def get(self, device_id: str, *, for_update: bool = False) -> Any: ...
+    def create(
+        self,
+        device_id: str,
+        *,
+        attributes: dict[str, Any],
+        group: str | None,
+        credential_id: str,
+        credential_hash: str,
+        poll_interval_s: int,
+        now: datetime,
+    ) -> Any: ...
+    def matching(
+        self, node: Node | None, now: datetime, *, limit: int, offset: int
+    ) -> list[Any]: ...
+    def count_matching(self, node: Node | None, now: datetime) -> int: ...
+    def set_desired(
+        self, rows: Sequence[Any], state: DesiredState | None, now: datetime
+    ) -> None: ...
+    def set_reported(
+        self, row: Any, reported: ReportedState, now: datetime, offline_after: float = 3.0
+    ) -> None: ...
+    def add_events(self, row: Any, events: Sequence[Any], now: datetime) -> tuple[int, int]: ...
+    def events(self, row: Any, limit: int = 50) -> list[Any]: ...
+    def telemetry_bucket(self, row: Any, bucket: datetime, model: str, version: str) -> Any: ...
+    def add_telemetry(self, **fields: Any) -> None: ...
+    def recent_telemetry(self, row: Any, limit: int = 12) -> list[Any]: ...
+    def summary(self, now: datetime) -> dict[str, Any]: ...
+
+
+class FleetUnitOfWork(AccessUnitOfWork, Protocol):
+    @property
+    def devices(self) -> DeviceRepository: ...
+    def __enter__(self) -> Self: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FleetService:
+    """Devices and their twins over a unit of work."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], FleetUnitOfWork],
+        access: AccessService,
+        resolve_model: ModelResolver,
+        *,
+        view: Callable[[Any, datetime], Any],
+        default_poll_interval_s: int = 60,
+        offline_after_intervals: float = 3.0,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.access = access
+        self.resolve_model = resolve_model
+        self.view = view
+        self.default_poll_interval_s = default_poll_interval_s
+        self.offline_after_intervals = offline_after_intervals
+
+    # -- device side ----------------------------------------------------------------
+
+    def enroll(
+        self,
+        device_id: str,
+        enrollment_token: str,
+        attributes: dict[str, Any],
+        poll_interval_s: int | None = None,
+    ) -> str:
+        """Enroll a device and return its new credential (shown once).
+
+        Raises:
+            UnauthenticatedError: bad enrollment token.
+            DeviceExistsError: the id is enrolled and no operator allowed re-enrollment.
+        """
+        issued = tokens.issue(tokens.DEVICE)
+        now = _now()
+        with self.uow_factory() as uow:
+            group = self.access.use_enrollment_token(uow, enrollment_token)
+            existing = uow.devices.get(device_id, for_update=True)
+            if existing is not None:
+                if not existing.reenroll_allowed:
+                    raise DeviceExistsError(
+                        f"device {device_id!r} is already enrolled; an operator must allow "
+                        "re-enrollment first (POST /api/v1/devices/{id}/reenroll)",
+                        details={"device_id": device_id},
+                    )
+                existing.credential_id = issued.token_id
+                existing.credential_hash = issued.digest
+                existing.reenroll_allowed = False
+                existing.attributes = {**(existing.attributes or {}), **attributes}
+                if group is not None:
+                    existing.group_name = group
+            else:
+                uow.devices.create(
+                    device_id,
+                    attributes=attributes,
+                    group=group,
+                    credential_id=issued.token_id,
+                    credential_hash=issued.digest,
+                    poll_interval_s=poll_interval_s or self.default_poll_interval_s,
+                    now=now,
+                )
+            uow.commit()
+        return issued.token
+
+    def report(self, device_id: str, reported: ReportedState) -> None:
+        now = _now()
+        with self.uow_factory() as uow:
+            row = self._device(uow, device_id, for_update=True)
+            uow.devices.set_reported(row, reported, now, self.offline_after_intervals)
+            uow.commit()
+
+    def add_events(self, device_id: str, batch: EventBatch) -> EventsAccepted:
+        now = _now()
+        with self.uow_factory() as uow:
+            row = self._device(uow, device_id, for_update=True)
+            accepted, duplicates = uow.devices.add_events(row, batch.events, now)
+            last = row.last_event_seq
+            uow.commit()
+        return EventsAccepted(accepted=accepted, duplicates=duplicates, last_seq=last)
+
+    def add_telemetry(self, device_id: str, batch: TelemetryBatch) -> TelemetryAccepted:
+        buckets: dict[tuple[datetime, str, str], tuple[dict[str, Any], int]] = {}
+        for sample in batch.samples:
+            at = sample.at if sample.at.tzinfo else sample.at.replace(tzinfo=UTC)
+            bucket = bucket_of(at.astimezone(UTC))
+            entries: list[ModelMetrics | None] = list(sample.models) or [None]
+            for index, metrics in enumerate(entries):
+                model, version = (metrics.model, metrics.version) if metrics else NO_MODEL
+                key = (bucket, model, version)
+                data, samples = buckets.get(key, ({}, 0))
+                # Health is counted once per sample, with the first model entry.
+                health = sample.health if index == 0 else None
+                buckets[key] = (merge(data, health, metrics), samples + 1)
+        with self.uow_factory() as uow:
+            row = self._device(uow, device_id)
+            for (bucket, model, version), (data, samples) in buckets.items():
+                existing = uow.devices.telemetry_bucket(row, bucket, model, version)
+                if existing is None:
+                    uow.devices.add_telemetry(
+                        device_pk=row.id,
+                        bucket=bucket,
+                        model=model,
+                        version=version,
+                        samples=samples,
+                        data=data,
+                    )
+                else:
+                    existing.data = _merge_buckets(existing.data, data)
+                    existing.samples += samples
+            uow.commit()
+        return TelemetryAccepted(samples=len(batch.samples), buckets=len(buckets))
+
+    # -- operator side --------------------------------------------------------------
+
+    def list_devices(self, query: str | None, *, limit: int, offset: int) -> tuple[int, list[Any]]:
+        """Devices matching a targeting query (all when ``query`` is empty).
+
+        Raises:
+            QuerySyntaxError, QueryFieldError.
+        """
+        node = parse_query(query) if query and query.strip() else None
+        now = _now()
+        with self.uow_factory() as uow:
+            total = uow.devices.count_matching(node, now)
+            rows = uow.devices.matching(node, now, limit=limit, offset=offset)
+            return total, [self.view(r, now) for r in rows]
+
+    def show_device(self, device_id: str) -> dict[str, Any]:
+        now = _now()
+        with self.uow_factory() as uow:
+            row = self._device(uow, device_id)
+            view = self.view(row, now)
+            events = [
+                {
+                    "seq": e.seq,
+                    "kind": e.kind,
+                    "from_state": e.from_state,
+                    "to_state": e.to_state,
+                    "reason": e.reason,
+                    "model": e.model,
+                    "version": e.version,
+                    "at": _aware(e.at),
+                    "details": e.details,
+                }
+                for e in uow.devices.events(row)
+            ]
+            health = [
+                {
+                    "bucket": _aware(t.bucket),
+                    "model": t.model,
+                    "version": t.version,
+                    "samples": t.samples,
+                    "data": t.data,
+                }
+                for t in uow.devices.recent_telemetry(row)
+            ]
+        return {"device": asdict(view), "events": events, "telemetry": health}
+
+    def allow_reenroll(self, device_id: str, actor: Operator) -> None:
+        actor.require(Role.OPERATOR)
+        with self.uow_factory() as uow:
+            row = self._device(uow, device_id, for_update=True)
+            row.reenroll_allowed = True
+            uow.access.audit(
+                at=_now(),
+                actor=actor.actor,
+                action="device.allow_reenroll",
+                target=device_id,
+                before={"reenroll_allowed": False},
+                after={"reenroll_allowed": True},
+            )
+            uow.commit()
+
+    def set_desired(
+        self,
+        actor: Operator,
+        *,
+        model: str | None,
+        version: str | None,
+        device_id: str | None = None,
+        query: str | None = None,
+        template: DesiredState | None = None,
+        shadow_version: str | None = None,
+    ) -> int:
+        """Set the desired model of one device or of every device a query matches.
+
+        The artifact variant is chosen per device from its hardware; ``model=None``
+        clears the desired model. Returns how many devices changed.
+
+        Raises:
+            ForbiddenError, DeviceNotFoundError, QuerySyntaxError, QueryFieldError,
+            VersionNotFoundError (registry), RepositoryStateError (not signed).
+        """
+        actor.require(Role.OPERATOR)
+        now = _now()
+        base = template or DesiredState()
+        node = parse_query(query) if query and query.strip() else None
+        with self.uow_factory() as uow:
+            if device_id is not None:
+                rows = [self._device(uow, device_id, for_update=True)]
+            else:
+                rows = uow.devices.matching(node, now, limit=1_000_000, offset=0)
+            by_hardware: dict[str | None, list[Any]] = {}
+            for row in rows:
+                by_hardware.setdefault(row.hardware, []).append(row)
+            changed = 0
+            for hardware, group in by_hardware.items():
+                state = base.model_copy(
+                    update={
+                        "model": self.resolve_model(model, version, hardware)
+                        if model and version
+                        else None,
+                        "shadow": (
+                            ShadowPolicy(model=self.resolve_model(model, shadow_version, hardware))
+                            if model and shadow_version
+                            else base.shadow
+                        ),
+                    }
+                )
+                uow.devices.set_desired(group, state, now)
+                changed += len(group)
+            target = device_id or f"query:{query or '*'}"
+            uow.access.audit(
+                at=now,
+                actor=actor.actor,
+                action="device.set_desired",
+                target=target,
+                before=None,
+                after={"model": model, "version": version, "devices": changed},
+            )
+            uow.commit()
+        return changed
+
+    def summary(self) -> dict[str, Any]:
+        with self.uow_factory() as uow:
+            return uow.devices.summary(_now())
+
+    @staticmethod
+    def _device(uow: FleetUnitOfWork, device_id: str, *, for_update: bool = False) -> Any:
+        row = uow.devices.get(device_id, for_update=for_update)
+        if row is None:
+            raise DeviceNotFoundError(f"no device {device_id!r}", details={"device_id": device_id})
+        return row
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    from edgefleet.fleet.telemetry import add_counts
+
+    merged = dict(a)
+    for key, value in b.items():
+        if key not in merged:
+            merged[key] = value
+        elif key == "inferences":
+            merged[key] = merged[key] + value
+        elif key in ("latency_counts", "confidence_counts", "class_counts"):
+            merged[key] = add_counts(merged[key], value)
+        elif key in ("errors", "health_sum", "health_n"):
+            merged[key] = {k: merged[key].get(k, 0) + v for k, v in value.items()} | {
+                k: v for k, v in merged[key].items() if k not in value
+            }
+        elif key == "health_max":
+            merged[key] = {k: max(merged[key].get(k, v), v) for k, v in value.items()} | {
+                k: v for k, v in merged[key].items() if k not in value
+            }
+    return merged

@@ -1,0 +1,59 @@
+"""Merging telemetry into time buckets (pure).
+
+Each device keeps one row per bucket (``BUCKET``, 5 minutes) and model version; a
+sample is merged in by adding counters and histograms and accumulating health sums,
+so a bucket costs the same whether the device sent one sample or fifty.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from edgefleet.fleet.domain import HealthSample, ModelMetrics
+
+BUCKET = timedelta(minutes=5)
+#: The model name and version under which samples without model metrics are kept.
+NO_MODEL = ("-", "-")
+HEALTH_FIELDS = tuple(HealthSample.model_fields)
+
+
+def bucket_of(at: datetime) -> datetime:
+    """The start of the bucket ``at`` falls in."""
+    seconds = int(BUCKET.total_seconds())
+    epoch = int(at.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, tz=at.tzinfo)
+
+
+def add_counts(a: list[int], b: list[int]) -> list[int]:
+    """Element-wise sum; the shorter list counts as zeros beyond its end."""
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    return [x + (shorter[i] if i < len(shorter) else 0) for i, x in enumerate(longer)]
+
+
+def merge(
+    data: dict[str, Any], health: HealthSample | None, metrics: ModelMetrics | None
+) -> dict[str, Any]:
+    """``data`` (a bucket's merged content) with one more sample added."""
+    merged = dict(data)
+    if health is not None:
+        sums = dict(merged.get("health_sum", {}))
+        counts = dict(merged.get("health_n", {}))
+        maxima = dict(merged.get("health_max", {}))
+        for field in HEALTH_FIELDS:
+            value = getattr(health, field)
+            if value is None:
+                continue
+            sums[field] = sums.get(field, 0.0) + value
+            counts[field] = counts.get(field, 0) + 1
+            maxima[field] = max(maxima.get(field, value), value)
+        merged |= {"health_sum": sums, "health_n": counts, "health_max": maxima}
+    if metrics is not None:
+        merged["inferences"] = merged.get("inferences", 0) + metrics.inferences
+        errors = dict(merged.get("errors", {}))
+        for kind, count in metrics.errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+        merged["errors"] = errors
+        for name in ("latency_counts", "confidence_counts", "class_counts"):
+            merged[name] = add_counts(merged.get(name, []), getattr(metrics, name))
+    return merged

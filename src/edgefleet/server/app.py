@@ -1,0 +1,124 @@
+"""The FastAPI application and its lifecycle.
+
+Start-up opens the database (migrating it when allowed), creates the TUF keys and root
+on first run (embedded mode; see docs/security.md for keeping root and targets offline),
+writes a first admin key to ``EDGEFLEET_HOME/admin.token`` on an empty database, and
+starts three background loops: writing batched check-ins every second, re-signing
+snapshot/timestamp before they expire, and deleting telemetry past its retention.
+Shutdown stops the loops and writes the last check-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI
+
+from edgefleet import __version__
+from edgefleet.config import Settings
+from edgefleet.server import errors
+from edgefleet.server.context import ServerContext
+from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
+from edgefleet.server.routes import device, health, operator, registry, tuf
+
+log = logging.getLogger("edgefleet.server")
+
+UPLOAD_PATH = "/api/v1/models"
+
+
+def ensure_signing(ctx: ServerContext) -> None:
+    """Create TUF keys and root metadata if this home has none (embedded default)."""
+    from edgefleet.signing.keys import Keyring
+
+    keys_dir = ctx.settings.home / "keys"
+    if (keys_dir / "signers.json").exists():
+        return
+    Keyring.generate(keys_dir, {})
+    ctx.repository().initialise({})
+    log.warning(
+        "created TUF keys in %s; move the root and targets keys offline for production "
+        "(docs/security.md)",
+        keys_dir,
+    )
+
+
+async def _every(seconds: float, action: Callable[[], Any], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await asyncio.to_thread(action)
+        except Exception:
+            log.exception("background task %s failed; retrying in %.0f s", name, seconds)
+
+
+def _expire_telemetry(ctx: ServerContext) -> None:
+    cutoff = datetime.now(UTC) - timedelta(hours=ctx.settings.telemetry_retention_hours)
+    with ctx.uow() as uow:
+        removed = uow.devices.delete_telemetry_before(cutoff)
+        uow.commit()
+    if removed:
+        log.info("removed %d telemetry buckets older than %s", removed, cutoff.isoformat())
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The edgefleet server as an ASGI application."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = ServerContext.open(settings)
+        ensure_signing(ctx)
+        token_file = ctx.access.bootstrap_admin(settings.home)
+        if token_file is not None:
+            log.warning("created the first admin API key in %s", token_file)
+        app.state.ctx = ctx
+        app.state.metrics = ServerMetrics(ctx.fleet.summary)
+        tasks = [
+            asyncio.create_task(_every(1.0, ctx.recorder.flush, "check-in flush")),
+            asyncio.create_task(
+                _every(
+                    settings.tuf_refresh_interval_s,
+                    lambda: ctx.repository().refresh(),
+                    "TUF refresh",
+                )
+            ),
+            asyncio.create_task(
+                _every(3600, lambda: _expire_telemetry(ctx), "telemetry retention")
+            ),
+        ]
+        try:
+            await asyncio.to_thread(ctx.repository().refresh)
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with suppress(asyncio.CancelledError):
+                    await task
+            with suppress(Exception):
+                ctx.recorder.flush()
+            ctx.close()
+
+    app = FastAPI(
+        title="edgefleet",
+        version=__version__,
+        description="Control plane: model registry, signed delivery, device fleet.",
+        lifespan=lifespan,
+    )
+    app.state.metrics = None
+    errors.install(app)
+    for module in (health, device, operator, registry, tuf):
+        app.include_router(module.router)
+
+    def limit_for(scope: dict[str, Any]) -> int:
+        if scope.get("method") == "POST" and scope.get("path") == UPLOAD_PATH:
+            return settings.max_upload_bytes
+        return settings.max_json_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.metrics)
+    return app

@@ -1,0 +1,118 @@
+"""Everything the routes need, built once per process from settings."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from edgefleet.access.service import AccessService
+from edgefleet.config import Settings
+from edgefleet.fleet.desired import choose_variant
+from edgefleet.fleet.domain import DesiredModel
+from edgefleet.fleet.service import FleetService
+from edgefleet.registry.artifacts import LocalArtifactStore
+from edgefleet.registry.service import RegistryService
+from edgefleet.signing.errors import KeysMissingError, RepositoryStateError
+from edgefleet.signing.layout import artifact_path
+from edgefleet.signing.publish import Publisher, open_repository
+from edgefleet.signing.repository import TufRepository
+from edgefleet.store.checkin import CheckinReader, CheckinRecorder
+from edgefleet.store.database import describe_url, make_engine
+from edgefleet.store.devices import to_view
+from edgefleet.store.migrate import ensure_schema
+from edgefleet.store.uow import SqlUnitOfWork
+
+log = logging.getLogger("edgefleet.server")
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    engine: Engine
+
+    @classmethod
+    def open(cls, settings: Settings) -> ServerContext:
+        engine = make_engine(settings)
+        ensure_schema(engine, auto_migrate=settings.auto_migrate)
+        return cls(settings, engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @cached_property
+    def sessions(self) -> sessionmaker:  # type: ignore[type-arg]
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.sessions, describe_url(self.engine))
+
+    @cached_property
+    def artifacts(self) -> LocalArtifactStore:
+        return LocalArtifactStore(self.settings.artifacts_dir)
+
+    @cached_property
+    def registry(self) -> RegistryService:
+        return RegistryService(self.uow, self.artifacts)
+
+    @cached_property
+    def access(self) -> AccessService:
+        return AccessService(self.uow)
+
+    @cached_property
+    def fleet(self) -> FleetService:
+        return FleetService(
+            self.uow,
+            self.access,
+            self.resolve_model,
+            view=to_view,
+            offline_after_intervals=self.settings.offline_after_intervals,
+        )
+
+    @cached_property
+    def checkin(self) -> CheckinReader:
+        return CheckinReader(self.engine)
+
+    @cached_property
+    def recorder(self) -> CheckinRecorder:
+        return CheckinRecorder(self.engine, self.settings.offline_after_intervals)
+
+    def repository(self) -> TufRepository:
+        """The TUF repository (re-read each time: keys may be rotated by the CLI)."""
+        return open_repository(self.settings)
+
+    def publisher(self) -> Publisher:
+        return Publisher(self.repository(), self.artifacts)
+
+    def resolve_model(self, name: str, version: str, hardware: str | None) -> DesiredModel:
+        """The signed artifact of ``name`` ``version`` for a device with ``hardware``.
+
+        Raises:
+            VersionNotFoundError, NoVariantError, RepositoryStateError (not signed).
+        """
+        found = self.registry.get(name, version)
+        variant = choose_variant(found, hardware)
+        try:
+            releases = self.publisher().releases(name)
+        except KeysMissingError as exc:
+            raise RepositoryStateError(
+                "no TUF repository: run `edgefleet keys init` so versions can be signed"
+            ) from exc
+        if found.version not in releases:
+            raise RepositoryStateError(
+                f"{name} {found.version} is not signed yet, so no device could install it: "
+                "run `edgefleet repo publish` where the targets key is",
+                details={"model": name, "version": found.version},
+            )
+        return DesiredModel(
+            name=name,
+            version=found.version,
+            variant=variant.name,
+            target_path=artifact_path(name, found.version, variant.name, variant.filename),
+            sha256=variant.sha256,
+            size=variant.size,
+            release=releases[found.version],
+        )

@@ -1,0 +1,1 @@
+"""Route modules: device API, operator API, registry, TUF files, health and metrics."""

@@ -1,0 +1,173 @@
+"""The device API: enroll, poll desired state, report state, events, telemetry.
+
+A device credential reaches only its own device's routes (403 on another's).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from edgefleet.fleet.domain import (
+    Attributes,
+    DesiredState,
+    DeviceId,
+    EventBatch,
+    EventsAccepted,
+    ReportedState,
+    TelemetryAccepted,
+    TelemetryBatch,
+)
+from edgefleet.server.auth import authenticate_device, context
+
+router = APIRouter(prefix="/api/v1", tags=["device"])
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or unknown device credential"},
+    403: {"description": "the credential belongs to another device"},
+}
+
+
+class EnrollRequest(BaseModel):
+    device_id: DeviceId
+    enrollment_token: str = Field(min_length=1, max_length=256)
+    attributes: Attributes = Field(default_factory=dict)
+    poll_interval_s: int | None = Field(default=None, ge=1, le=86400)
+
+
+class DeviceUrls(BaseModel):
+    api: str
+    desired: str
+    reported: str
+    events: str
+    telemetry: str
+    tuf_metadata: str
+    tuf_targets: str
+
+
+class EnrollResponse(BaseModel):
+    device_id: str
+    credential: str = Field(description="the device's own secret; shown once")
+    tuf_root: dict[str, Any] = Field(description="root metadata to pin as the trust anchor")
+    urls: DeviceUrls
+
+
+class DesiredResponse(BaseModel):
+    device_id: str
+    etag: str
+    desired: DesiredState | None
+
+
+class Accepted(BaseModel):
+    accepted: bool = True
+
+
+def base_url(request: Request) -> str:
+    configured = context(request).settings.server_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
+@router.post(
+    "/enroll",
+    response_model=EnrollResponse,
+    status_code=201,
+    summary="Enroll a device with an enrollment token",
+    responses={
+        401: {"description": "bad enrollment token"},
+        409: {"description": "already enrolled"},
+    },
+)
+def enroll(body: EnrollRequest, request: Request) -> EnrollResponse:
+    ctx = context(request)
+    try:
+        credential = ctx.fleet.enroll(
+            body.device_id, body.enrollment_token, dict(body.attributes), body.poll_interval_s
+        )
+    except Exception:
+        request.app.state.metrics.enrollments.labels("refused").inc()
+        raise
+    request.app.state.metrics.enrollments.labels("ok").inc()
+    api = f"{base_url(request)}/api/v1"
+    device = f"{api}/devices/{body.device_id}"
+    return EnrollResponse(
+        device_id=body.device_id,
+        credential=credential,
+        tuf_root=json.loads(ctx.repository().root_bytes()),
+        urls=DeviceUrls(
+            api=api,
+            desired=f"{device}/desired",
+            reported=f"{device}/reported",
+            events=f"{device}/events",
+            telemetry=f"{device}/telemetry",
+            tuf_metadata=f"{base_url(request)}/tuf/metadata/",
+            tuf_targets=f"{base_url(request)}/tuf/targets/",
+        ),
+    )
+
+
+@router.get(
+    "/devices/{device_id}/desired",
+    response_model=DesiredResponse,
+    summary="Poll the desired state (ETag / If-None-Match: 304 when unchanged)",
+    responses={304: {"description": "unchanged since the ETag given"}, **AUTH_ERRORS},
+)
+async def desired(device_id: str, request: Request, response: Response) -> Any:
+    # The hot path: async with short synchronous reads of one indexed row, so a 304
+    # costs one lookup and no thread hand-off.
+    ctx = context(request)
+    row = authenticate_device(request, device_id)
+    now = datetime.now(UTC)
+    ctx.recorder.record(row.pk, now, row.poll_interval_s)
+    metrics = request.app.state.metrics
+    tag = f'"{row.desired_etag}"'
+    if request.headers.get("if-none-match") in (tag, row.desired_etag, f"W/{tag}"):
+        metrics.checkins.labels("not_modified").inc()
+        return Response(status_code=304, headers={"ETag": tag})
+    state, etag = ctx.checkin.desired(row.pk)
+    metrics.checkins.labels("changed").inc()
+    response.headers["ETag"] = f'"{etag}"'
+    return DesiredResponse(
+        device_id=device_id,
+        etag=etag,
+        desired=DesiredState.model_validate(state) if state else None,
+    )
+
+
+@router.put(
+    "/devices/{device_id}/reported",
+    response_model=Accepted,
+    summary="Report the device's actual state",
+    responses=AUTH_ERRORS,
+)
+def reported(device_id: str, body: ReportedState, request: Request) -> Accepted:
+    row = authenticate_device(request, device_id)
+    ctx = context(request)
+    ctx.recorder.record(row.pk, datetime.now(UTC), row.poll_interval_s)
+    ctx.fleet.report(device_id, body)
+    return Accepted()
+
+
+@router.post(
+    "/devices/{device_id}/events",
+    response_model=EventsAccepted,
+    summary="Report update-state transitions (idempotent by sequence number)",
+    responses=AUTH_ERRORS,
+)
+def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
+    authenticate_device(request, device_id)
+    return context(request).fleet.add_events(device_id, body)
+
+
+@router.post(
+    "/devices/{device_id}/telemetry",
+    response_model=TelemetryAccepted,
+    summary="Send a batch of health and model metrics",
+    responses=AUTH_ERRORS,
+)
+def telemetry(device_id: str, body: TelemetryBatch, request: Request) -> TelemetryAccepted:
+    authenticate_device(request, device_id)
+    return context(request).fleet.add_telemetry(device_id, body)

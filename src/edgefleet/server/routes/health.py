@@ -1,0 +1,45 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from edgefleet.server.auth import context
+from edgefleet.store.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    schema_revision: str | None = None
+
+
+@router.get("/healthz", response_model=Health, summary="The process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="The database is reachable and its schema current",
+    responses={503: {"description": "not ready (envelope says why)"}},
+)
+def readyz(request: Request) -> Health:
+    from edgefleet.store.errors import SchemaOutOfDateError
+
+    revision = current_revision(context(request).engine)
+    if revision != head_revision():
+        raise SchemaOutOfDateError(
+            f"database schema is at {revision or 'nothing'}, this server needs {head_revision()}"
+        )
+    return Health(status="ready", schema_revision=revision)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

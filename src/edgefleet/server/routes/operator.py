@@ -1,0 +1,187 @@
+"""The operator API: devices and targeting, desired state, fleet summary, tokens, audit."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from edgefleet.access.service import Operator
+from edgefleet.access.tokens import Role
+from edgefleet.fleet.domain import DeviceId, Preconditions, TrialPolicy
+from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
+
+router = APIRouter(prefix="/api/v1", tags=["operator"])
+
+QUERY_HELP = (
+    "targeting query, e.g. `region:eu-west AND hw:rev2`, `firmware>=1.8.0`, `site:plant-*`, "
+    "`model:digits@1.0.0`, `online:true`; AND, OR, NOT and parentheses"
+)
+
+
+class DeviceList(BaseModel):
+    total: int
+    devices: list[dict[str, Any]]
+
+
+class SetDesired(BaseModel):
+    """A desired model for a device (or every device a query selects)."""
+
+    model: str | None = Field(default=None, max_length=128, description="null clears the model")
+    version: str | None = Field(default=None, max_length=128)
+    shadow_version: str | None = Field(default=None, max_length=128)
+    trial: TrialPolicy = TrialPolicy()
+    preconditions: Preconditions = Preconditions()
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class SetDesiredForQuery(SetDesired):
+    query: str = Field(min_length=1, max_length=4096, description=QUERY_HELP)
+
+
+class Changed(BaseModel):
+    devices: int
+
+
+class TokenRequest(BaseModel):
+    kind: Literal["api_key", "enrollment"]
+    role: Role | None = Field(default=None, description="api_key only")
+    name: str = Field(default="", max_length=128)
+    uses: int | None = Field(default=None, ge=1, le=10_000_000, description="enrollment only")
+    expires_in_s: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+    group: str | None = Field(default=None, max_length=128)
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="the secret; shown only now")
+    id: str
+    description: dict[str, Any]
+
+
+def _template(body: SetDesired):  # type: ignore[no-untyped-def]
+    from edgefleet.fleet.domain import DesiredState
+
+    return DesiredState(trial=body.trial, preconditions=body.preconditions, config=body.config)
+
+
+@router.get(
+    "/devices", response_model=DeviceList, summary="List devices, filtered by a targeting query"
+)
+def list_devices(
+    request: Request,
+    query: str | None = Query(default=None, max_length=4096, description=QUERY_HELP),
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0, le=10_000_000),
+    _: Operator = Viewer,
+) -> DeviceList:
+    total, views = context(request).fleet.list_devices(query, limit=limit, offset=offset)
+    return DeviceList(total=total, devices=[asdict(v) for v in views])
+
+
+@router.get(
+    "/devices/{device_id}",
+    summary="One device: twin, recent events, recent telemetry",
+    responses={404: {"description": "no such device"}},
+)
+def show_device(device_id: DeviceId, request: Request, _: Operator = Viewer) -> dict[str, Any]:
+    return context(request).fleet.show_device(device_id)
+
+
+@router.put(
+    "/devices/{device_id}/desired", response_model=Changed, summary="Set one device's desired model"
+)
+def set_device_desired(
+    device_id: DeviceId, body: SetDesired, request: Request, actor: Operator = OperatorRole
+) -> Changed:
+    changed = context(request).fleet.set_desired(
+        actor,
+        model=body.model,
+        version=body.version,
+        device_id=device_id,
+        template=_template(body),
+        shadow_version=body.shadow_version,
+    )
+    return Changed(devices=changed)
+
+
+@router.post(
+    "/fleet/desired",
+    response_model=Changed,
+    summary="Set the desired model of every device a query selects",
+)
+def set_query_desired(
+    body: SetDesiredForQuery, request: Request, actor: Operator = OperatorRole
+) -> Changed:
+    changed = context(request).fleet.set_desired(
+        actor,
+        model=body.model,
+        version=body.version,
+        query=body.query,
+        template=_template(body),
+        shadow_version=body.shadow_version,
+    )
+    return Changed(devices=changed)
+
+
+@router.post(
+    "/devices/{device_id}/reenroll",
+    response_model=Changed,
+    summary="Allow a device id to enroll again (its next enrollment replaces the credential)",
+)
+def allow_reenroll(
+    device_id: DeviceId, request: Request, actor: Operator = OperatorRole
+) -> Changed:
+    context(request).fleet.allow_reenroll(device_id, actor)
+    return Changed(devices=1)
+
+
+@router.get("/fleet/summary", summary="Device counts by version, by state, online/offline")
+def fleet_summary(request: Request, _: Operator = Viewer) -> dict[str, Any]:
+    return context(request).fleet.summary()
+
+
+@router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    summary="Create an API key or enrollment token",
+)
+def create_token(
+    body: TokenRequest, request: Request, actor: Operator = OperatorRole
+) -> TokenCreated:
+    access = context(request).access
+    expires = (
+        datetime.now(UTC) + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
+    )
+    if body.kind == "api_key":
+        secret = access.create_api_key(
+            body.role or Role.VIEWER, body.name or "api key", actor=actor
+        )
+    else:
+        secret = access.create_enrollment_token(
+            uses=body.uses, expires_at=expires, group=body.group, actor=actor
+        )
+    return TokenCreated(token=secret.token, id=secret.token_id, description=secret.description)
+
+
+@router.get("/tokens", summary="API keys and enrollment tokens (never their secrets)")
+def list_tokens(request: Request, actor: Operator = OperatorRole) -> dict[str, Any]:
+    return {"tokens": context(request).access.list_tokens(actor)}
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke an API key (admin) or enrollment token")
+def revoke_token(token_id: str, request: Request, actor: Operator = OperatorRole) -> dict[str, Any]:
+    return context(request).access.revoke(token_id[:64], actor=actor)
+
+
+@router.get("/audit", summary="The audit log of operator writes, newest first")
+def audit_log(
+    request: Request,
+    limit: int = Query(default=100, ge=1, le=1000),
+    offset: int = Query(default=0, ge=0, le=10_000_000),
+    actor: Operator = Admin,
+) -> dict[str, Any]:
+    return {"entries": context(request).access.audit_log(actor, limit, offset)}

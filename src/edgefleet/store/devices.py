@@ -1,0 +1,299 @@
+"""SQL repository of devices, their events and telemetry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session
+
+from edgefleet.fleet.domain import DesiredState, DeviceEvent, ReportedState, desired_etag
+from edgefleet.fleet.query import Node
+from edgefleet.fleet.versions import version_key
+from edgefleet.store.tables import DeviceEventRow, DeviceRow, TelemetryRow
+from edgefleet.store.targeting import compile_query
+
+
+def utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything edgefleet stores is UTC.
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """A device as operators see it."""
+
+    device_id: str
+    group: str | None
+    hardware: str | None
+    firmware: str | None
+    attributes: dict[str, Any]
+    enrolled_at: datetime
+    desired: dict[str, Any] | None
+    desired_etag: str
+    reported: dict[str, Any] | None
+    reported_at: datetime | None
+    model: str | None
+    version: str | None
+    agent_state: str | None
+    last_seen_at: datetime | None
+    online: bool
+    poll_interval_s: int
+
+
+def to_view(row: DeviceRow, now: datetime) -> DeviceView:
+    deadline = utc(row.offline_deadline)
+    return DeviceView(
+        device_id=row.device_id,
+        group=row.group_name,
+        hardware=row.hardware,
+        firmware=row.firmware,
+        attributes=dict(row.attributes or {}),
+        enrolled_at=utc(row.enrolled_at) or now,
+        desired=row.desired,
+        desired_etag=row.desired_etag,
+        reported=row.reported,
+        reported_at=utc(row.reported_at),
+        model=row.reported_model,
+        version=row.reported_version,
+        agent_state=row.agent_state,
+        last_seen_at=utc(row.last_seen_at),
+        online=deadline is not None and deadline > now,
+        poll_interval_s=row.poll_interval_s,
+    )
+
+
+class SqlDeviceRepository:
+    """Devices in the ``devices`` table and their events and telemetry."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, device_id: str, *, for_update: bool = False) -> DeviceRow | None:
+        query = select(DeviceRow).where(DeviceRow.device_id == device_id)
+        if for_update:
+            query = query.with_for_update()
+        return self.session.scalars(query).one_or_none()
+
+    def create(
+        self,
+        device_id: str,
+        *,
+        attributes: dict[str, Any],
+        group: str | None,
+        credential_id: str,
+        credential_hash: str,
+        poll_interval_s: int,
+        now: datetime,
+    ) -> DeviceRow:
+        row = DeviceRow(
+            device_id=device_id,
+            group_name=group,
+            attributes=attributes,
+            reenroll_allowed=False,
+            enrolled_at=now,
+            desired=None,
+            desired_etag=desired_etag(None),
+            poll_interval_s=poll_interval_s,
+            last_event_seq=0,
+            credential_id=credential_id,
+            credential_hash=credential_hash,
+        )
+        apply_identity(row, attributes)
+        self.session.add(row)
+        self.session.flush()
+        return row
+
+    def matching(
+        self, node: Node | None, now: datetime, *, limit: int, offset: int
+    ) -> list[DeviceRow]:
+        """Devices a targeting query selects, by device id; the database does the filtering."""
+        query = select(DeviceRow).order_by(DeviceRow.device_id).limit(limit).offset(offset)
+        if node is not None:
+            query = query.where(compile_query(node, now=now))
+        return list(self.session.scalars(query))
+
+    def count_matching(self, node: Node | None, now: datetime) -> int:
+        return self.count(compile_query(node, now=now) if node is not None else None)
+
+    def count(self, condition: ColumnElement[bool] | None) -> int:
+        query = select(func.count()).select_from(DeviceRow)
+        if condition is not None:
+            query = query.where(condition)
+        return int(self.session.scalar(query) or 0)
+
+    def set_desired(
+        self, rows: Sequence[DeviceRow], state: DesiredState | None, now: datetime
+    ) -> None:
+        payload = state.model_dump(mode="json") if state else None
+        etag = desired_etag(state)
+        for row in rows:
+            row.desired = payload
+            row.desired_etag = etag
+            row.desired_updated_at = now
+        self.session.flush()
+
+    def set_reported(
+        self, row: DeviceRow, reported: ReportedState, now: datetime, offline_after: float = 3.0
+    ) -> None:
+        """Store what the device reports; a report is also a sign of life."""
+        row.reported = reported.model_dump(mode="json")
+        row.reported_at = now
+        row.reported_model = reported.model
+        row.reported_version = reported.version
+        row.reported_version_key = version_key(reported.version)
+        row.agent_state = reported.agent_state
+        row.last_seen_at = now
+        row.offline_deadline = now + timedelta(seconds=row.poll_interval_s * offline_after)
+        attributes = {**(row.attributes or {}), **reported.attributes}
+        if reported.firmware:
+            attributes["firmware"] = reported.firmware
+        row.attributes = attributes
+        apply_identity(row, attributes)
+        self.session.flush()
+
+    def add_events(
+        self, row: DeviceRow, events: Sequence[DeviceEvent], now: datetime
+    ) -> tuple[int, int]:
+        """Store events not stored yet; returns (accepted, duplicates)."""
+        seqs = [e.seq for e in events]
+        existing = set(
+            self.session.scalars(
+                select(DeviceEventRow.seq).where(
+                    DeviceEventRow.device_pk == row.id, DeviceEventRow.seq.in_(seqs)
+                )
+            )
+        )
+        accepted = 0
+        seen: set[int] = set()
+        for event in sorted(events, key=lambda e: e.seq):
+            if event.seq in existing or event.seq in seen:
+                continue
+            seen.add(event.seq)
+            self.session.add(
+                DeviceEventRow(
+                    device_pk=row.id,
+                    seq=event.seq,
+                    kind=event.kind,
+                    from_state=event.from_state,
+                    to_state=event.to_state,
+                    reason=event.reason,
+                    model=event.model,
+                    version=event.version,
+                    details=event.details,
+                    at=event.at,
+                    received_at=now,
+                )
+            )
+            accepted += 1
+        if seen:
+            row.last_event_seq = max(row.last_event_seq, max(seen))
+        self.session.flush()
+        return accepted, len(events) - accepted
+
+    def events(self, row: DeviceRow, limit: int = 50) -> list[DeviceEventRow]:
+        query = (
+            select(DeviceEventRow)
+            .where(DeviceEventRow.device_pk == row.id)
+            .order_by(DeviceEventRow.seq.desc())
+            .limit(limit)
+        )
+        return list(reversed(list(self.session.scalars(query))))
+
+    def telemetry_bucket(
+        self, row: DeviceRow, bucket: datetime, model: str, version: str
+    ) -> TelemetryRow | None:
+        return self.session.scalars(
+            select(TelemetryRow)
+            .where(
+                TelemetryRow.device_pk == row.id,
+                TelemetryRow.bucket == bucket,
+                TelemetryRow.model == model,
+                TelemetryRow.version == version,
+            )
+            .with_for_update()
+        ).one_or_none()
+
+    def add_telemetry(self, **fields: Any) -> None:
+        self.session.add(TelemetryRow(**fields))
+        self.session.flush()
+
+    def recent_telemetry(self, row: DeviceRow, limit: int = 12) -> list[TelemetryRow]:
+        query = (
+            select(TelemetryRow)
+            .where(TelemetryRow.device_pk == row.id)
+            .order_by(TelemetryRow.bucket.desc())
+            .limit(limit)
+        )
+        return list(self.session.scalars(query))
+
+    def summary(self, now: datetime) -> dict[str, Any]:
+        total = self.count(None)
+        online = self.count(DeviceRow.offline_deadline > now)
+        by_version = [
+            {"model": m, "version": v, "devices": n}
+            for m, v, n in self.session.execute(
+                select(DeviceRow.reported_model, DeviceRow.reported_version, func.count())
+                .group_by(DeviceRow.reported_model, DeviceRow.reported_version)
+                .order_by(DeviceRow.reported_model, DeviceRow.reported_version)
+            )
+        ]
+        by_state = {
+            (state or "unknown"): n
+            for state, n in self.session.execute(
+                select(DeviceRow.agent_state, func.count()).group_by(DeviceRow.agent_state)
+            )
+        }
+        return {
+            "devices": total,
+            "online": online,
+            "offline": total - online,
+            "by_version": by_version,
+            "by_state": by_state,
+        }
+
+    def delete_telemetry_before(self, cutoff: datetime) -> int:
+        from sqlalchemy import delete
+
+        result = self.session.execute(delete(TelemetryRow).where(TelemetryRow.bucket < cutoff))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def apply_identity(row: DeviceRow, attributes: dict[str, Any]) -> None:
+    """Copy the attributes that have columns of their own (indexed, comparable)."""
+    hardware = attributes.get("hw", attributes.get("hardware"))
+    row.hardware = str(hardware) if hardware is not None else None
+    firmware = attributes.get("firmware")
+    row.firmware = str(firmware) if firmware is not None else None
+    row.firmware_key = version_key(row.firmware)
+    group = attributes.get("group")
+    if group is not None:
+        row.group_name = str(group)
+
+
+def record_checkins(
+    session: Session, seen: dict[int, tuple[datetime, int]], multiple: float
+) -> None:
+    """Batch-update last-seen times and offline deadlines of checked-in devices.
+
+    ``seen`` maps a device's primary key to (check-in time, poll interval in seconds);
+    a device is offline once ``multiple`` poll intervals pass without a check-in.
+    """
+    if not seen:
+        return
+    session.execute(
+        update(DeviceRow),
+        [
+            {
+                "id": pk,
+                "last_seen_at": at,
+                "offline_deadline": at + timedelta(seconds=interval * multiple),
+            }
+            for pk, (at, interval) in seen.items()
+        ],
+    )
