@@ -44,7 +44,7 @@ def fleet_rows():
     return [
         device(
             "cam-01",
-            {"region": "eu-west", "site": "plant-1", "battery": 80},
+            {"region": "eu-west", "site": "plant-1", "battery": 80, "camera": True},
             group_name="berlin",
             hardware="rev2",
             firmware="1.8.0",
@@ -55,7 +55,7 @@ def fleet_rows():
         ),
         device(
             "cam-02",
-            {"region": "eu-west", "site": "plant-2", "battery": 15},
+            {"region": "eu-west", "site": "plant-2", "battery": 15, "camera": False},
             group_name="berlin",
             hardware="rev1",
             firmware="1.10.0",
@@ -66,7 +66,7 @@ def fleet_rows():
         ),
         device(
             "cam-03",
-            {"region": "us-east", "site": "lab-1", "battery": "12.5"},
+            {"region": "us-east", "site": "lab-1", "battery": "12.5", "camera": 1},
             group_name="boston",
             hardware="rev2",
             firmware="1.9.3",
@@ -165,6 +165,11 @@ def test_attributes_match_as_text(selected):
             "region:us-east": {"cam-03"},
             "battery:15": {"cam-02"},  # a JSON number compares as its text on both backends
             'site:"lab?[1]"': {"cam-08"},
+            # JSON true and false read as "true" and "false" on both backends, never 1 and 0
+            "camera:true": {"cam-01"},
+            "camera:false": {"cam-02"},
+            "camera:1": {"cam-03"},
+            "camera!=true": complement("cam-01"),
             "colour:blue": set(),
         },
     )

@@ -49,10 +49,9 @@ class RemoteRegistry:
         self.client.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
         try:
-            response = self.client.request(
-                method, f"{self.base}{path}", headers=self.headers, **kwargs
-            )
+            response = self.client.request(method, f"{self.base}{path}", headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             raise RemoteError("server_unreachable", f"cannot reach {self.base}: {exc}") from exc
         if response.status_code >= 400:
@@ -98,7 +97,6 @@ class RemoteRegistry:
                 "/api/v1/models",
                 content=chunks(),
                 headers={
-                    **self.headers,
                     "Content-Type": "application/gzip",
                     "Content-Length": str(size),
                 },

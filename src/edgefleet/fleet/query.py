@@ -60,18 +60,24 @@ class Comparison:
 
 @dataclass(frozen=True, slots=True)
 class And:
+    """Both sides hold."""
+
     left: Node
     right: Node
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
+    """At least one side holds."""
+
     left: Node
     right: Node
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
+    """The operand does not hold."""
+
     operand: Node
 
 
@@ -171,7 +177,7 @@ def fields(node: Node) -> set[str]:
     """The field names a query uses."""
     found: set[str] = set()
     pending: list[Node] = [node]
-    while pending:  # iterative: a long OR chain is as deep as it is long
+    while pending:
         current = pending.pop()
         if isinstance(current, Comparison):
             found.add(current.field)
@@ -321,7 +327,8 @@ def _error(text: str, position: int, problem: str, expected: list[str]) -> Query
     """An error whose message shows the query with a caret under ``position``."""
     line = text if len(text) <= 200 else text[max(0, position - 100) : position + 100]
     caret_at = position if len(text) <= 200 else position - max(0, position - 100)
-    shown = re.sub(r"\s", " ", line)  # one line, so the caret stays under its character
+    # One line of printable characters, so the caret stays under its character.
+    shown = re.sub(r"[\s\x00-\x1f\x7f]", " ", line)
     message = (
         f"query syntax error at position {position}: {problem}\n  {shown}\n  {' ' * caret_at}^"
     )

@@ -10,7 +10,8 @@ Fields: ``id``/``device``, ``group``, ``hw``/``hardware`` and ``state`` are colu
 ``firmware`` and ``version`` (the reported model version) are columns that can also be
 ordered, by their sortable version keys; ``model`` is ``NAME`` or ``NAME@VERSION``;
 ``online`` is ``true`` or ``false``; every other name is a device attribute, compared as
-text, or as a number under ``<``/``>``.
+text (JSON booleans read ``true``/``false``), or as a number under ``<``/``>``. Matching
+is case-sensitive on both backends.
 
 Every comparison compiles to a condition that is TRUE or FALSE, never NULL: a device
 without the field does not match ``region:eu-west`` and does match ``region!=eu-west``
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import Boolean, Float, String, and_, case, cast, false, literal, not_, or_
+from sqlalchemy import Boolean, Float, String, and_, case, cast, false, func, literal, not_, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -143,7 +144,7 @@ def _online_field(node: Comparison, now: datetime) -> ColumnElement[bool]:
 
 
 def _attribute(node: Comparison, _now: datetime) -> ColumnElement[bool]:
-    text = DeviceRow.attributes[node.field].as_string()
+    text = _AttributeText(node.field)
     if node.op in _EQUALITY:
         return _equality(node, text, node.value)
     try:
@@ -246,6 +247,40 @@ def _wildcard_glob(element: _Wildcard, compiler: SQLCompiler, **kw: Any) -> str:
     return f"{compiler.process(column, **kw)} GLOB {compiler.process(glob, **kw)}"
 
 
+class _AttributeText(FunctionElement[str]):
+    """A device attribute as text, alike on every backend (NULL when it is missing).
+
+    Attributes may be JSON booleans: PostgreSQL's ``->>`` gives "true", SQLite's
+    json_extract gives 1, so SQLite is told to say "true" and "false" too.
+    """
+
+    type = String()
+    name = "edgefleet_attribute_text"
+    inherit_cache = True
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            DeviceRow.attributes[field].as_string(),
+            func.json_type(DeviceRow.attributes, literal(f'$."{field}"', String())),
+        )
+
+
+@compiles(_AttributeText)
+def _attribute_text(element: _AttributeText, compiler: SQLCompiler, **kw: Any) -> str:
+    text, _ = element.clauses
+    return compiler.process(text, **kw)
+
+
+@compiles(_AttributeText, "sqlite")
+def _attribute_text_sqlite(element: _AttributeText, compiler: SQLCompiler, **kw: Any) -> str:
+    text, json_type = element.clauses
+    kind = compiler.process(json_type, **kw)
+    return (
+        f"CASE {kind} WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        f"ELSE {compiler.process(text, **kw)} END"
+    )
+
+
 class _Bytewise(FunctionElement[str]):
     """A version key compared byte by byte.
 
@@ -272,4 +307,4 @@ def _bytewise_default(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> s
 @compiles(_Bytewise, "postgresql")
 def _bytewise_postgresql(element: _Bytewise, compiler: SQLCompiler, **kw: Any) -> str:
     (column,) = element.clauses
-    return compiler.process(column, **kw)
+    return f'{compiler.process(column, **kw)} COLLATE "C"'

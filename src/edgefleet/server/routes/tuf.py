@@ -49,11 +49,11 @@ def _check_range(header: str | None, size: int) -> int | None:
     if start_text == "":
         return min(int(end_text), size)
     start = int(start_text)
+    if start >= size:
+        return -1  # unsatisfiable: answered 416 with Content-Range
     end = int(end_text) if end_text else size - 1
     if end < start:
         raise BadRangeError(f"malformed Range header {header!r}: end before start")
-    if start >= size:
-        return -1  # unsatisfiable: FileResponse answers 416 with Content-Range
     return min(end, size - 1) - start + 1
 
 
