@@ -25,7 +25,7 @@ from edgefleet.fleet.domain import (
     TelemetryAccepted,
     TelemetryBatch,
 )
-from edgefleet.fleet.errors import DeviceExistsError, DeviceNotFoundError
+from edgefleet.fleet.errors import DeviceExistsError, DeviceNotFoundError, FleetError
 from edgefleet.fleet.query import Node, parse_query
 from edgefleet.fleet.telemetry import NO_MODEL, bucket_of, merge
 
@@ -273,30 +273,38 @@ class FleetService:
         now = _now()
         base = template or DesiredState()
         node = parse_query(query) if query and query.strip() else None
+        # Resolve the artifacts first, outside the write transaction: resolving reads
+        # the registry, which must not wait on the lock this update is about to take.
         with self.uow_factory() as uow:
-            if device_id is not None:
-                rows = [self._device(uow, device_id, for_update=True)]
-            else:
-                rows = uow.devices.matching(node, now, limit=1_000_000, offset=0)
+            hardware_kinds = {row.hardware for row in self._targets(uow, device_id, node, now)}
+        states = {
+            hardware: base.model_copy(
+                update={
+                    "model": self.resolve_model(model, version, hardware)
+                    if model and version
+                    else None,
+                    "shadow": (
+                        ShadowPolicy(model=self.resolve_model(model, shadow_version, hardware))
+                        if model and shadow_version
+                        else base.shadow
+                    ),
+                }
+            )
+            for hardware in hardware_kinds
+        }
+        with self.uow_factory() as uow:
+            rows = self._targets(uow, device_id, node, now, for_update=True)
             by_hardware: dict[str | None, list[Any]] = {}
             for row in rows:
                 by_hardware.setdefault(row.hardware, []).append(row)
-            changed = 0
             for hardware, group in by_hardware.items():
-                state = base.model_copy(
-                    update={
-                        "model": self.resolve_model(model, version, hardware)
-                        if model and version
-                        else None,
-                        "shadow": (
-                            ShadowPolicy(model=self.resolve_model(model, shadow_version, hardware))
-                            if model and shadow_version
-                            else base.shadow
-                        ),
-                    }
-                )
-                uow.devices.set_desired(group, state, now)
-                changed += len(group)
+                if hardware not in states:
+                    raise FleetChangedError(
+                        "devices changed hardware while their desired state was being set; "
+                        "nothing was changed, try again"
+                    )
+                uow.devices.set_desired(group, states[hardware], now)
+            changed = len(rows)
             target = device_id or f"query:{query or '*'}"
             uow.access.audit(
                 at=now,
@@ -309,6 +317,19 @@ class FleetService:
             uow.commit()
         return changed
 
+    def _targets(
+        self,
+        uow: FleetUnitOfWork,
+        device_id: str | None,
+        node: Node | None,
+        now: datetime,
+        *,
+        for_update: bool = False,
+    ) -> list[Any]:
+        if device_id is not None:
+            return [self._device(uow, device_id, for_update=for_update)]
+        return uow.devices.matching(node, now, limit=1_000_000, offset=0)
+
     def summary(self) -> dict[str, Any]:
         with self.uow_factory() as uow:
             return uow.devices.summary(_now())
@@ -319,6 +340,12 @@ class FleetService:
         if row is None:
             raise DeviceNotFoundError(f"no device {device_id!r}", details={"device_id": device_id})
         return row
+
+
+class FleetChangedError(FleetError):
+    """The fleet changed under a bulk update; retrying is safe."""
+
+    code = "fleet_changed"
 
 
 def _aware(value: datetime) -> datetime:

@@ -23,6 +23,7 @@ from edgefleet import __version__
 from edgefleet.config import Settings
 from edgefleet.server import errors
 from edgefleet.server.context import ServerContext
+from edgefleet.server.hotpath import NotModifiedFastPath
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
 from edgefleet.server.routes import device, health, operator, registry, tuf
 
@@ -120,5 +121,6 @@ def create_app(settings: Settings) -> FastAPI:
         return settings.max_json_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(NotModifiedFastPath, state=lambda: app.state)
     app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.metrics)
     return app

@@ -20,7 +20,7 @@ from edgefleet.signing.errors import KeysMissingError, RepositoryStateError
 from edgefleet.signing.layout import artifact_path
 from edgefleet.signing.publish import Publisher, open_repository
 from edgefleet.signing.repository import TufRepository
-from edgefleet.store.checkin import CheckinReader, CheckinRecorder
+from edgefleet.store.checkin import CheckinReader, CheckinRecorder, ReportWriter
 from edgefleet.store.database import describe_url, make_engine
 from edgefleet.store.devices import to_view
 from edgefleet.store.migrate import ensure_schema
@@ -33,15 +33,17 @@ log = logging.getLogger("edgefleet.server")
 class ServerContext:
     settings: Settings
     engine: Engine
+    read_engine: Engine
 
     @classmethod
     def open(cls, settings: Settings) -> ServerContext:
         engine = make_engine(settings)
         ensure_schema(engine, auto_migrate=settings.auto_migrate)
-        return cls(settings, engine)
+        return cls(settings, engine, make_engine(settings, read_only=True))
 
     def close(self) -> None:
         self.engine.dispose()
+        self.read_engine.dispose()
 
     @cached_property
     def sessions(self) -> sessionmaker:  # type: ignore[type-arg]
@@ -74,7 +76,11 @@ class ServerContext:
 
     @cached_property
     def checkin(self) -> CheckinReader:
-        return CheckinReader(self.engine)
+        return CheckinReader(self.read_engine)
+
+    @cached_property
+    def reports(self) -> ReportWriter:
+        return ReportWriter(self.read_engine, self.settings.offline_after_intervals)
 
     @cached_property
     def recorder(self) -> CheckinRecorder:

@@ -63,7 +63,7 @@ STATUS: tuple[tuple[type[EdgefleetError], int], ...] = (
 )
 
 #: Errors raised by route helpers, by code.
-CODE_STATUS = {"not_found": 404, "bad_range": 400, "no_variant": 422}
+CODE_STATUS = {"not_found": 404, "bad_range": 400, "no_variant": 422, "fleet_changed": 409}
 
 
 def status_of(error: EdgefleetError) -> int:

@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from edgefleet.fleet.domain import ReportedState
+from edgefleet.fleet.versions import version_key
 from edgefleet.store.database import describe_url, translate
 from edgefleet.store.devices import record_checkins
 from edgefleet.store.tables import DeviceRow
 
-_LOOKUP = select(
-    DeviceRow.id,
-    DeviceRow.device_id,
-    DeviceRow.credential_hash,
-    DeviceRow.desired_etag,
-    DeviceRow.poll_interval_s,
-)
 _DESIRED = select(DeviceRow.desired, DeviceRow.desired_etag)
+_LOOKUP_COLUMNS = "id, device_id, credential_hash, desired_etag, poll_interval_s"
 
 
 @dataclass(frozen=True)
@@ -44,26 +40,52 @@ class CheckinRow:
 
 
 class CheckinReader:
-    """Reads for the device hot path, with SQLAlchemy Core (no ORM identity map)."""
+    """Reads for the device hot path."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.where = describe_url(engine)
+        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        # The hottest query of the system goes as plain SQL on a pooled DBAPI
+        # connection: SQLAlchemy's statement building and result machinery cost more
+        # than the indexed lookup itself (measured with benchmarks/checkin.py).
+        self._lookup_sql = (
+            f"SELECT {_LOOKUP_COLUMNS} FROM {DeviceRow.__tablename__} "
+            f"WHERE credential_id = {marker}"
+        )
 
     def lookup(self, credential_id: str) -> CheckinRow | None:
         """The device a credential id belongs to. Raises StoreUnavailableError."""
         try:
-            with self.engine.connect() as connection:
-                row = connection.execute(
-                    _LOOKUP.where(DeviceRow.credential_id == credential_id)
-                ).first()
+            row = self._fetch(credential_id)
+        except self.engine.dialect.loaded_dbapi.OperationalError:
+            # A pooled connection the server dropped (restart, idle timeout): the
+            # pool has discarded it; one retry on a fresh connection.
+            try:
+                row = self._fetch(credential_id)
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                raise translate(_wrap(self._lookup_sql, exc), self.where) from exc
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            raise translate(_wrap(self._lookup_sql, exc), self.where) from exc
         except DBAPIError as exc:
             raise translate(exc, self.where) from exc
-        if row is None or row.credential_hash is None:
+        if row is None or row[2] is None:
             return None
-        return CheckinRow(
-            row.id, row.device_id, row.credential_hash, row.desired_etag, row.poll_interval_s
-        )
+        return CheckinRow(row[0], row[1], row[2], row[3], row[4])
+
+    def _fetch(self, credential_id: str) -> Any:
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self._lookup_sql, (credential_id,))
+            row = cursor.fetchone()
+            cursor.close()
+        except BaseException:
+            connection.invalidate()
+            raise
+        finally:
+            connection.close()  # back to the pool (or discarded, if invalidated)
+        return row
 
     def desired(self, pk: int) -> tuple[dict[str, Any] | None, str]:
         """A device's desired state and its ETag (read together, so they agree)."""
@@ -73,6 +95,12 @@ class CheckinReader:
         except DBAPIError as exc:
             raise translate(exc, self.where) from exc
         return row.desired, row.desired_etag
+
+
+def _wrap(statement: str, exc: Exception) -> DBAPIError:
+    """A driver exception as SQLAlchemy's ``DBAPIError`` (OperationalError, ...)."""
+    wrapped = DBAPIError.instance(statement, None, exc, DBAPIError)
+    return wrapped if isinstance(wrapped, DBAPIError) else DBAPIError(statement, None, exc)
 
 
 class CheckinRecorder:
@@ -103,3 +131,39 @@ class CheckinRecorder:
                 self._seen = pending | self._seen
             raise
         return len(pending)
+
+
+class ReportWriter:
+    """Stores a reported state in one UPDATE when it carries no attribute changes.
+
+    Give it the hot-path (``read_only``) engine: the single statement needs no
+    transaction around it.
+
+    Reports that change attributes (which must be merged into the stored ones) take the
+    unit-of-work path instead; see ``FleetService.report``.
+    """
+
+    def __init__(self, engine: Engine, offline_after_intervals: float) -> None:
+        self.engine = engine
+        self.where = describe_url(engine)
+        self.multiple = offline_after_intervals
+
+    def write(self, row: CheckinRow, reported: ReportedState, now: datetime) -> None:
+        values: dict[str, Any] = {
+            "reported": reported.model_dump(mode="json"),
+            "reported_at": now,
+            "reported_model": reported.model,
+            "reported_version": reported.version,
+            "reported_version_key": version_key(reported.version),
+            "agent_state": reported.agent_state,
+            "last_seen_at": now,
+            "offline_deadline": now + timedelta(seconds=row.poll_interval_s * self.multiple),
+        }
+        try:
+            # One statement on the hot-path engine (autocommit on PostgreSQL: one round
+            # trip, no pre-ping; a single-statement transaction on SQLite).
+            with self.engine.connect() as connection:
+                connection.execute(update(DeviceRow).where(DeviceRow.id == row.pk).values(**values))
+                connection.commit()
+        except DBAPIError as exc:
+            raise translate(exc, self.where) from exc

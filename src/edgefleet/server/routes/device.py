@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from edgefleet.fleet.domain import (
     Attributes,
@@ -143,11 +144,17 @@ async def desired(device_id: str, request: Request, response: Response) -> Any:
     summary="Report the device's actual state",
     responses=AUTH_ERRORS,
 )
-def reported(device_id: str, body: ReportedState, request: Request) -> Accepted:
+async def reported(device_id: str, body: ReportedState, request: Request) -> Accepted:
     row = authenticate_device(request, device_id)
     ctx = context(request)
-    ctx.recorder.record(row.pk, datetime.now(UTC), row.poll_interval_s)
-    ctx.fleet.report(device_id, body)
+    if body.attributes or body.firmware:
+        # Attributes are merged into the stored ones: a read-modify-write transaction,
+        # off the event loop.
+        await run_in_threadpool(ctx.fleet.report, device_id, body)
+    else:
+        # One short UPDATE, answered on the event loop like a check-in: a hand-off to a
+        # worker thread costs more than the write while the loop is busy.
+        ctx.reports.write(row, body, datetime.now(UTC))
     return Accepted()
 
 
