@@ -100,3 +100,38 @@ def test_local_token_commands(tmp_path, monkeypatch):
     assert bad.exit_code == 1 and "is not a duration" in bad.stderr
     bad_role = runner.invoke(app, ["tokens", "create", "--role", "root"])
     assert bad_role.exit_code == 1 and "--role must be viewer, operator or admin" in bad_role.stderr
+
+
+def test_devices_commands_remote_and_local(live: LiveServer, monkeypatch):
+    device_id, credential, _ = live.enroll(region="eu-west")
+    live.enroll(region="us-east")
+    runner = CliRunner()
+
+    def remote(*args: str):
+        return runner.invoke(
+            app, ["--server", live.url, "--token", live.admin_token, "devices", *args]
+        )
+
+    listed = json.loads(remote("list", "--query", "region:eu-west", "--json").stdout)
+    assert [d["device_id"] for d in listed["devices"]] == [device_id]
+    assert remote("set-desired", "digits", "1.0.0", "--query", "region:*").stdout.startswith(
+        "desired model of 2 device(s)"
+    )
+    shown = json.loads(remote("show", device_id, "--json").stdout)
+    assert shown["device"]["desired"]["model"]["version"] == "1.0.0"
+    assert json.loads(remote("summary", "--json").stdout)["devices"] == 2
+    bad = remote("list", "--query", "region:")
+    assert bad.exit_code == 1 and "query syntax error" in bad.stderr
+    both = remote("set-desired", "digits", "1.0.0")
+    assert both.exit_code == 1 and "exactly one of --device or --query" in both.stderr
+    # The same commands straight on the store (the server's home and database).
+    monkeypatch.setenv("EDGEFLEET_HOME", str(live.settings.home))
+    if live.settings.database_url_override:
+        monkeypatch.setenv("EDGEFLEET_DATABASE_URL", live.settings.database_url_override)
+    else:
+        monkeypatch.delenv("EDGEFLEET_DATABASE_URL", raising=False)
+    local = runner.invoke(app, ["devices", "list", "--query", "region:us-east", "--json"])
+    assert local.exit_code == 0, local.output
+    assert len(json.loads(local.stdout)["devices"]) == 1
+    unknown = runner.invoke(app, ["devices", "show", "nope"])
+    assert unknown.exit_code == 1 and "no device 'nope'" in unknown.stderr

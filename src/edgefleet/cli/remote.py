@@ -48,7 +48,8 @@ class RemoteRegistry:
     def close(self) -> None:
         self.client.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request to the server; its JSON answer, or its error as RemoteError."""
         headers = {**self.headers, **kwargs.pop("headers", {})}
         try:
             response = self.client.request(method, f"{self.base}{path}", headers=headers, **kwargs)
@@ -92,7 +93,7 @@ class RemoteRegistry:
                         advance(len(chunk))
                         yield chunk
 
-            data = self._call(
+            data = self.call(
                 "POST",
                 "/api/v1/models",
                 content=chunks(),
@@ -109,24 +110,24 @@ class RemoteRegistry:
         self, *, model: str | None = None, stage: str | None = None, tag: str | None = None
     ) -> list[dict[str, Any]]:
         params = {k: v for k, v in {"name": model, "stage": stage, "tag": tag}.items() if v}
-        versions: list[dict[str, Any]] = self._call("GET", "/api/v1/models", params=params)[
+        versions: list[dict[str, Any]] = self.call("GET", "/api/v1/models", params=params)[
             "versions"
         ]
         return versions
 
     def get(self, model: str, version: str) -> ModelVersion:
         return ModelVersion.model_validate(
-            self._call("GET", f"/api/v1/models/{model}/versions/{version}")
+            self.call("GET", f"/api/v1/models/{model}/versions/{version}")
         )
 
     def latest(self, model: str, stage: str | None = None) -> dict[str, Any]:
         params = {"stage": stage} if stage else {}
-        result: dict[str, Any] = self._call("GET", f"/api/v1/models/{model}/latest", params=params)
+        result: dict[str, Any] = self.call("GET", f"/api/v1/models/{model}/latest", params=params)
         return result
 
     def compare(self, model: str, a: str, b: str) -> Comparison:
         return Comparison.model_validate(
-            self._call("GET", f"/api/v1/models/{model}/compare", params={"a": a, "b": b})
+            self.call("GET", f"/api/v1/models/{model}/compare", params={"a": a, "b": b})
         )
 
     def promote(
@@ -141,10 +142,10 @@ class RemoteRegistry:
     ) -> list[StageChange]:
         # The server records the API key's owner as the actor; ``actor`` is local-only.
         body = {"stage": stage, "reason": reason, "keep_production": not archive_previous}
-        data = self._call("POST", f"/api/v1/models/{model}/versions/{version}/promote", json=body)
+        data = self.call("POST", f"/api/v1/models/{model}/versions/{version}/promote", json=body)
         return [StageChange.model_validate(c) for c in data["changes"]]
 
     def history(self, model: str, version: str | None = None) -> list[StageChange]:
         params = {"version": version} if version else {}
-        data = self._call("GET", f"/api/v1/models/{model}/history", params=params)
+        data = self.call("GET", f"/api/v1/models/{model}/history", params=params)
         return [StageChange.model_validate(c) for c in data["changes"]]

@@ -1,0 +1,222 @@
+"""``edgefleet devices ...``: the fleet, filtered by targeting queries.
+
+Works on the local store or, with ``--server``, through a server's operator API.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgefleet.cli.output import REMOTE, console, json_option, print_json
+from edgefleet.cli.remote import RemoteRegistry
+from edgefleet.config import load_settings
+
+app = typer.Typer(help="List, inspect and target devices.", no_args_is_help=True)
+
+QUERY_HELP = "Targeting query, e.g. 'region:eu-west AND hw:rev2' or 'firmware>=1.8.0'."
+
+
+class LocalFleet:
+    """Fleet operations on the local store, as the local operator."""
+
+    def __init__(self) -> None:
+        from edgefleet.access.service import Operator
+        from edgefleet.access.tokens import Role
+        from edgefleet.server.context import ServerContext
+
+        self.ctx = ServerContext.open(load_settings())
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        self.operator = Operator(key_id="local", name=user, role=Role.ADMIN)
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def list(self, query: str | None, limit: int, offset: int) -> dict[str, Any]:
+        total, views = self.ctx.fleet.list_devices(query, limit=limit, offset=offset)
+        return {"total": total, "devices": [_jsonable(asdict(v)) for v in views]}
+
+    def show(self, device_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = _jsonable(self.ctx.fleet.show_device(device_id))
+        return result
+
+    def set_desired(
+        self, device_id: str | None, query: str | None, model: str | None, version: str | None
+    ) -> int:
+        return self.ctx.fleet.set_desired(
+            self.operator, model=model, version=version, device_id=device_id, query=query
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return self.ctx.fleet.summary()
+
+
+class RemoteFleet:
+    """The same operations through a server's operator API."""
+
+    def __init__(self, server: str, token: str | None) -> None:
+        self.remote = RemoteRegistry(server, token)
+
+    def close(self) -> None:
+        self.remote.close()
+
+    def list(self, query: str | None, limit: int, offset: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if query:
+            params["query"] = query
+        result: dict[str, Any] = self.remote.call("GET", "/api/v1/devices", params=params)
+        return result
+
+    def show(self, device_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.remote.call("GET", f"/api/v1/devices/{device_id}")
+        return result
+
+    def set_desired(
+        self, device_id: str | None, query: str | None, model: str | None, version: str | None
+    ) -> int:
+        body = {"model": model, "version": version}
+        if device_id is not None:
+            data = self.remote.call("PUT", f"/api/v1/devices/{device_id}/desired", json=body)
+        else:
+            data = self.remote.call("POST", "/api/v1/fleet/desired", json={**body, "query": query})
+        return int(data["devices"])
+
+    def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.remote.call("GET", "/api/v1/fleet/summary")
+        return result
+
+
+@contextmanager
+def fleet() -> Iterator[LocalFleet | RemoteFleet]:
+    settings = load_settings()
+    server = REMOTE.server or settings.server
+    client: LocalFleet | RemoteFleet = (
+        RemoteFleet(server, REMOTE.token or settings.token) if server else LocalFleet()
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@app.command("list")
+def list_devices(
+    query: Annotated[str | None, typer.Option("--query", "-q", help=QUERY_HELP)] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Devices matching a targeting query (all devices without one)."""
+    with fleet() as client:
+        result = client.list(query, limit, offset)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("device", "group", "hw", "firmware", "model", "state", "online", "last seen")
+    for d in result["devices"]:
+        model = f"{d['model']}@{d['version']}" if d.get("model") else ""
+        table.add_row(
+            d["device_id"],
+            d.get("group") or "",
+            d.get("hardware") or "",
+            d.get("firmware") or "",
+            model,
+            d.get("agent_state") or "",
+            "yes" if d["online"] else "no",
+            (d.get("last_seen_at") or "")[:19].replace("T", " "),
+        )
+    console.print(table)
+    console.print(f"{len(result['devices'])} of {result['total']} devices", highlight=False)
+
+
+@app.command()
+def show(
+    device_id: Annotated[str, typer.Argument(help="Device id.")],
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """One device: twin, recent events, recent telemetry."""
+    with fleet() as client:
+        result = client.show(device_id)
+    if as_json:
+        print_json(result)
+        return
+    device = result["device"]
+    for key in (
+        "device_id",
+        "group",
+        "hardware",
+        "firmware",
+        "agent_state",
+        "model",
+        "version",
+        "online",
+        "last_seen_at",
+        "desired_etag",
+    ):
+        console.print(f"  {key + ':':<15}{device.get(key)}", highlight=False, markup=False)
+    if result["events"]:
+        table = Table("seq", "at", "from", "to", "reason")
+        for e in result["events"]:
+            table.add_row(
+                str(e["seq"]),
+                str(e["at"])[:19],
+                e["from_state"] or "",
+                e["to_state"] or "",
+                e["reason"],
+            )
+        console.print(table)
+
+
+@app.command("set-desired")
+def set_desired(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[str, typer.Argument(help="Version (must be signed).")],
+    device: Annotated[str | None, typer.Option("--device", help="One device.")] = None,
+    query: Annotated[str | None, typer.Option("--query", "-q", help=QUERY_HELP)] = None,
+) -> None:
+    """Set the desired model of one device or of every device a query selects."""
+    from edgefleet.errors import ConfigError
+
+    if (device is None) == (query is None):
+        raise ConfigError("give exactly one of --device or --query")
+    with fleet() as client:
+        changed = client.set_desired(device, query, model, version)
+    console.print(f"desired model of {changed} device(s) set to {model} {version}", highlight=False)
+
+
+@app.command()
+def summary(as_json: Annotated[bool, json_option()] = False) -> None:
+    """Device counts by model version and state, online and offline."""
+    with fleet() as client:
+        result = client.summary()
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"{result['devices']} devices: {result['online']} online, {result['offline']} offline"
+    )
+    table = Table("model", "version", "devices")
+    for entry in result["by_version"]:
+        table.add_row(entry["model"] or "-", entry["version"] or "-", str(entry["devices"]))
+    console.print(table)
+
+
+def _jsonable(value: Any) -> Any:
+    from datetime import datetime
+
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
