@@ -13,6 +13,14 @@ from edgefleet.access.service import Operator
 from edgefleet.access.tokens import Role
 from edgefleet.fleet.domain import DeviceId, Preconditions, TrialPolicy
 from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
+from edgefleet.server.schemas import (
+    AuditLog,
+    DeviceDetail,
+    DeviceOut,
+    FleetSummary,
+    TokenInfo,
+    TokenList,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["operator"])
 
@@ -24,7 +32,7 @@ QUERY_HELP = (
 
 class DeviceList(BaseModel):
     total: int
-    devices: list[dict[str, Any]]
+    devices: list[DeviceOut]
 
 
 class SetDesired(BaseModel):
@@ -58,7 +66,7 @@ class TokenRequest(BaseModel):
 class TokenCreated(BaseModel):
     token: str = Field(description="the secret; shown only now")
     id: str
-    description: dict[str, Any]
+    description: TokenInfo
 
 
 def _template(body: SetDesired):  # type: ignore[no-untyped-def]
@@ -78,11 +86,12 @@ def list_devices(
     _: Operator = Viewer,
 ) -> DeviceList:
     total, views = context(request).fleet.list_devices(query, limit=limit, offset=offset)
-    return DeviceList(total=total, devices=[asdict(v) for v in views])
+    return DeviceList(total=total, devices=[DeviceOut.model_validate(asdict(v)) for v in views])
 
 
 @router.get(
     "/devices/{device_id}",
+    response_model=DeviceDetail,
     summary="One device: twin, recent events, recent telemetry",
     responses={404: {"description": "no such device"}},
 )
@@ -138,7 +147,11 @@ def allow_reenroll(
     return Changed(devices=1)
 
 
-@router.get("/fleet/summary", summary="Device counts by version, by state, online/offline")
+@router.get(
+    "/fleet/summary",
+    response_model=FleetSummary,
+    summary="Device counts by version, by state, online/offline",
+)
 def fleet_summary(request: Request, _: Operator = Viewer) -> dict[str, Any]:
     return context(request).fleet.summary()
 
@@ -164,20 +177,34 @@ def create_token(
         secret = access.create_enrollment_token(
             uses=body.uses, expires_at=expires, group=body.group, actor=actor
         )
-    return TokenCreated(token=secret.token, id=secret.token_id, description=secret.description)
+    return TokenCreated(
+        token=secret.token,
+        id=secret.token_id,
+        description=TokenInfo.model_validate(secret.description),
+    )
 
 
-@router.get("/tokens", summary="API keys and enrollment tokens (never their secrets)")
+@router.get(
+    "/tokens",
+    response_model=TokenList,
+    summary="API keys and enrollment tokens (never their secrets)",
+)
 def list_tokens(request: Request, actor: Operator = OperatorRole) -> dict[str, Any]:
     return {"tokens": context(request).access.list_tokens(actor)}
 
 
-@router.delete("/tokens/{token_id}", summary="Revoke an API key (admin) or enrollment token")
+@router.delete(
+    "/tokens/{token_id}",
+    response_model=TokenInfo,
+    summary="Revoke an API key (admin) or enrollment token",
+)
 def revoke_token(token_id: str, request: Request, actor: Operator = OperatorRole) -> dict[str, Any]:
     return context(request).access.revoke(token_id[:64], actor=actor)
 
 
-@router.get("/audit", summary="The audit log of operator writes, newest first")
+@router.get(
+    "/audit", response_model=AuditLog, summary="The audit log of operator writes, newest first"
+)
 def audit_log(
     request: Request,
     limit: int = Query(default=100, ge=1, le=1000),

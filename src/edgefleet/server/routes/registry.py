@@ -11,8 +11,11 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from edgefleet.access.service import Operator
+from edgefleet.registry.compare import Comparison
+from edgefleet.registry.domain import ModelVersion
 from edgefleet.registry.errors import BundleError
 from edgefleet.server.auth import OperatorRole, Viewer, context
+from edgefleet.server.schemas import RegisteredVersion, StageChanges, VersionList, VersionSummary
 from edgefleet.signing.publish import publish_if_possible
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
@@ -38,6 +41,7 @@ def _bundle_root(directory: Path) -> Path:
 @router.post(
     "",
     status_code=201,
+    response_model=RegisteredVersion,
     summary="Register a bundle uploaded as a .tar.gz (body: the archive)",
     responses={
         409: {"description": "version already registered"},
@@ -78,7 +82,7 @@ async def register(request: Request, actor: Operator = OperatorRole) -> dict[str
     }
 
 
-@router.get("", summary="List versions (filter by model, stage, tag)")
+@router.get("", response_model=VersionList, summary="List versions (filter by model, stage, tag)")
 def list_versions(
     request: Request,
     name: str | None = Query(default=None, max_length=128),
@@ -90,12 +94,18 @@ def list_versions(
     return {"versions": [v.summary() for v in versions]}
 
 
-@router.get("/{name}/versions/{version}", summary="Everything about one version")
+@router.get(
+    "/{name}/versions/{version}",
+    response_model=ModelVersion,
+    summary="Everything about one version",
+)
 def show(name: str, version: str, request: Request, _: Operator = Viewer) -> dict[str, Any]:
     return context(request).registry.get(name, version).model_dump(mode="json")
 
 
-@router.get("/{name}/latest", summary="Highest version by semver precedence")
+@router.get(
+    "/{name}/latest", response_model=VersionSummary, summary="Highest version by semver precedence"
+)
 def latest(
     name: str,
     request: Request,
@@ -105,7 +115,9 @@ def latest(
     return context(request).registry.latest(name, stage).summary()
 
 
-@router.get("/{name}/compare", summary="Compare version b with version a")
+@router.get(
+    "/{name}/compare", response_model=Comparison, summary="Compare version b with version a"
+)
 def compare(
     name: str,
     request: Request,
@@ -116,7 +128,11 @@ def compare(
     return context(request).registry.compare(name, a, b).model_dump(mode="json")
 
 
-@router.post("/{name}/versions/{version}/promote", summary="Move a version to another stage")
+@router.post(
+    "/{name}/versions/{version}/promote",
+    response_model=StageChanges,
+    summary="Move a version to another stage",
+)
 def promote(
     name: str, version: str, body: Promote, request: Request, actor: Operator = OperatorRole
 ) -> dict[str, Any]:
@@ -134,7 +150,11 @@ def promote(
     return result
 
 
-@router.get("/{name}/history", summary="Stage history of a model or one version")
+@router.get(
+    "/{name}/history",
+    response_model=StageChanges,
+    summary="Stage history of a model or one version",
+)
 def history(
     name: str,
     request: Request,
