@@ -160,6 +160,11 @@ class ModelMetrics(Body):
     latency_counts: Counts = Field(default_factory=list)
     confidence_counts: Counts = Field(default_factory=list)
     class_counts: Counts = Field(default_factory=list)
+    feature_counts: dict[Annotated[str, Field(max_length=128)], Counts] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description="input feature histograms on the reference profile's bins",
+    )
 
 
 class TelemetrySample(Body):

@@ -56,4 +56,9 @@ def merge(
         merged["errors"] = errors
         for name in ("latency_counts", "confidence_counts", "class_counts"):
             merged[name] = add_counts(merged.get(name, []), getattr(metrics, name))
+        if metrics.feature_counts:
+            features = dict(merged.get("feature_counts", {}))
+            for feature, histogram in metrics.feature_counts.items():
+                features[feature] = add_counts(features.get(feature, []), histogram)
+            merged["feature_counts"] = features
     return merged

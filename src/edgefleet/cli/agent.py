@@ -1,0 +1,75 @@
+"""``edgefleet agent ...``: the device side. ``serve`` runs the inference runtime on a
+loopback HTTP port."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefleet.cli.output import console
+
+app = typer.Typer(help="The device agent and its inference runtime.", no_args_is_help=True)
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option("--model", help="ONNX model file to serve.")],
+    name: Annotated[str, typer.Option(help="Model name (for metrics).")] = "model",
+    version: Annotated[str, typer.Option(help="Model version (for metrics).")] = "0.0.0",
+    variant: Annotated[str, typer.Option(help="Variant name (for metrics).")] = "",
+    profile: Annotated[
+        Path | None, typer.Option(help="Reference profile JSON (input bins for drift metrics).")
+    ] = None,
+    shadow: Annotated[Path | None, typer.Option(help="Candidate model to run in shadow.")] = None,
+    shadow_version: Annotated[
+        str, typer.Option(help="Candidate version (for metrics).")
+    ] = "candidate",
+    shadow_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of requests shadowed.")
+    ] = 0.1,
+    providers: Annotated[
+        str, typer.Option(help="ONNX Runtime execution providers, in preference order.")
+    ] = "CPUExecutionProvider",
+    host: Annotated[str, typer.Option(help="Interface (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8765,
+) -> None:
+    """Serve a model to local applications over HTTP until interrupted."""
+    from edgefleet.errors import ConfigError
+    from edgefleet.registry.profile import ReferenceProfile
+    from edgefleet.runtime.backend import OnnxBackend
+    from edgefleet.runtime.metrics import ModelIdentity
+    from edgefleet.runtime.runtime import ModelRuntime
+    from edgefleet.runtime.serve import make_server
+
+    reference = None
+    if profile is not None:
+        try:
+            reference = ReferenceProfile.model_validate(json.loads(profile.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--profile {profile}: not a reference profile: {exc}") from exc
+    runtime = ModelRuntime(
+        backend=OnnxBackend(providers=[p.strip() for p in providers.split(",") if p.strip()])
+    )
+    runtime.load(model, ModelIdentity(name, version, variant), profile=reference)
+    if shadow is not None:
+        runtime.set_shadow(
+            shadow,
+            ModelIdentity(name, shadow_version, variant),
+            fraction=shadow_fraction,
+            profile=reference,
+        )
+    server = make_server(runtime, host, port)
+    bound = server.server_address[1]
+    console.print(
+        f"serving {name} {version} on http://{host}:{bound} (POST /v1/predict)", highlight=False
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        runtime.clear_shadow()

@@ -1,0 +1,289 @@
+"""``ModelRuntime``: serve the active model, swap it atomically, shadow a candidate.
+
+The active model is one immutable ``LoadedModel`` held by a single reference. A request
+reads that reference once and runs on what it got, so a swap (build and warm up the new
+session first, then replace the reference) can never hand a request half a model, and
+in-flight requests finish on the model they started with. Every request's metrics go to
+the model that answered it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+
+from edgefleet.registry.domain import TensorSpec
+from edgefleet.registry.profile import ReferenceProfile
+from edgefleet.runtime.backend import Backend, OnnxBackend, Session, zeros_for
+from edgefleet.runtime.errors import InferenceRuntimeError, InvalidInputError, NoModelError
+from edgefleet.runtime.metrics import ModelIdentity, ModelMetrics, ModelStats
+from edgefleet.runtime.shadow import ShadowRunner, ShadowStats
+from edgefleet.runtime.validate import InputValidator
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model's answer and which model gave it."""
+
+    outputs: dict[str, Array]
+    model: ModelIdentity
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready session with what the runtime needs to serve and measure it."""
+
+    identity: ModelIdentity
+    session: Session
+    metrics: ModelMetrics
+    probabilities: str | None
+    label: str | None
+    validate: InputValidator
+    path: Path | None = None
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.session.inputs
+
+
+def output_roles(outputs: Sequence[TensorSpec]) -> tuple[str | None, str | None]:
+    """(probabilities output, label output) guessed from the outputs' types and shapes:
+    a float matrix is read as probabilities, an integer vector as labels."""
+    probabilities = next((o.name for o in outputs if o.role == "probabilities"), None)
+    label = next((o.name for o in outputs if o.role == "label"), None)
+    if probabilities is None:
+        probabilities = next(
+            (o.name for o in outputs if o.dtype.startswith("float") and len(o.shape) == 2), None
+        )
+    if label is None:
+        label = next(
+            (o.name for o in outputs if o.dtype.startswith("int") and len(o.shape) == 1), None
+        )
+    return probabilities, label
+
+
+@dataclass
+class _Shadow:
+    model: LoadedModel
+    runner: ShadowRunner
+
+
+@dataclass
+class ModelRuntime:
+    """Serves one active model (and optionally a shadow candidate) to applications.
+
+    Args:
+        backend: loads model files (ONNX Runtime by default).
+        feature_every: sample input-feature histograms on every n-th request.
+        shadow_queue: bounded queue length of pending shadow runs.
+    """
+
+    backend: Backend = field(default_factory=OnnxBackend)
+    feature_every: int = 8
+    shadow_queue: int = 64
+    _active: LoadedModel | None = None
+    _shadow: _Shadow | None = None
+    _recorders: dict[int, ModelMetrics] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- loading ----------------------------------------------------------------
+
+    def prepare(
+        self,
+        path: Path,
+        identity: ModelIdentity,
+        *,
+        profile: ReferenceProfile | None = None,
+        warmup: Mapping[str, Array] | None = None,
+    ) -> LoadedModel:
+        """Load and warm up a model without serving it.
+
+        Raises:
+            ModelLoadError: the file does not load; InferenceError: the warm-up fails.
+        """
+        session = self.backend.load(path)
+        probabilities, label = output_roles(session.outputs)
+        session.run(dict(warmup) if warmup is not None else zeros_for(session.inputs))
+        metrics = ModelMetrics(
+            identity,
+            profile=profile,
+            probabilities=probabilities,
+            label=label,
+            feature_every=self.feature_every,
+        )
+        return LoadedModel(
+            identity, session, metrics, probabilities, label, InputValidator(session.inputs), path
+        )
+
+    def load(
+        self,
+        path: Path,
+        identity: ModelIdentity,
+        *,
+        profile: ReferenceProfile | None = None,
+        warmup: Mapping[str, Array] | None = None,
+    ) -> LoadedModel:
+        """Load, warm up, then make a model the active one in one reference swap.
+
+        If loading fails the previous model keeps serving.
+        """
+        return self.activate(self.prepare(path, identity, profile=profile, warmup=warmup))
+
+    def activate(self, model: LoadedModel) -> LoadedModel:
+        """Serve a prepared model from now on (atomic: one reference assignment)."""
+        with self._lock:
+            # Keep the recorder of every model that served, so requests still in flight
+            # on a swapped-out model are counted too.
+            self._recorders[id(model.metrics)] = model.metrics
+            self._active = model
+        return model
+
+    @property
+    def active(self) -> ModelIdentity | None:
+        current = self._active
+        return current.identity if current else None
+
+    @property
+    def active_model(self) -> LoadedModel | None:
+        return self._active
+
+    # -- serving ----------------------------------------------------------------
+
+    def predict(self, inputs: Mapping[str, Any] | Array) -> Prediction:
+        """Run the active model on a batch.
+
+        Raises:
+            NoModelError: no model is active.
+            InvalidInputError: the batch does not fit the model's inputs.
+            InferenceError: the model failed; it keeps serving.
+        """
+        model = self._active  # read the reference once: this request uses this model
+        if model is None:
+            raise NoModelError("no model is active on this device yet")
+        if not isinstance(inputs, Mapping):
+            if len(model.inputs) != 1:
+                raise InvalidInputError(
+                    f"the model has {len(model.inputs)} inputs; pass a mapping of name to batch"
+                )
+            inputs = {model.inputs[0].name: inputs}
+        try:
+            feeds = model.validate(inputs)
+            start = time.perf_counter()
+            outputs = model.session.run(feeds)
+            latency_ms = (time.perf_counter() - start) * 1000
+        except InferenceRuntimeError as exc:
+            model.metrics.error(exc.kind)
+            raise
+        model.metrics.observe(feeds, outputs, latency_ms)
+        shadow = self._shadow
+        if shadow is not None:
+            shadow.runner.offer(feeds, outputs, latency_ms)
+        return Prediction(outputs, model.identity, latency_ms)
+
+    # -- shadow -------------------------------------------------------------------
+
+    def set_shadow(
+        self,
+        path: Path,
+        identity: ModelIdentity,
+        *,
+        fraction: float,
+        profile: ReferenceProfile | None = None,
+    ) -> LoadedModel:
+        """Run a candidate on ``fraction`` of requests in the background."""
+        candidate = self.prepare(path, identity, profile=profile)
+
+        def run(feeds: Mapping[str, Array]) -> tuple[Mapping[str, Array], float]:
+            start = time.perf_counter()
+            outputs = candidate.session.run(feeds)
+            latency_ms = (time.perf_counter() - start) * 1000
+            candidate.metrics.observe(feeds, outputs, latency_ms)
+            return outputs, latency_ms
+
+        runner = ShadowRunner(
+            run,
+            fraction=fraction,
+            probabilities=candidate.probabilities,
+            label=candidate.label,
+            queue_size=self.shadow_queue,
+        )
+        with self._lock:
+            self._recorders[id(candidate.metrics)] = candidate.metrics
+            previous, self._shadow = self._shadow, _Shadow(candidate, runner)
+        if previous is not None:
+            previous.runner.stop()
+        return candidate
+
+    def clear_shadow(self) -> None:
+        with self._lock:
+            previous, self._shadow = self._shadow, None
+        if previous is not None:
+            previous.runner.stop()
+
+    @property
+    def shadow(self) -> ModelIdentity | None:
+        current = self._shadow
+        return current.model.identity if current else None
+
+    def shadow_stats(self) -> ShadowStats | None:
+        current = self._shadow
+        return current.runner.stats() if current else None
+
+    def drain_shadow(self, timeout: float = 10.0) -> None:
+        current = self._shadow
+        if current is not None:
+            current.runner.drain(timeout)
+
+    # -- metrics ------------------------------------------------------------------
+
+    def metrics(self, *, reset: bool = False) -> dict[str, tuple[ModelIdentity, ModelStats, str]]:
+        """Counts per model since the last reset: the active model, the shadow candidate,
+        and models swapped out since (``role`` is active, shadow or retired)."""
+        with self._lock:
+            active, shadow = self._active, self._shadow
+            recorders = list(self._recorders.values())
+        current = {id(m.metrics) for m in (active, shadow.model if shadow else None) if m}
+        result: dict[str, tuple[ModelIdentity, ModelStats, str]] = {}
+        for recorder in recorders:
+            stats = recorder.snapshot(reset=reset)
+            key = recorder.identity.key()
+            if reset and id(recorder) not in current and stats.requests == 0 and not stats.errors:
+                with self._lock:  # swapped out and quiet since the last report: forget it
+                    self._recorders.pop(id(recorder), None)
+            role = "retired"
+            if active is not None and recorder.identity == active.identity:
+                role = "active"
+            elif shadow is not None and recorder.identity == shadow.model.identity:
+                role = "shadow"
+            if key in result:
+                stats.add(result[key][1])
+            result[key] = (recorder.identity, stats, role)
+        return result
+
+    def telemetry(self, *, reset: bool = False) -> list[dict[str, Any]]:
+        """Per-model metrics in the shape of the device API's telemetry body."""
+        entries = []
+        for identity, stats, _ in self.metrics(reset=reset).values():
+            data = stats.to_dict()
+            entries.append(
+                {
+                    "model": identity.name,
+                    "version": identity.version,
+                    "inferences": data["inferences"],
+                    "errors": data["errors"],
+                    "latency_counts": data["latency_counts"],
+                    "confidence_counts": data["confidence_counts"],
+                    "class_counts": data["class_counts"],
+                    "feature_counts": data["feature_counts"],
+                }
+            )
+        return entries
