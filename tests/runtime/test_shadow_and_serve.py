@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from edgefleet.registry.domain import TensorSpec
-from edgefleet.runtime.metrics import ModelIdentity
 from edgefleet.runtime.runtime import ModelRuntime
 from edgefleet.runtime.serve import make_server, serve_in_thread
 from edgefleet.runtime.shadow import ShadowRunner
@@ -47,7 +46,7 @@ class _BlockedSession:
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    def run(self, feeds):  # noqa: ANN001
+    def run(self, feeds):
         self.release.wait(timeout=30)
         return {"probabilities": np.full((feeds["X"].shape[0], 10), 0.1, np.float32)}
 
@@ -125,10 +124,8 @@ def test_http_endpoint(endpoint):
         metrics = http.get(f"{url}/v1/metrics").json()["models"]
         assert metrics[0]["inferences"] == 16 and metrics[0]["errors"] == {"input": 1}
         text = http.get(f"{url}/metrics").text
-        assert (
-            'edgefleet_runtime_inferences_total{model="digits",role="active",variant="onnx-fp32",version="1.1.0"} 16.0'
-            in text
-        )
+        labels = 'model="digits",role="active",variant="onnx-fp32",version="1.1.0"'
+        assert f"edgefleet_runtime_inferences_total{{{labels}}} 16.0" in text
         assert "edgefleet_runtime_latency_seconds_bucket" in text
         assert json.loads(http.get(f"{url}/v1/model").content)["shadow"] is None
         assert http.get(f"{url}/nope").status_code == 404

@@ -1,0 +1,539 @@
+"""The update state machine, without I/O.
+
+::
+
+    IDLE -> DOWNLOADING -> VERIFYING -> STAGED -> SMOKE_TEST -> ACTIVATING -> TRIAL
+               | retry         | reject                    | fail         | fail      | pass
+               +--> FAILED     +--> FAILED                 +--> ROLLED_BACK <---------+--> COMMITTED
+
+``step(state, event)`` returns the next state and the commands the shell must carry
+out (download into a slot, verify, smoke-test, switch the active slot, run a trial,
+roll back, report). Every transition also yields a ``Transition`` record with a reason
+code and the next sequence number, which the shell persists before acting and reports
+to the server. ``recover(state)`` says what to do after a restart, from whatever state
+a crash left on disk::
+
+    state = AgentState.initial()
+    state, commands, transitions = step(state, DesiredChanged(target))
+    # commands == [Download(target, slot="b")]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    IDLE = "IDLE"
+    DOWNLOADING = "DOWNLOADING"
+    VERIFYING = "VERIFYING"
+    STAGED = "STAGED"
+    SMOKE_TEST = "SMOKE_TEST"
+    ACTIVATING = "ACTIVATING"
+    TRIAL = "TRIAL"
+    COMMITTED = "COMMITTED"
+    ROLLED_BACK = "ROLLED_BACK"
+    FAILED = "FAILED"
+
+
+#: States with no update in progress.
+SETTLED = frozenset({State.IDLE, State.COMMITTED, State.ROLLED_BACK, State.FAILED})
+
+
+@dataclass(frozen=True)
+class Target:
+    """The model version the device is asked to run (from the desired state)."""
+
+    model: str
+    version: str
+    variant: str
+    target_path: str
+    sha256: str
+    size: int
+    release: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.model}@{self.version}"
+
+
+@dataclass(frozen=True)
+class SlotContent:
+    """What a slot holds. ``verified`` only after length, hash and signatures checked."""
+
+    model: str
+    version: str
+    variant: str
+    sha256: str
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """Everything the agent must remember across a power cut (persisted as JSON)."""
+
+    state: State = State.IDLE
+    active: str | None = None  # "a", "b" or None (no model yet)
+    slots: dict[str, SlotContent | None] = field(default_factory=lambda: {"a": None, "b": None})
+    target: Target | None = None
+    previous: str | None = None  # slot that was active before ACTIVATING (rollback point)
+    refused: frozenset[str] = frozenset()  # versions never retried ("model@version")
+    download_attempts: int = 0
+    trial_boots: int = 0
+    seq: int = 0
+    last_error: dict[str, Any] | None = None
+
+    @classmethod
+    def initial(cls) -> AgentState:
+        return cls()
+
+    @property
+    def inactive(self) -> str:
+        return "b" if self.active == "a" else "a"
+
+    @property
+    def active_content(self) -> SlotContent | None:
+        return self.slots.get(self.active) if self.active else None
+
+
+# -- events the shell feeds in ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DesiredChanged:
+    target: Target | None
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """The whole file is in the inactive slot (not yet trusted)."""
+
+
+@dataclass(frozen=True)
+class DownloadFailed:
+    reason: str
+    retryable: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Length, hashes, signatures and custom fields all checked."""
+
+
+@dataclass(frozen=True)
+class VerificationFailed:
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SmokePassed:
+    pass
+
+
+@dataclass(frozen=True)
+class SmokeFailed:
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Activated:
+    """The runtime now serves the new slot and the pointer file says so."""
+
+
+@dataclass(frozen=True)
+class ActivationFailed:
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialPassed:
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialFailed:
+    check: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OperatorCleared:
+    """An operator allows a refused version again."""
+
+    key: str
+
+
+Event = (
+    DesiredChanged
+    | Downloaded
+    | DownloadFailed
+    | Verified
+    | VerificationFailed
+    | SmokePassed
+    | SmokeFailed
+    | Activated
+    | ActivationFailed
+    | TrialPassed
+    | TrialFailed
+    | OperatorCleared
+)
+
+
+# -- commands the shell carries out ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Download:
+    target: Target
+    slot: str
+
+
+@dataclass(frozen=True)
+class Verify:
+    target: Target
+    slot: str
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    target: Target
+    slot: str
+
+
+@dataclass(frozen=True)
+class Activate:
+    slot: str
+
+
+@dataclass(frozen=True)
+class RunTrial:
+    target: Target
+    baseline_slot: str | None
+
+
+@dataclass(frozen=True)
+class SwitchBack:
+    """Serve ``slot`` again (rollback); the failed slot's file may be discarded."""
+
+    slot: str | None
+
+
+@dataclass(frozen=True)
+class Discard:
+    """The inactive slot's partial or rejected file can be deleted."""
+
+    slot: str
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Try the download again after a backoff (the shell picks the delay)."""
+
+    attempt: int
+
+
+Command = Download | Verify | SmokeTest | Activate | RunTrial | SwitchBack | Discard | RetryLater
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One state change, as reported to the server (sequence numbered, with a reason)."""
+
+    seq: int
+    from_state: State
+    to_state: State
+    reason: str
+    model: str | None
+    version: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class InvalidEvent(Exception):  # noqa: N818 - a protocol violation, like h11's LocalProtocolError
+    """The event makes no sense in the current state (a bug in the shell)."""
+
+
+MAX_DOWNLOAD_ATTEMPTS = 8
+
+
+Result = tuple[AgentState, list[Command], list[Transition]]
+
+
+def _move(
+    state: AgentState, to: State, reason: str, details: dict[str, Any] | None = None, **changes: Any
+) -> tuple[AgentState, Transition]:
+    target = changes.get("target", state.target)
+    record = Transition(
+        seq=state.seq + 1,
+        from_state=state.state,
+        to_state=to,
+        reason=reason,
+        model=target.model if target else None,
+        version=target.version if target else None,
+        details=details or {},
+    )
+    return replace(state, state=to, seq=state.seq + 1, **changes), record
+
+
+def _refuse(state: AgentState, to: State, reason: str, details: dict[str, Any]) -> Result:
+    """End an update before activation: the old model never stopped serving."""
+    slot = state.inactive
+    key = state.target.key if state.target else ""
+    refused = state.refused | {key} if key and to is State.FAILED else state.refused
+    new_state, record = _move(
+        state,
+        to,
+        reason,
+        details,
+        slots={**state.slots, slot: None},
+        target=None,
+        refused=refused,
+        download_attempts=0,
+        last_error={"reason": reason, **details},
+    )
+    return new_state, [Discard(slot)], [record]
+
+
+def _roll_back(state: AgentState, reason: str, details: dict[str, Any]) -> Result:
+    """Serve the previous slot again and never retry this version."""
+    failed_slot = state.active if state.state is State.TRIAL else state.inactive
+    back_to = state.previous
+    key = state.target.key if state.target else ""
+    new_state, record = _move(
+        state,
+        State.ROLLED_BACK,
+        reason,
+        details,
+        active=back_to,
+        previous=None,
+        slots={**state.slots, failed_slot: None} if failed_slot else state.slots,
+        target=None,
+        refused=state.refused | {key} if key else state.refused,
+        trial_boots=0,
+        last_error={"reason": reason, **details},
+    )
+    commands: list[Command] = [SwitchBack(back_to)]
+    if failed_slot:
+        commands.append(Discard(failed_slot))
+    return new_state, commands, [record]
+
+
+def step(state: AgentState, event: Event) -> Result:
+    """The next state, the commands to carry out, and the transitions to report.
+
+    Raises:
+        InvalidEvent: ``event`` cannot happen in ``state.state``.
+    """
+    now = state.state
+    if isinstance(event, OperatorCleared):
+        return replace(state, refused=state.refused - {event.key}), [], []
+    if isinstance(event, DesiredChanged):
+        return _desired(state, event.target)
+    if now is State.DOWNLOADING:
+        if isinstance(event, Downloaded):
+            new_state, record = _move(state, State.VERIFYING, "downloaded", download_attempts=0)
+            return new_state, [Verify(state.target, state.inactive)], [record]  # type: ignore[arg-type]
+        if isinstance(event, DownloadFailed):
+            attempts = state.download_attempts + 1
+            if event.retryable and attempts < MAX_DOWNLOAD_ATTEMPTS:
+                # Stay in DOWNLOADING; the partial file is kept for the resume.
+                return replace(state, download_attempts=attempts), [RetryLater(attempts)], []
+            return _refuse(
+                state, State.FAILED, event.reason, {**event.details, "attempts": attempts}
+            )
+    elif now is State.VERIFYING:
+        if isinstance(event, Verified):
+            assert state.target is not None
+            slots = {
+                **state.slots,
+                state.inactive: SlotContent(
+                    state.target.model,
+                    state.target.version,
+                    state.target.variant,
+                    state.target.sha256,
+                    True,
+                ),
+            }
+            staged, first = _move(state, State.STAGED, "verified", slots=slots)
+            testing, second = _move(staged, State.SMOKE_TEST, "smoke_test_started")
+            return testing, [SmokeTest(state.target, state.inactive)], [first, second]
+        if isinstance(event, VerificationFailed):
+            return _refuse(state, State.FAILED, event.reason, event.details)
+    elif now in (State.STAGED, State.SMOKE_TEST):
+        if isinstance(event, SmokePassed):
+            new_state, record = _move(
+                state, State.ACTIVATING, "smoke_test_passed", previous=state.active
+            )
+            return new_state, [Activate(state.inactive)], [record]
+        if isinstance(event, SmokeFailed):
+            return _roll_back_before_activation(state, event.reason, event.details)
+    elif now is State.ACTIVATING:
+        if isinstance(event, Activated):
+            new_state, record = _move(
+                state, State.TRIAL, "activated", active=state.inactive, trial_boots=0
+            )
+            return new_state, [RunTrial(state.target, state.previous)], [record]  # type: ignore[arg-type]
+        if isinstance(event, ActivationFailed):
+            return _roll_back_before_activation(state, event.reason, event.details)
+    elif now is State.TRIAL:
+        if isinstance(event, TrialPassed):
+            new_state, record = _move(
+                state,
+                State.COMMITTED,
+                "trial_passed",
+                event.numbers,
+                target=None,
+                trial_boots=0,
+                last_error=None,
+            )
+            return new_state, [], [record]
+        if isinstance(event, TrialFailed):
+            return _roll_back(state, f"trial_failed:{event.check}", event.numbers)
+    raise InvalidEvent(f"{type(event).__name__} cannot happen in state {now}")
+
+
+def _roll_back_before_activation(state: AgentState, reason: str, details: dict[str, Any]) -> Result:
+    # The old model never stopped serving; the new slot is discarded and the version
+    # refused, as after a failed trial.
+    key = state.target.key if state.target else ""
+    slot = state.inactive
+    new_state, record = _move(
+        state,
+        State.ROLLED_BACK,
+        reason,
+        details,
+        slots={**state.slots, slot: None},
+        target=None,
+        previous=None,
+        refused=state.refused | {key} if key else state.refused,
+        last_error={"reason": reason, **details},
+    )
+    return new_state, [SwitchBack(state.active), Discard(slot)], [record]
+
+
+def _desired(state: AgentState, target: Target | None) -> Result:
+    active = state.active_content
+    if target is None:
+        return state, [], []
+    same_as_active = active is not None and (active.model, active.version, active.sha256) == (
+        target.model,
+        target.version,
+        target.sha256,
+    )
+    if state.target == target:
+        return state, [], []  # already on it
+    if same_as_active:
+        if state.state in SETTLED:
+            return state, [], []
+        # Back to what is already serving: abandon the update in progress.
+        return _abandon(state, "desired_is_active")
+    if target.key in state.refused:
+        return state, [], []  # never retried unless an operator clears it
+    if state.state in (State.ACTIVATING, State.TRIAL):
+        # A new model is already live and being judged: finish that first.
+        return state, [], []
+    if state.state not in SETTLED:
+        abandoned, commands, records = _abandon(state, "superseded")
+        started, more, more_records = _start(abandoned, target)
+        return started, commands + more, records + more_records
+    return _start(state, target)
+
+
+def _start(state: AgentState, target: Target) -> Result:
+    new_state, record = _move(
+        state,
+        State.DOWNLOADING,
+        "new_desired",
+        {"release": target.release},
+        target=target,
+        download_attempts=0,
+        slots={**state.slots, state.inactive: None},
+    )
+    return new_state, [Download(target, state.inactive)], [record]
+
+
+def _abandon(state: AgentState, reason: str) -> Result:
+    slot = state.inactive
+    new_state, record = _move(
+        state,
+        State.IDLE,
+        reason,
+        target=None,
+        slots={**state.slots, slot: None},
+        download_attempts=0,
+    )
+    return new_state, [Discard(slot)], [record]
+
+
+def recover(state: AgentState) -> Result:
+    """What to do after a restart, from the state found on disk.
+
+    The pointer file (``active``) is the truth about which slot serves. An update
+    interrupted before ACTIVATING resumes where it was (a download resumes from its
+    partial file, verification and smoke test run again); one interrupted in
+    ACTIVATING re-activates; a restart during TRIAL is taken as the new model having
+    brought the device down, and rolls back.
+    """
+    now = state.state
+    target = state.target
+    if now in SETTLED or target is None:
+        return state, [], []
+    if now is State.DOWNLOADING:
+        return state, [Download(target, state.inactive)], []
+    if now is State.VERIFYING:
+        return state, [Verify(target, state.inactive)], []
+    if now in (State.STAGED, State.SMOKE_TEST):
+        return state, [SmokeTest(target, state.inactive)], []
+    if now is State.ACTIVATING:
+        if state.active is not None and state.active != state.previous:
+            # The pointer already moved before the crash: the activation happened.
+            new_state, record = _move(state, State.TRIAL, "activated", trial_boots=0)
+            return new_state, [RunTrial(target, state.previous)], [record]
+        return state, [Activate(state.inactive)], []
+    # TRIAL: the device restarted with the new model live.
+    return _roll_back(
+        state, "trial_failed:restarted_during_trial", {"boots": state.trial_boots + 1}
+    )
+
+
+def to_json(state: AgentState) -> dict[str, Any]:
+    """The persisted form of an ``AgentState``."""
+    return {
+        "state": state.state.value,
+        "active": state.active,
+        "slots": {k: (vars(v) if v else None) for k, v in state.slots.items()},
+        "target": vars(state.target) if state.target else None,
+        "previous": state.previous,
+        "refused": sorted(state.refused),
+        "download_attempts": state.download_attempts,
+        "trial_boots": state.trial_boots,
+        "seq": state.seq,
+        "last_error": state.last_error,
+    }
+
+
+def from_json(data: dict[str, Any]) -> AgentState:
+    """Read a persisted ``AgentState``. Raises KeyError/ValueError/TypeError if malformed."""
+    slots = {k: SlotContent(**v) if v else None for k, v in data["slots"].items()}
+    if set(slots) != {"a", "b"}:
+        raise ValueError(f"slots must be a and b, got {sorted(slots)}")
+    active = data["active"]
+    if active not in (None, "a", "b"):
+        raise ValueError(f"active slot must be a, b or null, got {active!r}")
+    return AgentState(
+        state=State(data["state"]),
+        active=active,
+        slots=slots,
+        target=Target(**data["target"]) if data["target"] else None,
+        previous=data["previous"],
+        refused=frozenset(data["refused"]),
+        download_attempts=int(data["download_attempts"]),
+        trial_boots=int(data["trial_boots"]),
+        seq=int(data["seq"]),
+        last_error=data["last_error"],
+    )

@@ -1,0 +1,281 @@
+"""The sans-I/O update state machine: every edge, recovery, and invariants under random
+event sequences."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgefleet.agent.statemachine import (
+    SETTLED,
+    Activate,
+    Activated,
+    ActivationFailed,
+    AgentState,
+    DesiredChanged,
+    Discard,
+    Download,
+    Downloaded,
+    DownloadFailed,
+    InvalidEvent,
+    OperatorCleared,
+    RetryLater,
+    RunTrial,
+    SlotContent,
+    SmokeFailed,
+    SmokePassed,
+    SmokeTest,
+    State,
+    SwitchBack,
+    Target,
+    TrialFailed,
+    TrialPassed,
+    VerificationFailed,
+    Verified,
+    Verify,
+    from_json,
+    recover,
+    step,
+    to_json,
+)
+
+V1 = Target(
+    "digits", "1.0.0", "onnx-fp32", "models/digits/1.0.0/onnx-fp32/m.onnx", "a" * 64, 100, 1
+)
+V2 = Target(
+    "digits", "1.1.0", "onnx-fp32", "models/digits/1.1.0/onnx-fp32/m.onnx", "b" * 64, 200, 2
+)
+
+
+def run(state, *events):
+    commands, transitions = [], []
+    for event in events:
+        state, more_commands, more_transitions = step(state, event)
+        commands += more_commands
+        transitions += more_transitions
+    return state, commands, transitions
+
+
+def installed(target=V1) -> AgentState:
+    state, _, _ = run(
+        AgentState.initial(),
+        DesiredChanged(target),
+        Downloaded(),
+        Verified(),
+        SmokePassed(),
+        Activated(),
+        TrialPassed(),
+    )
+    return state
+
+
+def test_first_install_walks_every_state_in_order():
+    state, commands, transitions = run(
+        AgentState.initial(),
+        DesiredChanged(V1),
+        Downloaded(),
+        Verified(),
+        SmokePassed(),
+        Activated(),
+        TrialPassed({"inferences": 200}),
+    )
+    assert [t.to_state for t in transitions] == [
+        State.DOWNLOADING,
+        State.VERIFYING,
+        State.STAGED,
+        State.SMOKE_TEST,
+        State.ACTIVATING,
+        State.TRIAL,
+        State.COMMITTED,
+    ]
+    assert [t.seq for t in transitions] == list(range(1, 8))
+    assert commands == [
+        Download(V1, "a"),
+        Verify(V1, "a"),
+        SmokeTest(V1, "a"),
+        Activate("a"),
+        RunTrial(V1, None),
+    ]
+    assert state.state is State.COMMITTED and state.active == "a"
+    assert state.slots["a"] == SlotContent("digits", "1.0.0", "onnx-fp32", "a" * 64, True)
+    assert transitions[-1].details == {"inferences": 200}
+    assert state.target is None
+
+
+def test_update_goes_to_the_inactive_slot_and_keeps_the_old_as_backup():
+    state, commands, _ = run(
+        installed(),
+        DesiredChanged(V2),
+        Downloaded(),
+        Verified(),
+        SmokePassed(),
+        Activated(),
+        TrialPassed(),
+    )
+    assert commands[0] == Download(V2, "b")
+    assert state.active == "b"
+    assert state.slots["a"].version == "1.0.0"  # backup
+    assert state.slots["b"].version == "1.1.0"
+
+
+@pytest.mark.parametrize(
+    ("events", "reason"),
+    [
+        ((SmokeFailed("golden_mismatch"),), "golden_mismatch"),
+        ((SmokePassed(), ActivationFailed("load_failed")), "load_failed"),
+        (
+            (SmokePassed(), Activated(), TrialFailed("error_rate", {"error_rate": 0.2})),
+            "trial_failed:error_rate",
+        ),
+    ],
+)
+def test_failures_after_verification_roll_back_to_the_old_model(events, reason):
+    state, commands, transitions = run(
+        installed(), DesiredChanged(V2), Downloaded(), Verified(), *events
+    )
+    assert state.state is State.ROLLED_BACK
+    assert transitions[-1].reason == reason
+    assert state.active == "a" and state.slots["a"].version == "1.0.0"
+    assert state.slots["b"] is None
+    assert SwitchBack("a") in commands and Discard("b") in commands
+    assert "digits@1.1.0" in state.refused
+    # Never tried again unless an operator clears it.
+    again, more, _ = run(state, DesiredChanged(V2))
+    assert more == [] and again.state is State.ROLLED_BACK
+    cleared, more, _ = run(state, OperatorCleared("digits@1.1.0"), DesiredChanged(V2))
+    assert more == [Download(V2, "b")] and cleared.state is State.DOWNLOADING
+
+
+def test_verification_failure_is_refused_without_touching_the_active_model():
+    state, commands, transitions = run(
+        installed(), DesiredChanged(V2), Downloaded(), VerificationFailed("revoked")
+    )
+    assert state.state is State.FAILED and transitions[-1].reason == "revoked"
+    assert state.active == "a" and Discard("b") in commands
+    assert "digits@1.1.0" in state.refused and state.last_error == {"reason": "revoked"}
+
+
+def test_downloads_retry_then_give_up():
+    state, commands, _ = run(
+        installed(), DesiredChanged(V2), *[DownloadFailed("network", True)] * 3
+    )
+    assert state.state is State.DOWNLOADING and commands[-1] == RetryLater(3)
+    state, commands, transitions = run(state, *[DownloadFailed("network", True)] * 5)
+    assert state.state is State.FAILED and transitions[-1].details["attempts"] == 8
+    state, _, transitions = run(installed(), DesiredChanged(V2), DownloadFailed("too_large", False))
+    assert state.state is State.FAILED and transitions[-1].reason == "too_large"
+
+
+def test_new_desired_supersedes_an_unfinished_download_but_not_a_live_trial():
+    v3 = Target("digits", "1.2.0", "onnx-fp32", "p", "c" * 64, 300, 3)
+    state, commands, transitions = run(installed(), DesiredChanged(V2), DesiredChanged(v3))
+    assert state.target == v3
+    assert [t.reason for t in transitions[-2:]] == ["superseded", "new_desired"]
+    assert commands[-2:] == [Discard("b"), Download(v3, "b")]
+    trial, _, _ = run(
+        installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed(), Activated()
+    )
+    same, commands, _ = run(trial, DesiredChanged(v3))
+    assert same == trial and commands == []
+    back, commands, transitions = run(installed(), DesiredChanged(V2), DesiredChanged(V1))
+    assert back.state is State.IDLE and transitions[-1].reason == "desired_is_active"
+
+
+def test_events_that_cannot_happen_are_rejected():
+    with pytest.raises(InvalidEvent, match="Verified cannot happen in state IDLE"):
+        step(AgentState.initial(), Verified())
+    with pytest.raises(InvalidEvent):
+        run(installed(), TrialPassed())
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ((DesiredChanged(V2),), [Download(V2, "b")]),
+        ((DesiredChanged(V2), Downloaded()), [Verify(V2, "b")]),
+        ((DesiredChanged(V2), Downloaded(), Verified()), [SmokeTest(V2, "b")]),
+        ((DesiredChanged(V2), Downloaded(), Verified(), SmokePassed()), [Activate("b")]),
+    ],
+)
+def test_recovery_resumes_unfinished_updates(prefix, expected):
+    state, _, _ = run(installed(), *prefix)
+    recovered, commands, transitions = recover(from_json(to_json(state)))
+    assert commands == expected and transitions == []
+    assert recovered == state
+
+
+def test_recovery_after_the_pointer_moved_but_before_the_state_did():
+    state, _, _ = run(installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed())
+    moved = type(state)(**{**vars(state), "active": "b"})  # crash between pointer and state write
+    recovered, commands, transitions = recover(moved)
+    assert recovered.state is State.TRIAL and commands == [RunTrial(V2, "a")]
+    assert transitions[0].reason == "activated"
+
+
+def test_a_restart_during_the_trial_rolls_back():
+    state, _, _ = run(
+        installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed(), Activated()
+    )
+    recovered, commands, transitions = recover(state)
+    assert recovered.state is State.ROLLED_BACK and recovered.active == "a"
+    assert transitions[0].reason == "trial_failed:restarted_during_trial"
+    assert commands == [SwitchBack("a"), Discard("b")]
+
+
+def test_persisted_form_round_trips_and_rejects_garbage():
+    state, _, _ = run(installed(), DesiredChanged(V2), Downloaded())
+    assert from_json(to_json(state)) == state
+    bad = to_json(state) | {"active": "c"}
+    with pytest.raises(ValueError, match="active slot must be a, b or null"):
+        from_json(bad)
+
+
+EVENTS = st.one_of(
+    st.sampled_from([V1, V2, None]).map(DesiredChanged),
+    st.just(Downloaded()),
+    st.builds(DownloadFailed, st.sampled_from(["network", "too_large"]), st.booleans()),
+    st.just(Verified()),
+    st.builds(VerificationFailed, st.sampled_from(["signature", "revoked"])),
+    st.just(SmokePassed()),
+    st.builds(SmokeFailed, st.just("golden_mismatch")),
+    st.just(Activated()),
+    st.builds(ActivationFailed, st.just("load_failed")),
+    st.builds(TrialPassed),
+    st.builds(TrialFailed, st.sampled_from(["error_rate", "latency"])),
+    st.sampled_from(["digits@1.0.0", "digits@1.1.0"]).map(OperatorCleared),
+    st.just("RESTART"),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(EVENTS, max_size=40))
+def test_invariants_hold_for_any_event_sequence(events):
+    state = AgentState.initial()
+    for event in events:
+        before = state
+        if event == "RESTART":
+            state, commands, transitions = recover(from_json(to_json(state)))
+        else:
+            try:
+                state, commands, transitions = step(state, event)
+            except InvalidEvent:
+                continue
+        # Never write to the serving slot: downloads go to a slot that served neither
+        # before nor after; discards only touch a slot that no longer serves.
+        for command in commands:
+            if isinstance(command, Download):
+                assert command.slot not in (before.active, state.active)
+            if isinstance(command, Discard):
+                assert command.slot != state.active
+        # The serving slot always holds a verified model (or nothing yet).
+        if state.active is not None:
+            content = state.slots[state.active]
+            assert content is not None and content.verified
+        # An update is in progress exactly outside the settled states.
+        assert (state.target is None) == (state.state in SETTLED)
+        # Sequence numbers count transitions, one each.
+        assert state.seq == before.seq + len(transitions)
+        assert [t.seq for t in transitions] == list(range(before.seq + 1, state.seq + 1))
+        # Refused versions are never started.
+        for command in commands:
+            if isinstance(command, Download):
+                assert command.target.key not in before.refused
