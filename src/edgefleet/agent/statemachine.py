@@ -267,7 +267,9 @@ Result = tuple[AgentState, list[Command], list[Transition]]
 def _move(
     state: AgentState, to: State, reason: str, details: dict[str, Any] | None = None, **changes: Any
 ) -> tuple[AgentState, Transition]:
-    target = changes.get("target", state.target)
+    # Name the update the transition is about: the new target when one starts, the
+    # current one when it ends (clearing the target).
+    target = changes.get("target") or state.target
     record = Transition(
         seq=state.seq + 1,
         from_state=state.state,
@@ -346,6 +348,10 @@ def step(state: AgentState, event: Event) -> Result:
             return _refuse(
                 state, State.FAILED, event.reason, {**event.details, "attempts": attempts}
             )
+        if isinstance(event, VerificationFailed):
+            # Signed metadata refused the target before a byte was trusted (revoked,
+            # other hardware, below the floor, not signed as desired).
+            return _refuse(state, State.FAILED, event.reason, event.details)
     elif now is State.VERIFYING:
         if isinstance(event, Verified):
             assert state.target is not None

@@ -147,6 +147,11 @@ class ModelRuntime:
             self._active = model
         return model
 
+    def deactivate(self) -> None:
+        """Serve nothing (a device rolled back to having no model)."""
+        with self._lock:
+            self._active = None
+
     @property
     def active(self) -> ModelIdentity | None:
         current = self._active

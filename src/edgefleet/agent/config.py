@@ -1,0 +1,69 @@
+"""The agent's configuration file (YAML or JSON), documented in docs/agent.md.
+
+::
+
+    server: https://fleet.example.com
+    device_id: camera-0042
+    enrollment_token: efe_...          # used once; the credential is kept in state_dir
+    state_dir: /var/lib/edgefleet
+    attributes: {region: eu-west, site: plant-3}
+    poll_interval_s: 60
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgefleet.errors import ConfigError
+from edgefleet.fleet.domain import DEVICE_ID_PATTERN
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    server: str = Field(min_length=1, description="base URL of the edgefleet server")
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    enrollment_token: str | None = Field(
+        default=None, description="needed for the first start only"
+    )
+    state_dir: Path
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    hardware: str | None = Field(default=None, description="default: the device profile's machine")
+    firmware: str = "0.0.0"
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    jitter: float = Field(default=0.1, ge=0, le=1, description="± share of the poll interval")
+    max_backoff_s: float = Field(default=300.0, gt=0)
+    telemetry_interval_s: float = Field(default=60.0, gt=0)
+    max_queued_telemetry: int = Field(default=1000, ge=1)
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    serve_host: str = "127.0.0.1"
+    serve_port: int | None = Field(
+        default=8765, ge=0, le=65535, description="null: no local endpoint"
+    )
+    trial_replay_per_s: float = Field(default=20.0, gt=0, description="golden replays when idle")
+    http_timeout_s: float = Field(default=30.0, gt=0)
+
+
+def load_config(path: Path, **overrides: Any) -> AgentConfig:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: unreadable, not YAML/JSON, or invalid (each problem named).
+    """
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read agent config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"agent config {path} must be a mapping of settings")
+    try:
+        return AgentConfig.model_validate({**data, **overrides})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"agent config {path} is invalid: {problems}") from exc

@@ -1,0 +1,513 @@
+"""The agent's I/O shell: drives the state machine with the network, the disk, the
+runtime and the clock.
+
+Every step follows one order: compute the transition (pure), persist the new state,
+queue the transition events for the server, then carry out the commands; each
+command's outcome is the next event. A crash at any point restarts into ``recover``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.link import ServerError, ServerLink, load_enrollment, save_enrollment
+from edgefleet.agent.outbox import Outbox
+from edgefleet.agent.slots import CorruptStateError, SlotStore
+from edgefleet.agent.statemachine import (
+    Activate,
+    Activated,
+    ActivationFailed,
+    AgentState,
+    Command,
+    DesiredChanged,
+    Discard,
+    Download,
+    Downloaded,
+    DownloadFailed,
+    Event,
+    RetryLater,
+    RunTrial,
+    SmokeFailed,
+    SmokePassed,
+    SmokeTest,
+    SwitchBack,
+    Target,
+    Transition,
+    TrialFailed,
+    TrialPassed,
+    VerificationFailed,
+    Verified,
+    Verify,
+    recover,
+    step,
+)
+from edgefleet.agent.trial import judge, worst
+from edgefleet.fleet.domain import TrialPolicy
+from edgefleet.registry.domain import Tolerance
+from edgefleet.registry.golden import compare_outputs, read_golden
+from edgefleet.runtime.backend import OnnxBackend
+from edgefleet.runtime.health import HealthProbe
+from edgefleet.runtime.metrics import ModelIdentity, ModelStats
+from edgefleet.runtime.runtime import LoadedModel, ModelRuntime
+from edgefleet.signing.client import DeliveryClient
+from edgefleet.signing.errors import DeliveryError, NetworkError
+from edgefleet.signing.policy import DeviceFacts
+
+log = logging.getLogger("edgefleet.agent")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class Agent:
+    """One device's agent."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        runtime: ModelRuntime | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.root = config.state_dir
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = SlotStore(self.root)
+        self.outbox = Outbox(self.root / "outbox", config.max_queued_telemetry)
+        self.runtime = runtime or ModelRuntime(backend=OnnxBackend(providers=config.providers))
+        self.link = ServerLink(config.server, config.device_id, timeout=config.http_timeout_s)
+        self.sleep = sleep
+        self.clock = clock
+        self.health = HealthProbe(disk_path=self.root)
+        self.state = AgentState.initial()
+        self.etag: str | None = None
+        self.trial_policy = TrialPolicy()
+        self.desired_target: Target | None = None
+        self._loaded: dict[str, LoadedModel] = {}
+        self._tolerance: dict[str, Tolerance] = {}
+        self._delivery: DeliveryClient | None = None
+        self.bytes_downloaded = 0
+
+    # -- start-up -----------------------------------------------------------------
+
+    @property
+    def facts(self) -> DeviceFacts:
+        import platform
+
+        return DeviceFacts(
+            hardware=self.config.hardware or platform.machine(), firmware=self.config.firmware
+        )
+
+    def start(self) -> None:
+        """Enroll if needed, restore the state from disk, serve the active slot, and
+        finish or abandon whatever update a crash interrupted."""
+        self._enroll()
+        try:
+            state = self.store.load()
+        except CorruptStateError as exc:
+            log.error("%s; starting from the active-slot pointer", exc)
+            state = AgentState.initial()
+        self.state = state
+        if state.active is not None:
+            try:
+                self._serve_slot(state.active)
+            except Exception as exc:
+                log.error("the active slot %s does not load: %s", state.active, exc)
+        state, commands, transitions = recover(state)
+        self._apply(state, transitions)
+        self._execute(commands)
+
+    def _enroll(self) -> None:
+        credential_file = self.root / "credential.json"
+        enrollment = load_enrollment(credential_file)
+        if enrollment is None:
+            if not self.config.enrollment_token:
+                raise ServerError(
+                    "not enrolled yet and no enrollment_token configured", retryable=False
+                )
+            attributes = {
+                **self.config.attributes,
+                "hw": self.facts.hardware,
+                "firmware": self.facts.firmware,
+            }
+            enrollment, root = self.link.enroll(
+                self.config.enrollment_token, attributes, int(self.config.poll_interval_s)
+            )
+            (self.root / "tuf").mkdir(parents=True, exist_ok=True)
+            (self.root / "tuf" / "root.json").write_bytes(root)
+            save_enrollment(credential_file, enrollment)
+        self.link.credential = enrollment.credential
+        http = httpx.Client(
+            timeout=httpx.Timeout(self.config.http_timeout_s, connect=10.0),
+            headers={"Authorization": f"Bearer {enrollment.credential}"},
+        )
+        self._delivery = DeliveryClient(
+            self.root / "tuf",
+            enrollment.urls["tuf_metadata"],
+            enrollment.urls["tuf_targets"],
+            http=http,
+        )
+
+    # -- the loop -----------------------------------------------------------------
+
+    def poll_once(self) -> bool:
+        """Poll the desired state once and act on a change; flush queued reports.
+
+        Returns whether the desired state changed. Raises ServerError when unreachable.
+        """
+        etag, desired, changed = self.link.desired(self.etag)
+        if changed:
+            self.etag = etag
+            self.trial_policy = TrialPolicy.model_validate((desired or {}).get("trial") or {})
+            model = (desired or {}).get("model")
+            target = (
+                Target(
+                    model=model["name"],
+                    version=model["version"],
+                    variant=model["variant"],
+                    target_path=model["target_path"],
+                    sha256=model["sha256"],
+                    size=model["size"],
+                    release=model["release"],
+                )
+                if model
+                else None
+            )
+            self.desired_target = target
+            self.handle(DesiredChanged(target))
+        self.flush()
+        return changed
+
+    def run_forever(self) -> None:
+        """Poll with jitter; back off exponentially while the server is unreachable."""
+        failures = 0
+        last_telemetry = self.clock()
+        while True:
+            try:
+                self.poll_once()
+                failures = 0
+            except ServerError as exc:
+                failures += 1
+                log.warning("poll failed (%s); retrying with backoff", exc.message)
+            if self.clock() - last_telemetry >= self.config.telemetry_interval_s:
+                self.queue_telemetry()
+                last_telemetry = self.clock()
+            base = (
+                self.config.poll_interval_s
+                if not failures
+                else min(
+                    self.config.max_backoff_s, self.config.poll_interval_s * 2 ** min(failures, 10)
+                )
+            )
+            self.sleep(base * (1 + random.uniform(-self.config.jitter, self.config.jitter)))
+
+    # -- driving the core ---------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        state, commands, transitions = step(self.state, event)
+        self._apply(state, transitions)
+        self._execute(commands)
+
+    def _apply(self, state: AgentState, transitions: list[Transition]) -> None:
+        self.store.save(state)
+        self.state = state
+        self.outbox.add_events(
+            [
+                {
+                    "seq": t.seq,
+                    "kind": "transition",
+                    "from_state": t.from_state.value,
+                    "to_state": t.to_state.value,
+                    "reason": t.reason[:64],
+                    "model": t.model,
+                    "version": t.version,
+                    "at": _now(),
+                    "details": t.details,
+                }
+                for t in transitions
+            ]
+        )
+        for t in transitions:
+            log.info(
+                json.dumps(
+                    {
+                        "event": "transition",
+                        "seq": t.seq,
+                        "from": t.from_state.value,
+                        "to": t.to_state.value,
+                        "reason": t.reason,
+                        "version": t.version,
+                    }
+                )
+            )
+
+    def _execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            event = self._run(command)
+            if event is not None:
+                self.handle(event)
+
+    def _run(self, command: Command) -> Event | None:
+        if isinstance(command, Download):
+            return self._download(command.target, command.slot)
+        if isinstance(command, Verify):
+            return self._verify(command.target, command.slot)
+        if isinstance(command, SmokeTest):
+            return self._smoke_test(command.target, command.slot)
+        if isinstance(command, Activate):
+            return self._activate(command.slot)
+        if isinstance(command, RunTrial):
+            return self._trial(command.target)
+        if isinstance(command, SwitchBack):
+            self.store.write_pointer(command.slot)
+            if command.slot is None:
+                self.runtime.deactivate()
+            else:
+                self._serve_slot(command.slot)
+            return None
+        if isinstance(command, Discard):
+            self._loaded.pop(command.slot, None)
+            if command.slot != self.state.active:
+                self.store.clear(command.slot, active=self.state.active)
+            return None
+        if isinstance(command, RetryLater):
+            self.sleep(min(self.config.max_backoff_s, 2.0**command.attempt))
+            assert self.state.target is not None
+            return self._download(self.state.target, self.state.inactive)
+        raise AssertionError(f"unknown command {command!r}")
+
+    # -- commands -----------------------------------------------------------------
+
+    def _download(self, target: Target, slot: str) -> Event:
+        assert self._delivery is not None
+        free = shutil.disk_usage(self.root).free
+        if free < target.size * 1.1:
+            return DownloadFailed("insufficient_disk", True, {"free": free, "needed": target.size})
+        try:
+            verified = self._delivery.resolve(target.target_path, self.facts)
+            if verified.sha256 != target.sha256 or verified.length != target.size:
+                return VerificationFailed(
+                    "desired_not_signed",
+                    {"desired_sha256": target.sha256, "signed_sha256": verified.sha256},
+                )
+            before = self._partial_size(slot, verified.sha256)
+            self._delivery.download(verified, self.store.model_file(slot))
+            self.bytes_downloaded += target.size - before
+            artifact = verified.artifact
+            if artifact is not None:
+                self._tolerance[slot] = Tolerance(atol=artifact.atol, rtol=artifact.rtol)
+                golden = self._delivery.resolve(artifact.golden, self.facts)
+                self._delivery.download(golden, self.store.golden_file(slot))
+        except NetworkError as exc:
+            return DownloadFailed("network", True, {"message": exc.message[:200]})
+        except DeliveryError as exc:
+            return VerificationFailed(exc.reason, {"message": exc.message[:200]})
+        return Downloaded()
+
+    def _partial_size(self, slot: str, sha256: str) -> int:
+        from edgefleet.signing.client import partial_path
+
+        part = partial_path(self.store.model_file(slot), sha256)
+        return part.stat().st_size if part.exists() else 0
+
+    def _verify(self, target: Target, slot: str) -> Event:
+        path = self.store.model_file(slot)
+        digest = hashlib.sha256()
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return VerificationFailed("missing_file", {})
+        if digest.hexdigest() != target.sha256:
+            return VerificationFailed("hash_mismatch", {"sha256": digest.hexdigest()})
+        return Verified()
+
+    def _identity(self, target: Target) -> ModelIdentity:
+        return ModelIdentity(target.model, target.version, target.variant)
+
+    def _smoke_test(self, target: Target, slot: str) -> Event:
+        from edgefleet.runtime.errors import InferenceRuntimeError
+
+        try:
+            golden = read_golden(self.store.golden_file(slot))
+            loaded = self.runtime.prepare(
+                self.store.model_file(slot), self._identity(target), warmup=dict(golden.inputs)
+            )
+            outputs = loaded.session.run(dict(golden.inputs))
+        except InferenceRuntimeError as exc:
+            return SmokeFailed("load_failed", {"message": exc.message[:200]})
+        except Exception as exc:
+            return SmokeFailed("smoke_test_error", {"message": str(exc)[:200]})
+        tolerance = self._tolerance.get(slot, Tolerance())
+        mismatches = compare_outputs(golden.outputs, outputs, tolerance)
+        if mismatches:
+            return SmokeFailed("golden_mismatch", {"problems": [str(m) for m in mismatches][:5]})
+        self._loaded[slot] = loaded
+        return SmokePassed()
+
+    def _activate(self, slot: str) -> Event:
+        loaded = self._loaded.get(slot)
+        try:
+            if loaded is None:
+                assert self.state.target is not None
+                loaded = self.runtime.prepare(
+                    self.store.model_file(slot), self._identity(self.state.target)
+                )
+                self._loaded[slot] = loaded
+            self._baseline = self._measure_baseline()
+            self.store.write_pointer(slot)
+            self.runtime.activate(loaded)
+        except Exception as exc:
+            self.store.write_pointer(self.state.active)
+            return ActivationFailed("activation_failed", {"message": str(exc)[:200]})
+        return Activated()
+
+    def _measure_baseline(self) -> ModelStats | None:
+        """The serving model's stats on golden replays, for the trial's latency ratio."""
+        current = self.runtime.active_model
+        previous_slot = self.state.active
+        if current is None or previous_slot is None:
+            return None
+        golden_file = self.store.golden_file(previous_slot)
+        if golden_file.exists():
+            inputs = read_golden(golden_file).inputs
+            for _ in range(20):
+                for row in _rows(inputs):
+                    self.runtime.predict(row)
+        return current.metrics.snapshot()
+
+    def _trial(self, target: Target) -> Event:
+        identity = self._identity(target)
+        policy = self.trial_policy
+        started = self.clock()
+        slot = self.state.active
+        assert slot is not None
+        golden = (
+            read_golden(self.store.golden_file(slot)).inputs
+            if self.store.golden_file(slot).exists()
+            else None
+        )
+        replay = list(_rows(golden)) if golden else []
+        health_samples: list[dict[str, float | None]] = []
+        last_requests = -1
+        index = 0
+        while True:
+            stats = self._stats_of(identity)
+            health_samples.append(self.health.sample().to_dict())
+            verdict = judge(
+                policy,
+                stats,
+                getattr(self, "_baseline", None),
+                worst(health_samples),
+                self.clock() - started,
+            )
+            if verdict.passed is True:
+                return TrialPassed(verdict.numbers)
+            if verdict.passed is False:
+                return TrialFailed(verdict.check or "unknown", verdict.numbers)
+            if stats.requests == last_requests and replay:
+                # No application traffic: replay golden samples so the trial ends.
+                burst = max(1, int(self.config.trial_replay_per_s / 10))
+                for _ in range(burst):
+                    # A failing replay is counted in the model's error metrics.
+                    with contextlib.suppress(Exception):
+                        self.runtime.predict(replay[index % len(replay)])
+                    index += 1
+            last_requests = stats.requests
+            self.sleep(0.1)
+
+    def _stats_of(self, identity: ModelIdentity) -> ModelStats:
+        for model_identity, stats, _ in self.runtime.metrics().values():
+            if model_identity == identity:
+                return stats
+        return ModelStats()
+
+    def _serve_slot(self, slot: str) -> None:
+        loaded = self._loaded.get(slot)
+        content = self.state.slots.get(slot)
+        if loaded is None:
+            if content is None:
+                raise FileNotFoundError(f"slot {slot} is empty")
+            loaded = self.runtime.prepare(
+                self.store.model_file(slot),
+                ModelIdentity(content.model, content.version, content.variant),
+            )
+            self._loaded[slot] = loaded
+        self.runtime.activate(loaded)
+
+    # -- reports --------------------------------------------------------------------
+
+    def reported(self) -> dict[str, Any]:
+        state = self.state
+        active = state.active_content
+        return {
+            "agent_state": state.state.value,
+            "active_slot": state.active,
+            "slots": [
+                {
+                    "name": name,
+                    "model": c.model,
+                    "version": c.version,
+                    "variant": c.variant,
+                    "sha256": c.sha256,
+                    "verified": c.verified,
+                }
+                for name, c in state.slots.items()
+                if c is not None
+            ],
+            "model": active.model if active else None,
+            "version": active.version if active else None,
+            "last_error": json.dumps(state.last_error)[:2000] if state.last_error else None,
+        }
+
+    def flush(self) -> None:
+        """Send queued events (in order), the reported state and queued telemetry."""
+        events = self.outbox.events()
+        for start in range(0, len(events), 500):
+            chunk = events[start : start + 500]
+            self.link.events(chunk)
+            self.outbox.remove_events(chunk[-1]["seq"])
+        self.link.report(self.reported())
+        samples = self.outbox.telemetry()
+        if samples:
+            self.link.telemetry(samples[:1000])
+            self.outbox.clear_telemetry(min(len(samples), 1000))
+
+    def queue_telemetry(self) -> None:
+        models = [
+            {k: v for k, v in entry.items() if k != "requests"}
+            for entry in self.runtime.telemetry(reset=True)
+        ]
+        self.outbox.add_telemetry(
+            {"at": _now(), "health": self.health.sample().to_dict(), "models": models}
+        )
+
+
+def _rows(inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    count = next(iter(inputs.values())).shape[0]
+    return [
+        {name: np.asarray(batch)[i : i + 1] for name, batch in inputs.items()} for i in range(count)
+    ]
+
+
+def replace_state(agent: Agent, **changes: Any) -> None:
+    """Test helper: change the in-memory and persisted state together."""
+    agent.state = replace(agent.state, **changes)
+    agent.store.save(agent.state)

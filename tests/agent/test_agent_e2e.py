@@ -1,0 +1,127 @@
+"""The agent against the real server: install, update after a trial, roll back a
+version that fails its trial, refuse what the signed metadata does not allow."""
+
+import pytest
+
+from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.shell import Agent
+from edgefleet.agent.statemachine import State
+from tests.server.conftest import LiveServer
+
+FAST_TRIAL = {"min_inferences": 40, "min_seconds": 0, "max_latency_p95_ratio": 50}
+
+
+def make_agent(live: LiveServer, tmp_path, name="cam-1", hw="x86_64") -> Agent:
+    config = AgentConfig(
+        server=live.url,
+        device_id=name,
+        enrollment_token=live.token(),
+        state_dir=tmp_path / name,
+        hardware=hw,
+        firmware="2.0.0",
+        serve_port=None,
+        trial_replay_per_s=2000,
+        poll_interval_s=1,
+    )
+    agent = Agent(
+        config, sleep=lambda s: None if s >= 1 else __import__("time").sleep(min(s, 0.01))
+    )
+    agent.start()
+    return agent
+
+
+def desired(live: LiveServer, device: str, version: str, **trial) -> None:
+    body = {"model": "digits", "version": version, "trial": {**FAST_TRIAL, **trial}}
+    response = live.admin("PUT", f"/api/v1/devices/{device}/desired", json=body)
+    assert response.status_code == 200, response.text
+
+
+def server_view(live: LiveServer, device: str) -> dict:
+    return live.admin("GET", f"/api/v1/devices/{device}").json()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_install_update_and_roll_back(live: LiveServer, tmp_path):
+    agent = make_agent(live, tmp_path)
+    assert agent.runtime.active is None  # no model yet: serves nothing
+    assert agent.poll_once() is True  # nothing desired yet
+    assert agent.state.state is State.IDLE
+
+    desired(live, "cam-1", "1.0.0")
+    agent.poll_once()
+    assert agent.state.state is State.COMMITTED and agent.state.active == "a"
+    assert agent.runtime.active.version == "1.0.0"
+    view = server_view(live, "cam-1")
+    assert view["device"]["agent_state"] == "COMMITTED" and view["device"]["version"] == "1.0.0"
+    reasons = [e["reason"] for e in view["events"]]
+    assert reasons == [
+        "new_desired",
+        "downloaded",
+        "verified",
+        "smoke_test_started",
+        "smoke_test_passed",
+        "activated",
+        "trial_passed",
+    ]
+
+    desired(live, "cam-1", "1.1.0")
+    agent.poll_once()
+    assert agent.state.state is State.COMMITTED and agent.state.active == "b"
+    assert agent.runtime.active.version == "1.1.0"
+    assert agent.state.slots["a"].version == "1.0.0"  # kept as backup
+    committed = [e for e in server_view(live, "cam-1")["events"] if e["to_state"] == "COMMITTED"]
+    assert committed[-1]["version"] == "1.1.0"
+    assert committed[-1]["details"]["inferences"] >= 40  # committed only after the trial
+
+    # 1.0.0 again, under a trial it cannot pass: rolled back, 1.1.0 serving throughout.
+    desired(live, "cam-1", "1.0.0", min_mean_confidence=0.999)
+    agent.poll_once()
+    assert agent.state.state is State.ROLLED_BACK
+    assert agent.runtime.active.version == "1.1.0" and agent.state.active == "b"
+    view = server_view(live, "cam-1")
+    last = view["events"][-1]
+    assert last["to_state"] == "ROLLED_BACK" and last["reason"] == "trial_failed:mean_confidence"
+    assert last["details"]["mean_confidence"] < 0.999
+    assert view["device"]["agent_state"] == "ROLLED_BACK" and view["device"]["version"] == "1.1.0"
+    # Never retried on this device.
+    live.admin("PUT", "/api/v1/devices/cam-1/desired", json={"model": "digits", "version": "1.1.0"})
+    desired(live, "cam-1", "1.0.0")
+    agent.poll_once()
+    assert agent.state.state is State.ROLLED_BACK and agent.runtime.active.version == "1.1.0"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_refusals_from_signed_metadata_keep_the_model(live: LiveServer, tmp_path):
+    agent = make_agent(live, tmp_path, name="cam-2")
+    desired(live, "cam-2", "1.0.0")
+    agent.poll_once()
+    assert agent.runtime.active.version == "1.0.0"
+    # The operator revokes 1.1.0 in the signed policy, but the control plane still asks.
+    from edgefleet.signing.publish import Publisher, open_repository
+    from edgefleet.store.bootstrap import open_registry
+
+    with open_registry(live.settings) as registry:
+        Publisher(open_repository(live.settings), registry.artifacts).revoke("digits", "1.1.0")
+    desired(live, "cam-2", "1.1.0")
+    agent.poll_once()
+    assert agent.state.state is State.FAILED
+    assert agent.runtime.active.version == "1.0.0"
+    last = server_view(live, "cam-2")["events"][-1]
+    assert last["reason"] == "revoked" and last["to_state"] == "FAILED"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_restart_resumes_from_disk(live: LiveServer, tmp_path):
+    agent = make_agent(live, tmp_path, name="cam-3")
+    desired(live, "cam-3", "1.0.0")
+    agent.poll_once()
+    restarted = Agent(agent.config)
+    restarted.start()
+    assert restarted.state.state is State.COMMITTED
+    assert restarted.runtime.active.version == "1.0.0"
+    assert (
+        restarted.runtime.predict(
+            {"X": __import__("numpy").zeros((1, 64), "float32")}
+        ).model.version
+        == "1.0.0"
+    )
