@@ -125,3 +125,32 @@ def test_a_restart_resumes_from_disk(live: LiveServer, tmp_path):
         ).model.version
         == "1.0.0"
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_agent_status_command(live: LiveServer, tmp_path):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgefleet.cli.main import app
+
+    agent = make_agent(live, tmp_path, name="cam-4")
+    desired(live, "cam-4", "1.0.0")
+    agent.poll_once()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        yaml.safe_dump({"server": live.url, "device_id": "cam-4", "state_dir": str(agent.root)})
+    )
+    result = CliRunner().invoke(app, ["agent", "status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "state: COMMITTED" in result.stdout and "* slot a: digits 1.0.0" in result.stdout
+    data = json.loads(
+        CliRunner().invoke(app, ["agent", "status", "--config", str(config), "--json"]).stdout
+    )
+    assert data["active"] == "a"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: x\ndevice_id: 'bad id!'\n")
+    refused = CliRunner().invoke(app, ["agent", "status", "--config", str(bad)])
+    assert refused.exit_code == 1 and "is invalid" in refused.stderr

@@ -3,6 +3,7 @@ loopback HTTP port."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -73,3 +74,60 @@ def serve(
     finally:
         server.server_close()
         runtime.clear_shadow()
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", help="Agent config file (docs/agent.md).")],
+) -> None:
+    """Run the device agent until interrupted: follow the desired state, serve the model."""
+    import logging
+
+    from edgefleet.agent.config import load_config
+    from edgefleet.agent.shell import Agent
+    from edgefleet.runtime.serve import make_server, serve_in_thread
+
+    settings = load_config(config)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    agent = Agent(settings)
+    agent.start()
+    if settings.serve_port is not None:
+        server = make_server(agent.runtime, settings.serve_host, settings.serve_port)
+        serve_in_thread(server)
+        console.print(
+            f"serving on http://{settings.serve_host}:{server.server_address[1]}", highlight=False
+        )
+    with contextlib.suppress(KeyboardInterrupt):
+        agent.run_forever()
+
+
+@app.command()
+def status(
+    config: Annotated[Path, typer.Option("--config", help="Agent config file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Slots, versions, state and last error, from the agent's state directory."""
+    from edgefleet.agent.config import load_config
+    from edgefleet.agent.slots import SlotStore
+    from edgefleet.agent.statemachine import to_json
+    from edgefleet.cli.output import print_json
+
+    settings = load_config(config)
+    state = SlotStore(settings.state_dir).load()
+    data = to_json(state)
+    if as_json:
+        print_json(data)
+        return
+    console.print(
+        f"state: {state.state.value}   active slot: {state.active or 'none'}", highlight=False
+    )
+    for name, content in state.slots.items():
+        marker = "*" if name == state.active else " "
+        text = f"{content.model} {content.version} ({content.variant})" if content else "empty"
+        console.print(f" {marker} slot {name}: {text}", highlight=False)
+    if state.target:
+        console.print(f"updating to: {state.target.model} {state.target.version}", highlight=False)
+    if state.refused:
+        console.print(f"refused: {', '.join(sorted(state.refused))}", highlight=False)
+    if state.last_error:
+        console.print(f"last error: {state.last_error}", highlight=False, markup=False)
