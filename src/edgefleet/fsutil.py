@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -15,7 +16,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def write_atomic(
+    path: Path, data: bytes, *, mode: int = 0o644, before_rename: Callable[[], None] | None = None
+) -> None:
     """Replace ``path`` with ``data``: temp file, fsync, rename, fsync the directory.
 
     The temporary file is created with ``mode`` (e.g. 0o600 for secrets), so the data
@@ -28,5 +31,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    if before_rename is not None:
+        before_rename()  # fault injection: the temporary file is complete, the rename not done
     tmp.replace(path)
     fsync_dir(path.parent)

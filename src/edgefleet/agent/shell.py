@@ -24,10 +24,12 @@ import httpx
 import numpy as np
 
 from edgefleet.agent.config import AgentConfig
+from edgefleet.agent.crash import crashpoint
 from edgefleet.agent.link import ServerError, ServerLink, load_enrollment, save_enrollment
 from edgefleet.agent.outbox import Outbox
 from edgefleet.agent.slots import CorruptStateError, SlotStore
 from edgefleet.agent.statemachine import (
+    SETTLED,
     Activate,
     Activated,
     ActivationFailed,
@@ -44,6 +46,7 @@ from edgefleet.agent.statemachine import (
     SmokeFailed,
     SmokePassed,
     SmokeTest,
+    State,
     SwitchBack,
     Target,
     Transition,
@@ -147,7 +150,7 @@ class Agent:
                 "firmware": self.facts.firmware,
             }
             enrollment, root = self.link.enroll(
-                self.config.enrollment_token, attributes, int(self.config.poll_interval_s)
+                self.config.enrollment_token, attributes, max(1, round(self.config.poll_interval_s))
             )
             (self.root / "tuf").mkdir(parents=True, exist_ok=True)
             (self.root / "tuf" / "root.json").write_bytes(root)
@@ -185,6 +188,7 @@ class Agent:
                     sha256=model["sha256"],
                     size=model["size"],
                     release=model["release"],
+                    trial=(desired or {}).get("trial") or {},
                 )
                 if model
                 else None
@@ -193,6 +197,26 @@ class Agent:
             self.handle(DesiredChanged(target))
         self.flush()
         return changed
+
+    def converge(self, max_polls: int = 50) -> AgentState:
+        """Poll until no update is in progress and the desired model is served (or
+        refused). For tests, and ``edgefleet agent run --once``."""
+        for _ in range(max_polls):
+            self.poll_once()
+            target = self.desired_target
+            active = self.state.active_content
+            served = target is None or (
+                active is not None
+                and (active.model, active.version) == (target.model, target.version)
+            )
+            if self.state.state in SETTLED and (
+                served or (target and target.key in self.state.refused)
+            ):
+                return self.state
+            if self.state.state in SETTLED and self.state.state is not State.IDLE:
+                return self.state
+            self.sleep(min(1.0, self.config.poll_interval_s))
+        return self.state
 
     def run_forever(self) -> None:
         """Poll with jitter; back off exponentially while the server is unreachable."""
@@ -225,7 +249,8 @@ class Agent:
         self._execute(commands)
 
     def _apply(self, state: AgentState, transitions: list[Transition]) -> None:
-        self.store.save(state)
+        if state != self.state or transitions:
+            self.store.save(state)
         self.state = state
         self.outbox.add_events(
             [
@@ -307,7 +332,11 @@ class Agent:
                     {"desired_sha256": target.sha256, "signed_sha256": verified.sha256},
                 )
             before = self._partial_size(slot, verified.sha256)
-            self._delivery.download(verified, self.store.model_file(slot))
+            self._delivery.download(
+                verified,
+                self.store.model_file(slot),
+                progress=lambda _: crashpoint("download_chunk"),
+            )
             self.bytes_downloaded += target.size - before
             artifact = verified.artifact
             if artifact is not None:
@@ -374,6 +403,7 @@ class Agent:
             self._baseline = self._measure_baseline()
             self.store.write_pointer(slot)
             self.runtime.activate(loaded)
+            crashpoint("activated_in_runtime")
         except Exception as exc:
             self.store.write_pointer(self.state.active)
             return ActivationFailed("activation_failed", {"message": str(exc)[:200]})
@@ -395,7 +425,7 @@ class Agent:
 
     def _trial(self, target: Target) -> Event:
         identity = self._identity(target)
-        policy = self.trial_policy
+        policy = TrialPolicy.model_validate(target.trial) if target.trial else self.trial_policy
         started = self.clock()
         slot = self.state.active
         assert slot is not None
@@ -409,6 +439,7 @@ class Agent:
         last_requests = -1
         index = 0
         while True:
+            crashpoint("trial_tick")
             stats = self._stats_of(identity)
             health_samples.append(self.health.sample().to_dict())
             verdict = judge(

@@ -20,6 +20,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from edgefleet.agent.crash import crashpoint
 from edgefleet.agent.statemachine import AgentState, State, from_json, to_json
 from edgefleet.fsutil import fsync_dir, write_atomic
 
@@ -66,7 +67,13 @@ class SlotStore:
 
     def save(self, state: AgentState) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.state_file, (json.dumps(to_json(state), indent=1) + "\n").encode())
+        name = state.state.value
+        write_atomic(
+            self.state_file,
+            (json.dumps(to_json(state), indent=1) + "\n").encode(),
+            before_rename=lambda: crashpoint(f"state_unrenamed:{name}"),
+        )
+        crashpoint(f"state_saved:{name}")
 
     def reconcile(self, state: AgentState, pointer: str | None) -> AgentState:
         if state.state is State.ACTIVATING:
@@ -91,7 +98,12 @@ class SlotStore:
             self.pointer_file.unlink(missing_ok=True)
             fsync_dir(self.root)
             return
-        write_atomic(self.pointer_file, f"{slot}\n".encode())
+        write_atomic(
+            self.pointer_file,
+            f"{slot}\n".encode(),
+            before_rename=lambda: crashpoint("pointer_unrenamed"),
+        )
+        crashpoint("pointer_written")
 
     # -- slot files -----------------------------------------------------------------
 

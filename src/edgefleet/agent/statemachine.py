@@ -53,6 +53,9 @@ class Target:
     sha256: str
     size: int
     release: int = 0
+    #: The trial policy that came with the desired state, kept so that an update
+    #: resumed after a restart is judged as it was asked to be.
+    trial: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:

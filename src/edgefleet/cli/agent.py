@@ -79,6 +79,9 @@ def serve(
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", help="Agent config file (docs/agent.md).")],
+    once: Annotated[
+        bool, typer.Option("--once", help="Apply the desired state, then exit (no serving).")
+    ] = False,
 ) -> None:
     """Run the device agent until interrupted: follow the desired state, serve the model."""
     import logging
@@ -89,8 +92,13 @@ def run(
 
     settings = load_config(config)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     agent = Agent(settings)
     agent.start()
+    if once:
+        final = agent.converge()
+        console.print(f"{final.state.value}; active slot {final.active or 'none'}", highlight=False)
+        return
     if settings.serve_port is not None:
         server = make_server(agent.runtime, settings.serve_host, settings.serve_port)
         serve_in_thread(server)
