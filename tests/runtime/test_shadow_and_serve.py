@@ -65,9 +65,11 @@ def test_a_full_shadow_queue_skips_work_and_never_delays_the_live_request(digits
     )
     try:
         row = golden.inputs["X"][:1]
-        for _ in range(10):
+        for i in range(10):
             prediction = runtime.predict({"X": row})
             runner.offer({"X": row}, prediction.outputs, prediction.latency_ms)
+            if i == 0:
+                assert blocked.entered.wait(timeout=10)  # the worker holds the first job
         # One job is running (blocked), two wait in the queue, the rest were skipped.
         assert runner.stats().skipped == 7
         blocked.release.set()
