@@ -45,8 +45,10 @@ class _BlockedSession:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.entered = threading.Event()
 
     def run(self, feeds):
+        self.entered.set()
         self.release.wait(timeout=30)
         return {"probabilities": np.full((feeds["X"].shape[0], 10), 0.1, np.float32)}
 
