@@ -97,6 +97,7 @@ def run(
     agent.start()
     if once:
         final = agent.converge()
+        console.print(f"downloaded {agent.bytes_downloaded} bytes", highlight=False)
         console.print(f"{final.state.value}; active slot {final.active or 'none'}", highlight=False)
         return
     if settings.serve_port is not None:

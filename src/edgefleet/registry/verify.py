@@ -22,7 +22,8 @@ from edgefleet.registry.golden import Array, GoldenSamples, compare_outputs
 
 ONNX_RUNTIME = "onnxruntime"
 
-_ORT_TYPES = {
+#: ONNX Runtime's tensor type names and the schema dtypes they mean.
+ORT_TYPES = {
     "tensor(float)": "float32",
     "tensor(double)": "float64",
     "tensor(float16)": "float16",
@@ -133,7 +134,7 @@ def _schema_differences(
 
 def _compare_tensor(kind: str, spec: TensorSpec, actual: Any) -> list[str]:
     problems = []
-    dtype = _ORT_TYPES.get(actual.type, actual.type)
+    dtype = ORT_TYPES.get(actual.type, actual.type)
     if dtype != spec.dtype:
         problems.append(f"{kind} {spec.name!r}: the model says {dtype}, the manifest {spec.dtype}")
     shape = actual.shape

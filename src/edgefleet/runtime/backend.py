@@ -18,21 +18,10 @@ import numpy as np
 import numpy.typing as npt
 
 from edgefleet.registry.domain import TensorSpec
+from edgefleet.registry.verify import ORT_TYPES
 from edgefleet.runtime.errors import InferenceError, ModelLoadError
 
 Array = npt.NDArray[Any]
-
-_ORT_TYPES = {
-    "tensor(float)": "float32",
-    "tensor(double)": "float64",
-    "tensor(float16)": "float16",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(int16)": "int16",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-}
 
 
 class Session(Protocol):
@@ -57,7 +46,7 @@ class Backend(Protocol):
 
 
 def _spec(node: Any, role: str | None = None) -> TensorSpec:
-    dtype = _ORT_TYPES.get(node.type)
+    dtype = ORT_TYPES.get(node.type)
     if dtype is None:
         raise ModelLoadError(
             f"tensor {node.name!r} has type {node.type}, which edgefleet cannot serve"
