@@ -41,6 +41,7 @@ from edgefleet.agent.statemachine import (
     Downloaded,
     DownloadFailed,
     Event,
+    OperatorCleared,
     RetryLater,
     RunTrial,
     SmokeFailed,
@@ -194,6 +195,11 @@ class Agent:
                 else None
             )
             self.desired_target = target
+            # An operator may allow refused versions again through the desired config.
+            cleared = ((desired or {}).get("config") or {}).get("clear_refused") or []
+            for key in cleared:
+                if isinstance(key, str) and key in self.state.refused:
+                    self.handle(OperatorCleared(key))
             self.handle(DesiredChanged(target))
         self.flush()
         return changed

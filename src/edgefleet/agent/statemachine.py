@@ -336,7 +336,9 @@ def step(state: AgentState, event: Event) -> Result:
     """
     now = state.state
     if isinstance(event, OperatorCleared):
-        return replace(state, refused=state.refused - {event.key}), [], []
+        if event.key not in state.refused:
+            return state, [], []
+        return replace(state, refused=state.refused - {event.key}, seq=state.seq), [], []
     if isinstance(event, DesiredChanged):
         return _desired(state, event.target)
     if now is State.DOWNLOADING:
