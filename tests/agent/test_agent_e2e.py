@@ -154,3 +154,73 @@ def test_agent_status_command(live: LiveServer, tmp_path):
     bad.write_text("server: x\ndevice_id: 'bad id!'\n")
     refused = CliRunner().invoke(app, ["agent", "status", "--config", str(bad)])
     assert refused.exit_code == 1 and "is invalid" in refused.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_bad_server_cannot_make_the_device_load_what_tuf_does_not_allow(
+    live: LiveServer, tmp_path
+):
+    from edgefleet.agent.statemachine import DesiredChanged, Target
+
+    agent = make_agent(live, tmp_path, name="cam-5")
+    desired(live, "cam-5", "1.0.0")
+    agent.poll_once()
+    fp32 = live.admin("GET", "/api/v1/models/digits/versions/1.1.0").json()["variants"][0]
+    path = f"models/digits/1.1.0/onnx-fp32/{fp32['filename']}"
+    cases = {
+        # A version the TUF metadata does not have.
+        "not_found": Target(
+            "digits", "7.0.0", "onnx-fp32", "models/digits/7.0.0/onnx-fp32/m.onnx", "e" * 64, 10, 9
+        ),
+        # The signed artifact, but the server claims other bytes for it.
+        "desired_not_signed": Target(
+            "digits", "1.1.0", "onnx-fp32", path, "f" * 64, fp32["size"], 2
+        ),
+    }
+    for reason, target in cases.items():
+        agent.handle(DesiredChanged(target))
+        assert agent.state.state is State.FAILED and agent.state.last_error["reason"] == reason
+        assert agent.runtime.active.version == "1.0.0"
+    # The fp32 build is signed for x86_64 and aarch64 only: a 32-bit ARM device refuses it.
+    arm = make_agent(live, tmp_path, name="cam-6", hw="armv7l")
+    arm.handle(
+        DesiredChanged(
+            Target("digits", "1.1.0", "onnx-fp32", path, fp32["sha256"], fp32["size"], 2)
+        )
+    )
+    assert (
+        arm.state.state is State.FAILED
+        and arm.state.last_error["reason"] == "incompatible_hardware"
+    )
+    assert arm.runtime.active is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_model_that_fails_the_smoke_test_is_rolled_back_before_serving(
+    live: LiveServer, tmp_path
+):
+    agent = make_agent(live, tmp_path, name="cam-7")
+    desired(live, "cam-7", "1.0.0")
+    agent.poll_once()
+    # Corrupt the golden samples the device downloads for the next version: the smoke
+    # test then sees outputs that do not match.
+    original = agent._smoke_test
+
+    def tampered(target, slot):
+        from edgefleet.registry.golden import read_golden, write_golden
+
+        golden = read_golden(agent.store.golden_file(slot))
+        golden.outputs["probabilities"] = golden.outputs["probabilities"][::-1].copy()
+        write_golden(agent.store.golden_file(slot), golden)
+        return original(target, slot)
+
+    agent._smoke_test = tampered
+    desired(live, "cam-7", "1.1.0")
+    agent.poll_once()
+    assert (
+        agent.state.state is State.ROLLED_BACK
+        and agent.state.last_error["reason"] == "golden_mismatch"
+    )
+    assert (
+        agent.runtime.active.version == "1.0.0" and agent.state.slots[agent.state.inactive] is None
+    )
