@@ -224,3 +224,29 @@ def test_a_model_that_fails_the_smoke_test_is_rolled_back_before_serving(
     assert (
         agent.runtime.active.version == "1.0.0" and agent.state.slots[agent.state.inactive] is None
     )
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_agent_metrics(live: LiveServer, tmp_path):
+    import httpx
+
+    from edgefleet.agent.metrics import AgentCollector
+    from edgefleet.runtime.prometheus import registry_for
+    from edgefleet.runtime.serve import make_server, serve_in_thread
+
+    agent = make_agent(live, tmp_path, name="cam-8")
+    desired(live, "cam-8", "1.0.0")
+    agent.poll_once()
+    registry = registry_for(agent.runtime)
+    registry.register(AgentCollector(agent))
+    server = make_server(agent.runtime, "127.0.0.1", 0, registry=registry)
+    serve_in_thread(server)
+    try:
+        text = httpx.get(f"http://127.0.0.1:{server.server_address[1]}/metrics").text
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 'edgefleet_agent_state{state="COMMITTED"} 1.0' in text
+    assert 'edgefleet_agent_updates_total{outcome="COMMITTED"} 1.0' in text
+    assert "edgefleet_agent_bytes_downloaded_total" in text
+    assert "edgefleet_runtime_inferences_total" in text

@@ -107,6 +107,9 @@ class Agent:
         self._tolerance: dict[str, Tolerance] = {}
         self._delivery: DeliveryClient | None = None
         self.bytes_downloaded = 0
+        #: outcome (COMMITTED, ROLLED_BACK, FAILED, IDLE) -> (updates, seconds spent)
+        self.update_outcomes: dict[str, tuple[int, float]] = {}
+        self._update_started: float | None = None
 
     # -- start-up -----------------------------------------------------------------
 
@@ -258,6 +261,14 @@ class Agent:
         if state != self.state or transitions:
             self.store.save(state)
         self.state = state
+        for t in transitions:
+            if t.to_state is State.DOWNLOADING:
+                self._update_started = self.clock()
+            elif t.to_state in SETTLED and self._update_started is not None:
+                count, total = self.update_outcomes.get(t.to_state.value, (0, 0.0))
+                elapsed = self.clock() - self._update_started
+                self.update_outcomes[t.to_state.value] = (count + 1, total + elapsed)
+                self._update_started = None
         self.outbox.add_events(
             [
                 {

@@ -101,7 +101,14 @@ def run(
         console.print(f"{final.state.value}; active slot {final.active or 'none'}", highlight=False)
         return
     if settings.serve_port is not None:
-        server = make_server(agent.runtime, settings.serve_host, settings.serve_port)
+        from edgefleet.agent.metrics import AgentCollector
+        from edgefleet.runtime.prometheus import registry_for
+
+        registry = registry_for(agent.runtime)
+        registry.register(AgentCollector(agent))
+        server = make_server(
+            agent.runtime, settings.serve_host, settings.serve_port, registry=registry
+        )
         serve_in_thread(server)
         console.print(
             f"serving on http://{settings.serve_host}:{server.server_address[1]}", highlight=False

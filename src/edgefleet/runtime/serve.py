@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from edgefleet.runtime.errors import InferenceError, InvalidInputError, NoModelError
 from edgefleet.runtime.prometheus import registry_for
@@ -31,10 +31,16 @@ MAX_BODY = 16 << 20
 
 
 def make_server(
-    runtime: ModelRuntime, host: str = "127.0.0.1", port: int = 8765, *, max_body: int = MAX_BODY
+    runtime: ModelRuntime,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    max_body: int = MAX_BODY,
+    registry: CollectorRegistry | None = None,
 ) -> ThreadingHTTPServer:
-    """A threading HTTP server answering for ``runtime`` (call ``serve_forever``)."""
-    registry = registry_for(runtime)
+    """A threading HTTP server answering for ``runtime`` (call ``serve_forever``);
+    ``registry`` replaces the runtime-only Prometheus registry (the agent adds its own)."""
+    metrics_registry = registry or registry_for(runtime)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "edgefleet-agent"
@@ -73,7 +79,7 @@ def make_server(
                     {"models": runtime.telemetry(), "shadow": stats.to_dict() if stats else None},
                 )
             elif self.path == "/metrics":
-                data = generate_latest(registry)
+                data = generate_latest(metrics_registry)
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPE_LATEST)
                 self.send_header("Content-Length", str(len(data)))
