@@ -140,6 +140,7 @@ def test_kill_at_every_step_of_an_update(live: LiveServer, tmp_path):
     assert results == dict(points)
 
 
+@pytest.mark.timeout(1500)  # ~250 agent processes, ~1.2 s each
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_random_kills(live: LiveServer, tmp_path, example_bundles):
     """At least EDGEFLEET_RANDOM_KILLS (default 200) SIGKILLs at random moments of
