@@ -250,3 +250,35 @@ def test_agent_metrics(live: LiveServer, tmp_path):
     assert 'edgefleet_agent_updates_total{outcome="COMMITTED"} 1.0' in text
     assert "edgefleet_agent_bytes_downloaded_total" in text
     assert "edgefleet_runtime_inferences_total" in text
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_download_waits_for_its_time_window(live: LiveServer, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    agent = make_agent(live, tmp_path, name="cam-9")
+    now = datetime.now(UTC)
+    closed = (
+        (now + timedelta(hours=2)).strftime("%H:%M"),
+        (now + timedelta(hours=3)).strftime("%H:%M"),
+    )
+    body = {
+        "model": "digits",
+        "version": "1.0.0",
+        "trial": FAST_TRIAL,
+        "preconditions": {"window_utc": list(closed)},
+    }
+    assert live.admin("PUT", "/api/v1/devices/cam-9/desired", json=body).status_code == 200
+    agent.poll_once()
+    agent.poll_once()  # retried on the next poll, still outside the window
+    assert agent.state.state is State.DOWNLOADING and agent.state.download_attempts == 0
+    assert agent.state.last_error == {"reason": "precondition:time_window"}
+    assert agent.runtime.active is None
+    opened = (
+        (now - timedelta(minutes=5)).strftime("%H:%M"),
+        (now + timedelta(hours=1)).strftime("%H:%M"),
+    )
+    body["preconditions"] = {"window_utc": list(opened)}
+    assert live.admin("PUT", "/api/v1/devices/cam-9/desired", json=body).status_code == 200
+    agent.poll_once()
+    assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.0.0"

@@ -46,6 +46,7 @@ class AgentConfig(BaseModel):
     )
     trial_replay_per_s: float = Field(default=20.0, gt=0, description="golden replays when idle")
     http_timeout_s: float = Field(default=30.0, gt=0)
+    metered: bool = Field(default=False, description="the device's network is metered (cellular)")
 
 
 def load_config(path: Path, **overrides: Any) -> AgentConfig:

@@ -27,6 +27,7 @@ from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.crash import crashpoint
 from edgefleet.agent.link import ServerError, ServerLink, load_enrollment, save_enrollment
 from edgefleet.agent.outbox import Outbox
+from edgefleet.agent.preconditions import Conditions, unmet
 from edgefleet.agent.slots import CorruptStateError, SlotStore
 from edgefleet.agent.statemachine import (
     SETTLED,
@@ -38,6 +39,7 @@ from edgefleet.agent.statemachine import (
     DesiredChanged,
     Discard,
     Download,
+    DownloadDeferred,
     Downloaded,
     DownloadFailed,
     Event,
@@ -60,7 +62,7 @@ from edgefleet.agent.statemachine import (
     step,
 )
 from edgefleet.agent.trial import judge, worst
-from edgefleet.fleet.domain import TrialPolicy
+from edgefleet.fleet.domain import Preconditions, TrialPolicy
 from edgefleet.registry.domain import Tolerance
 from edgefleet.registry.golden import compare_outputs, read_golden
 from edgefleet.runtime.backend import OnnxBackend
@@ -193,6 +195,7 @@ class Agent:
                     size=model["size"],
                     release=model["release"],
                     trial=(desired or {}).get("trial") or {},
+                    preconditions=(desired or {}).get("preconditions") or {},
                 )
                 if model
                 else None
@@ -203,7 +206,20 @@ class Agent:
             for key in cleared:
                 if isinstance(key, str) and key in self.state.refused:
                     self.handle(OperatorCleared(key))
-            self.handle(DesiredChanged(target))
+            if target is not None and self.state.target == target:
+                # The same update with new policies (trial, preconditions): keep them.
+                self.state = replace(self.state, target=target)
+                self.store.save(self.state)
+        seq = self.state.seq
+        if changed:
+            self.handle(DesiredChanged(self.desired_target))
+        if (
+            self.state.state is State.DOWNLOADING
+            and self.state.target is not None
+            and self.state.seq == seq
+        ):
+            # A download deferred on an earlier poll (a precondition did not hold): retry.
+            self._execute([Download(self.state.target, self.state.inactive)])
         self.flush()
         return changed
 
@@ -338,9 +354,18 @@ class Agent:
 
     def _download(self, target: Target, slot: str) -> Event:
         assert self._delivery is not None
-        free = shutil.disk_usage(self.root).free
-        if free < target.size * 1.1:
-            return DownloadFailed("insufficient_disk", True, {"free": free, "needed": target.size})
+        reason = unmet(
+            Preconditions.model_validate(target.preconditions),
+            target.size / 2**20,
+            Conditions(
+                free_disk_mb=shutil.disk_usage(self.root).free / 2**20,
+                battery_percent=_battery_percent(),
+                metered=self.config.metered,
+                now_utc=datetime.now(UTC),
+            ),
+        )
+        if reason is not None:
+            return DownloadDeferred(reason)
         try:
             verified = self._delivery.resolve(target.target_path, self.facts)
             if verified.sha256 != target.sha256 or verified.length != target.size:
@@ -546,6 +571,18 @@ class Agent:
         self.outbox.add_telemetry(
             {"at": _now(), "health": self.health.sample().to_dict(), "models": models}
         )
+
+
+def _battery_percent() -> float | None:
+    import psutil
+
+    try:
+        battery = psutil.sensors_battery()
+    except (AttributeError, NotImplementedError, OSError):
+        return None
+    if battery is None or battery.power_plugged:
+        return None
+    return float(battery.percent)
 
 
 def _rows(inputs: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -56,6 +56,7 @@ class Target:
     #: The trial policy that came with the desired state, kept so that an update
     #: resumed after a restart is judged as it was asked to be.
     trial: dict[str, Any] = field(default_factory=dict, compare=False)
+    preconditions: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -122,6 +123,14 @@ class DownloadFailed:
 
 
 @dataclass(frozen=True)
+class DownloadDeferred:
+    """A precondition does not hold yet (disk, battery, network, window): try again on
+    a later poll, without counting an attempt."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Verified:
     """Length, hashes, signatures and custom fields all checked."""
 
@@ -176,6 +185,7 @@ Event = (
     DesiredChanged
     | Downloaded
     | DownloadFailed
+    | DownloadDeferred
     | Verified
     | VerificationFailed
     | SmokePassed
@@ -353,6 +363,8 @@ def step(state: AgentState, event: Event) -> Result:
             return _refuse(
                 state, State.FAILED, event.reason, {**event.details, "attempts": attempts}
             )
+        if isinstance(event, DownloadDeferred):
+            return replace(state, last_error={"reason": event.reason}), [], []
         if isinstance(event, VerificationFailed):
             # Signed metadata refused the target before a byte was trusted (revoked,
             # other hardware, below the floor, not signed as desired).
