@@ -5,6 +5,7 @@ import contextlib
 import socket
 import threading
 
+import httpx
 import pytest
 
 from edgefleet.agent.link import ServerError
@@ -24,6 +25,8 @@ class FlakyProxy:
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.down = False
+        self.answer_503 = False
+        self.delay_s = 0.0
         self.cut_targets_after: int | None = None  # bytes of a /tuf/targets/ response
         self.cuts = 0
         self.target_bytes = 0
@@ -44,9 +47,28 @@ class FlakyProxy:
             if self.down:
                 client.close()  # connection reset: the server is "unreachable"
                 continue
+            if self.answer_503:
+                threading.Thread(target=self._unavailable, args=(client,), daemon=True).start()
+                continue
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
+    @staticmethod
+    def _unavailable(client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            client.recv(65536)
+            body = b'{"error": {"code": "unavailable", "message": "maintenance", "details": {}}}'
+            client.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+        client.close()
+
     def _serve(self, client: socket.socket) -> None:
+        if self.delay_s:
+            threading.Event().wait(self.delay_s)  # a slow network path
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         is_target = threading.Event()
 
@@ -162,3 +184,23 @@ def test_backoff_grows_while_the_server_is_down_and_resets_after(live: LiveServe
         agent.run_forever()
     assert delays[:4] == [2.0, 4.0, 8.0, 16.0]  # exponential while unreachable
     assert delays[-1] == 1.0  # back to the poll interval once it answers
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_server_errors_and_slow_answers_are_retried_later(live: LiveServer, proxy, tmp_path):
+    agent = make_agent(live, tmp_path, name="net-4")
+    agent.link.base = proxy.url
+    agent.link.http.timeout = httpx.Timeout(0.5)
+    proxy.answer_503 = True
+    with pytest.raises(ServerError) as info:
+        agent.poll_once()
+    assert info.value.retryable and info.value.status == 503 and "maintenance" in info.value.message
+    proxy.answer_503 = False
+    proxy.delay_s = 2.0  # longer than the agent's 0.5 s timeout
+    with pytest.raises(ServerError) as info:
+        agent.poll_once()
+    assert info.value.retryable and info.value.status == 0
+    proxy.delay_s = 0.0
+    desired(live, "net-4", "1.0.0")
+    agent.poll_once()
+    assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.0.0"
