@@ -69,7 +69,11 @@ class FlakyProxy:
     def _serve(self, client: socket.socket) -> None:
         if self.delay_s:
             threading.Event().wait(self.delay_s)  # a slow network path
-        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        except OSError:  # the server is gone (the test has ended)
+            client.close()
+            return
         is_target = threading.Event()
 
         def pump(src: socket.socket, dst: socket.socket, response: bool) -> None:
