@@ -8,7 +8,6 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
@@ -43,7 +42,7 @@ class LocalFleet:
 
     def list(self, query: str | None, limit: int, offset: int) -> dict[str, Any]:
         total, views = self.ctx.fleet.list_devices(query, limit=limit, offset=offset)
-        return {"total": total, "devices": [_jsonable(asdict(v)) for v in views]}
+        return {"total": total, "devices": [v.model_dump(mode="json") for v in views]}
 
     def show(self, device_id: str) -> dict[str, Any]:
         result: dict[str, Any] = _jsonable(self.ctx.fleet.show_device(device_id))

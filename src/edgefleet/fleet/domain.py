@@ -180,3 +180,24 @@ class TelemetryBatch(Body):
 class TelemetryAccepted(Body):
     samples: int
     buckets: int = Field(description="time buckets the samples were merged into")
+
+
+class DeviceView(BaseModel):
+    """A device as operators see it: identity, twin and liveness (API and CLI)."""
+
+    device_id: str
+    group: str | None
+    hardware: str | None
+    firmware: str | None
+    attributes: dict[str, Any]
+    enrolled_at: datetime
+    desired: dict[str, Any] | None
+    desired_etag: str
+    reported: dict[str, Any] | None
+    reported_at: datetime | None
+    model: str | None
+    version: str | None
+    agent_state: str | None
+    last_seen_at: datetime | None
+    online: bool
+    poll_interval_s: int

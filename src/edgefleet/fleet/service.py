@@ -7,7 +7,6 @@ answers it from one indexed row (see ``edgefleet.store.checkin``). Everything el
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Protocol, Self
 
@@ -232,7 +231,7 @@ class FleetService:
                 }
                 for t in uow.devices.recent_telemetry(row)
             ]
-        return {"device": asdict(view), "events": events, "telemetry": health}
+        return {"device": view.model_dump(), "events": events, "telemetry": health}
 
     def allow_reenroll(self, device_id: str, actor: Operator) -> None:
         actor.require(Role.OPERATOR)

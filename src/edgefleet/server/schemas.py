@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from edgefleet.fleet.domain import DeviceView
 from edgefleet.registry.domain import ModelVersion, StageChange
 
 
@@ -49,25 +50,6 @@ class StageChanges(BaseModel):
     changes: list[StageChange]
 
 
-class DeviceOut(BaseModel):
-    device_id: str
-    group: str | None
-    hardware: str | None
-    firmware: str | None
-    attributes: dict[str, Any]
-    enrolled_at: datetime
-    desired: dict[str, Any] | None
-    desired_etag: str
-    reported: dict[str, Any] | None
-    reported_at: datetime | None
-    model: str | None
-    version: str | None
-    agent_state: str | None
-    last_seen_at: datetime | None
-    online: bool
-    poll_interval_s: int
-
-
 class EventOut(BaseModel):
     seq: int
     kind: str
@@ -89,7 +71,7 @@ class TelemetryBucket(BaseModel):
 
 
 class DeviceDetail(BaseModel):
-    device: DeviceOut
+    device: DeviceView
     events: list[EventOut]
     telemetry: list[TelemetryBucket]
 

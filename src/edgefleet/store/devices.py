@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from edgefleet.fleet.domain import DesiredState, DeviceEvent, ReportedState, desired_etag
+from edgefleet.fleet.domain import (
+    DesiredState,
+    DeviceEvent,
+    DeviceView,
+    ReportedState,
+    desired_etag,
+)
 from edgefleet.fleet.query import Node
 from edgefleet.fleet.versions import version_key
 from edgefleet.store.tables import DeviceEventRow, DeviceRow, TelemetryRow
@@ -22,28 +27,6 @@ def utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class DeviceView:
-    """A device as operators see it."""
-
-    device_id: str
-    group: str | None
-    hardware: str | None
-    firmware: str | None
-    attributes: dict[str, Any]
-    enrolled_at: datetime
-    desired: dict[str, Any] | None
-    desired_etag: str
-    reported: dict[str, Any] | None
-    reported_at: datetime | None
-    model: str | None
-    version: str | None
-    agent_state: str | None
-    last_seen_at: datetime | None
-    online: bool
-    poll_interval_s: int
 
 
 def to_view(row: DeviceRow, now: datetime) -> DeviceView:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -11,12 +10,11 @@ from pydantic import BaseModel, Field
 
 from edgefleet.access.service import Operator
 from edgefleet.access.tokens import Role
-from edgefleet.fleet.domain import DeviceId, Preconditions, TrialPolicy
+from edgefleet.fleet.domain import DeviceId, DeviceView, Preconditions, TrialPolicy
 from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
 from edgefleet.server.schemas import (
     AuditLog,
     DeviceDetail,
-    DeviceOut,
     FleetSummary,
     TokenInfo,
     TokenList,
@@ -32,7 +30,7 @@ QUERY_HELP = (
 
 class DeviceList(BaseModel):
     total: int
-    devices: list[DeviceOut]
+    devices: list[DeviceView]
 
 
 class SetDesired(BaseModel):
@@ -86,7 +84,7 @@ def list_devices(
     _: Operator = Viewer,
 ) -> DeviceList:
     total, views = context(request).fleet.list_devices(query, limit=limit, offset=offset)
-    return DeviceList(total=total, devices=[DeviceOut.model_validate(asdict(v)) for v in views])
+    return DeviceList(total=total, devices=views)
 
 
 @router.get(
