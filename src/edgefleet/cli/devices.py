@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from pydantic_core import to_jsonable_python
 from rich.table import Table
 
 from edgefleet.cli.output import REMOTE, console, json_option, print_json
@@ -45,7 +46,7 @@ class LocalFleet:
         return {"total": total, "devices": [v.model_dump(mode="json") for v in views]}
 
     def show(self, device_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = _jsonable(self.ctx.fleet.show_device(device_id))
+        result: dict[str, Any] = to_jsonable_python(self.ctx.fleet.show_device(device_id))
         return result
 
     def set_desired(
@@ -207,15 +208,3 @@ def summary(as_json: Annotated[bool, json_option()] = False) -> None:
     for entry in result["by_version"]:
         table.add_row(entry["model"] or "-", entry["version"] or "-", str(entry["devices"]))
     console.print(table)
-
-
-def _jsonable(value: Any) -> Any:
-    from datetime import datetime
-
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
