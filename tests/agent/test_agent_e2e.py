@@ -282,3 +282,80 @@ def test_a_download_waits_for_its_time_window(live: LiveServer, tmp_path):
     assert live.admin("PUT", "/api/v1/devices/cam-9/desired", json=body).status_code == 200
     agent.poll_once()
     assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.0.0"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_shadow_first_reports_agreement_and_keeps_a_disagreeing_model_out(
+    live: LiveServer, tmp_path, example_bundles
+):
+    from tests.agent.test_two_agents import broken_bundle
+
+    assert live.upload(broken_bundle(tmp_path, example_bundles)).status_code == 201
+    agent = make_agent(live, tmp_path, name="cam-8")
+    desired(live, "cam-8", "1.0.0")
+    agent.poll_once()
+    assert agent.runtime.active.version == "1.0.0"
+
+    # 2.0.0 answers the same class for every input: it disagrees with 1.0.0 on most
+    # requests and never goes live.
+    shadow = {"fraction": 0.5, "min_seconds": 0, "min_compared": 60, "min_agreement": 0.8}
+    body = {"model": "digits", "version": "2.0.0", "trial": FAST_TRIAL, "shadow": shadow}
+    assert live.admin("PUT", "/api/v1/devices/cam-8/desired", json=body).status_code == 200
+    agent.poll_once()
+    assert agent.state.state is State.ROLLED_BACK and agent.runtime.active.version == "1.0.0"
+    assert agent.runtime.shadow is None  # the shadow run is over
+    events = server_view(live, "cam-8")["events"]
+    assert [e["to_state"] for e in events[-2:]] == ["SHADOW", "ROLLED_BACK"]
+    failed = events[-1]
+    assert failed["reason"] == "shadow_failed:agreement"
+    assert failed["details"]["agreement"] < 0.8 and failed["details"]["compared"] >= 60
+    assert "activated" not in [e["reason"] for e in events if e["version"] == "2.0.0"]
+
+    # 1.1.0 agrees with 1.0.0: it passes the shadow period, then its trial.
+    body = {"model": "digits", "version": "1.1.0", "trial": FAST_TRIAL, "shadow": shadow}
+    assert live.admin("PUT", "/api/v1/devices/cam-8/desired", json=body).status_code == 200
+    agent.poll_once()
+    assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.1.0"
+    events = [e for e in server_view(live, "cam-8")["events"] if e["version"] == "1.1.0"]
+    reasons = [e["reason"] for e in events]
+    assert (
+        reasons.index("shadow_passed") < reasons.index("activated") < reasons.index("trial_passed")
+    )
+    passed = events[reasons.index("shadow_passed")]["details"]
+    assert passed["agreement"] >= 0.8 and passed["compared"] >= 60
+    assert passed["live_latency_p95_ms"] > 0 and passed["shadow_latency_p95_ms"] > 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_an_idle_trial_replays_recorded_application_inputs(live: LiveServer, tmp_path):
+    import numpy as np
+
+    agent = make_agent(live, tmp_path, name="cam-9")
+    desired(live, "cam-9", "1.0.0")
+    agent.poll_once()
+    # The application's traffic, unlike any golden sample: every pixel at 7.
+    app_input = np.full((1, 64), 7.0, np.float32)
+    for _ in range(64):
+        agent.runtime.predict({"X": app_input})
+    recorded = agent.runtime.recorded_inputs()
+    assert len(recorded) == 64 // agent.runtime.record_every
+    agent.save_recorded_inputs()
+
+    # A restart keeps the recording; the idle trial of 1.1.0 replays it.
+    restarted = Agent(agent.config, sleep=agent.sleep)
+    restarted.start()
+    assert len(restarted.runtime.recorded_inputs()) == len(recorded)
+    replayed = []
+    predict = restarted.runtime.predict
+
+    def spy(inputs, *, record=True):
+        replayed.append(np.asarray(inputs["X"]))
+        return predict(inputs, record=record)
+
+    restarted.runtime.predict = spy
+    desired(live, "cam-9", "1.1.0")
+    restarted.poll_once()
+    assert restarted.state.state is State.COMMITTED
+    assert restarted.runtime.active.version == "1.1.0"
+    assert any(np.array_equal(x, app_input) for x in replayed)
+    assert len(restarted.runtime.recorded_inputs()) == len(recorded)  # replays not recorded

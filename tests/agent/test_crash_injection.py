@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from tests.agent.test_agent_e2e import desired
+from tests.agent.test_agent_e2e import FAST_TRIAL, desired
 from tests.server.conftest import LiveServer
 
 # (crash point, expected end): "committed" = 1.1.0 serving, "rolled_back" = 1.0.0 serving.
@@ -21,6 +21,9 @@ POINTS = [
     ("state_saved:VERIFYING", "committed"),
     ("state_unrenamed:SMOKE_TEST", "committed"),
     ("state_saved:SMOKE_TEST", "committed"),
+    # Shadow first: the old model still serves alone, the candidate is only compared.
+    ("state_saved:SHADOW", "committed"),
+    ("shadow_tick:2", "committed"),
     ("state_saved:ACTIVATING", "committed"),
     ("pointer_unrenamed", "committed"),
     ("pointer_written", "committed"),
@@ -114,7 +117,15 @@ def test_kill_at_every_step_of_an_update(live: LiveServer, tmp_path):
         assert installed.returncode == 0, installed.stderr
         assert assert_verified_model_active(state_dir, status(config)) == "1.0.0"
 
-        desired(live, device, "1.1.0")
+        # 1.1.0 goes through every state: shadow first, then activation and trial.
+        shadowed = {
+            "model": "digits",
+            "version": "1.1.0",
+            "trial": FAST_TRIAL,
+            "shadow": {"fraction": 0.5, "min_seconds": 0, "min_compared": 20},
+        }
+        response = live.admin("PUT", f"/api/v1/devices/{device}/desired", json=shadowed)
+        assert response.status_code == 200, response.text
         crashed = agent_run(config, crash_at=point)
         assert crashed.returncode == -9, (
             f"{point} was not reached: {crashed.stdout} {crashed.stderr}"

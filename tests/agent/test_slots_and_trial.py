@@ -1,12 +1,22 @@
 """Slot storage (crash-safe files, pointer reconciliation) and trial judging."""
 
+import bisect
+
 import pytest
 
 from edgefleet.agent.slots import CorruptStateError, SlotStore
 from edgefleet.agent.statemachine import AgentState, SlotContent, State, Target
-from edgefleet.agent.trial import HealthMax, judge, mean_confidence, new_class_share, worst
-from edgefleet.fleet.domain import TrialPolicy
+from edgefleet.agent.trial import (
+    HealthMax,
+    judge,
+    judge_shadow,
+    mean_confidence,
+    new_class_share,
+    worst,
+)
+from edgefleet.fleet.domain import ShadowPolicy, TrialPolicy
 from edgefleet.runtime.metrics import LATENCY_EDGES_MS, ModelStats
+from edgefleet.runtime.shadow import ShadowStats
 
 TARGET = Target("digits", "1.1.0", "onnx-fp32", "p", "b" * 64, 10, 2)
 A = SlotContent("digits", "1.0.0", "onnx-fp32", "a" * 64, True)
@@ -129,3 +139,47 @@ def test_helpers():
     assert worst(
         [{"cpu_percent": 10.0, "temperature_c": None}, {"cpu_percent": 30.0}]
     ) == HealthMax(30.0, None, None)
+
+
+def shadow_stats(runs=200, agreed=None, failed=0, live_ms=1.0, shadow_ms=1.0) -> ShadowStats:
+    stats = ShadowStats(failed=failed)
+    stats.compared = runs
+    stats.agreed = runs if agreed is None else agreed
+    stats.live_latency_counts[bisect.bisect_right(LATENCY_EDGES_MS, live_ms)] += runs
+    stats.shadow_latency_counts[bisect.bisect_right(LATENCY_EDGES_MS, shadow_ms)] += runs
+    return stats
+
+
+SHADOW = ShadowPolicy(
+    min_seconds=10, min_compared=100, min_agreement=0.9, max_latency_p95_ratio=1.5
+)
+
+
+def test_shadow_waits_for_enough_comparisons_and_time():
+    assert judge_shadow(SHADOW, shadow_stats(runs=50), 60).passed is None
+    assert judge_shadow(SHADOW, shadow_stats(), 5).passed is None
+    verdict = judge_shadow(SHADOW, shadow_stats(agreed=190), 10)
+    assert verdict.passed is True
+    assert verdict.numbers["agreement"] == 0.95 and verdict.numbers["compared"] == 200
+    assert verdict.numbers["latency_p95_ratio"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("stats", "check"),
+    [
+        (shadow_stats(agreed=150), "agreement"),
+        (shadow_stats(live_ms=1.0, shadow_ms=8.0), "latency_p95"),
+        (shadow_stats(runs=100, failed=5), "errors"),
+    ],
+)
+def test_each_shadow_check_fails_a_bad_candidate(stats, check):
+    verdict = judge_shadow(SHADOW, stats, 30)
+    assert verdict.passed is False and verdict.check == check
+
+
+def test_shadow_errors_fail_early_and_no_limits_means_agreement_is_only_reported():
+    # 3 failures out of a planned 100 comparisons already exceed 1%.
+    assert judge_shadow(SHADOW, shadow_stats(runs=10, failed=3), 0).check == "errors"
+    lenient = ShadowPolicy(min_seconds=0, min_compared=10)
+    verdict = judge_shadow(lenient, shadow_stats(runs=10, agreed=1, shadow_ms=50), 0)
+    assert verdict.passed is True and verdict.numbers["agreement"] == 0.1

@@ -1,6 +1,8 @@
 """The sans-I/O update state machine: every edge, recovery, and invariants under random
 event sequences."""
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +22,10 @@ from edgefleet.agent.statemachine import (
     InvalidEvent,
     OperatorCleared,
     RetryLater,
+    RunShadow,
     RunTrial,
+    ShadowFailed,
+    ShadowPassed,
     SlotContent,
     SmokeFailed,
     SmokePassed,
@@ -45,6 +50,9 @@ V1 = Target(
 V2 = Target(
     "digits", "1.1.0", "onnx-fp32", "models/digits/1.1.0/onnx-fp32/m.onnx", "b" * 64, 200, 2
 )
+
+#: V2, shadowed first.
+V2S = dataclasses.replace(V2, shadow={"min_compared": 100, "min_agreement": 0.9})
 
 
 def run(state, *events):
@@ -230,8 +238,49 @@ def test_persisted_form_round_trips_and_rejects_garbage():
         from_json(bad)
 
 
+def test_shadow_first_runs_the_candidate_beside_the_serving_model_before_activating():
+    state, commands, transitions = run(
+        installed(), DesiredChanged(V2S), Downloaded(), Verified(), SmokePassed()
+    )
+    assert state.state is State.SHADOW and state.active == "a"  # the old model serves
+    assert commands[-1] == RunShadow(V2S, "b")
+    state, commands, transitions = step(state, ShadowPassed({"agreement": 0.97}))
+    assert state.state is State.ACTIVATING and state.previous == "a"
+    assert commands == [Activate("b")]
+    assert transitions[0].reason == "shadow_passed" and transitions[0].details["agreement"] == 0.97
+    state, _, _ = run(state, Activated(), TrialPassed())
+    assert state.state is State.COMMITTED and state.active == "b"
+
+
+def test_a_candidate_that_fails_its_shadow_period_never_serves():
+    state, _, _ = run(installed(), DesiredChanged(V2S), Downloaded(), Verified(), SmokePassed())
+    state, commands, transitions = step(state, ShadowFailed("agreement", {"agreement": 0.4}))
+    assert state.state is State.ROLLED_BACK and state.active == "a"
+    assert commands == [SwitchBack("a"), Discard("b")]
+    assert transitions[0].reason == "shadow_failed:agreement"
+    assert transitions[0].details == {"agreement": 0.4}
+    assert V2S.key in state.refused and state.slots["b"] is None
+
+
+def test_shadow_first_is_skipped_when_nothing_serves_yet():
+    state, commands, _ = run(
+        AgentState.initial(), DesiredChanged(V2S), Downloaded(), Verified(), SmokePassed()
+    )
+    assert state.state is State.ACTIVATING and commands[-1] == Activate("a")
+
+
+def test_a_restart_during_shadow_shadows_again_and_a_new_desired_supersedes_it():
+    state, _, _ = run(installed(), DesiredChanged(V2S), Downloaded(), Verified(), SmokePassed())
+    recovered, commands, transitions = recover(from_json(to_json(state)))
+    assert recovered == state and commands == [RunShadow(V2S, "b")] and not transitions
+    assert from_json(to_json(state)).target.shadow == V2S.shadow
+    state, commands, transitions = step(state, DesiredChanged(V1))
+    assert state.state is State.IDLE and commands == [Discard("b")]
+    assert transitions[0].reason == "desired_is_active"
+
+
 EVENTS = st.one_of(
-    st.sampled_from([V1, V2, None]).map(DesiredChanged),
+    st.sampled_from([V1, V2, V2S, None]).map(DesiredChanged),
     st.just(Downloaded()),
     st.builds(DownloadFailed, st.sampled_from(["network", "too_large"]), st.booleans()),
     st.builds(DownloadDeferred, st.just("precondition:time_window")),
@@ -239,6 +288,8 @@ EVENTS = st.one_of(
     st.builds(VerificationFailed, st.sampled_from(["signature", "revoked"])),
     st.just(SmokePassed()),
     st.builds(SmokeFailed, st.just("golden_mismatch")),
+    st.builds(ShadowPassed),
+    st.builds(ShadowFailed, st.sampled_from(["agreement", "latency_p95"])),
     st.just(Activated()),
     st.builds(ActivationFailed, st.just("load_failed")),
     st.builds(TrialPassed),

@@ -202,3 +202,23 @@ def test_metrics_of_a_swapped_out_model_are_kept_until_reported(digits):
     quiet = {i.version: s.requests for i, s, _ in runtime.metrics(reset=True).values()}
     assert quiet == {"1.0.0": 0, "1.1.0": 0}
     assert {identity.version for identity, _, _ in runtime.metrics().values()} == {"1.1.0"}
+
+
+def test_application_inputs_are_recorded_for_replay_bounded_and_sampled(digits):
+    path, identity, golden = digits()
+    runtime = ModelRuntime(record_inputs=3, record_every=2)
+    runtime.load(path, identity)
+    x = golden.inputs["X"]
+    for i in range(10):
+        runtime.predict({"X": x[i : i + 2]})  # batches of two: the first sample is kept
+    runtime.predict({"X": x[:1]}, record=False)  # a replay is never recorded
+    kept = runtime.recorded_inputs()
+    assert len(kept) == 3  # the newest three of five sampled requests
+    assert [sample["X"].shape for sample in kept] == [(1, 64)] * 3
+    np.testing.assert_array_equal(np.concatenate([s["X"] for s in kept]), x[[5, 7, 9]])
+    runtime.remember_inputs([{"X": x[:1]}])
+    assert len(runtime.recorded_inputs()) == 3
+    np.testing.assert_array_equal(runtime.recorded_inputs()[-1]["X"], x[:1])
+    assert ModelRuntime().recorded_inputs() == []  # off by default
+    with pytest.raises(ValueError, match="record_every"):
+        ModelRuntime(record_every=0)

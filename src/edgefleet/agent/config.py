@@ -44,7 +44,15 @@ class AgentConfig(BaseModel):
     serve_port: int | None = Field(
         default=8765, ge=0, le=65535, description="null: no local endpoint"
     )
-    trial_replay_per_s: float = Field(default=20.0, gt=0, description="golden replays when idle")
+    trial_replay_per_s: float = Field(
+        default=20.0, gt=0, description="replays per second during an idle trial"
+    )
+    record_inputs: int = Field(
+        default=256,
+        ge=0,
+        le=100_000,
+        description="application inputs kept (on disk too) for idle-trial replay; 0: none",
+    )
     http_timeout_s: float = Field(default=30.0, gt=0)
     metered: bool = Field(default=False, description="the device's network is metered (cellular)")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import random
@@ -45,7 +46,10 @@ from edgefleet.agent.statemachine import (
     Event,
     OperatorCleared,
     RetryLater,
+    RunShadow,
     RunTrial,
+    ShadowFailed,
+    ShadowPassed,
     SmokeFailed,
     SmokePassed,
     SmokeTest,
@@ -61,10 +65,11 @@ from edgefleet.agent.statemachine import (
     recover,
     step,
 )
-from edgefleet.agent.trial import judge, worst
-from edgefleet.fleet.domain import Preconditions, TrialPolicy
+from edgefleet.agent.trial import judge, judge_shadow, worst
+from edgefleet.fleet.domain import Preconditions, ShadowPolicy, TrialPolicy
+from edgefleet.fsutil import write_atomic
 from edgefleet.registry.domain import Tolerance
-from edgefleet.registry.golden import compare_outputs, read_golden
+from edgefleet.registry.golden import compare_outputs, read_golden, write_npz
 from edgefleet.runtime.backend import OnnxBackend
 from edgefleet.runtime.health import HealthProbe
 from edgefleet.runtime.metrics import ModelIdentity, ModelStats
@@ -74,6 +79,9 @@ from edgefleet.signing.errors import DeliveryError, NetworkError
 from edgefleet.signing.policy import DeviceFacts
 
 log = logging.getLogger("edgefleet.agent")
+
+#: Recorded application inputs, replayed to a model on trial when traffic is idle.
+RECORDED_INPUTS = "recorded-inputs.npz"
 
 
 def _now() -> str:
@@ -96,7 +104,9 @@ class Agent:
         self.root.mkdir(parents=True, exist_ok=True)
         self.store = SlotStore(self.root)
         self.outbox = Outbox(self.root / "outbox", config.max_queued_telemetry)
-        self.runtime = runtime or ModelRuntime(backend=OnnxBackend(providers=config.providers))
+        self.runtime = runtime or ModelRuntime(
+            backend=OnnxBackend(providers=config.providers), record_inputs=config.record_inputs
+        )
         self.link = ServerLink(config.server, config.device_id, timeout=config.http_timeout_s)
         self.sleep = sleep
         self.clock = clock
@@ -133,6 +143,7 @@ class Agent:
             log.error("%s; starting from the active-slot pointer", exc)
             state = AgentState.initial()
         self.state = state
+        self._load_recorded_inputs()
         if state.active is not None:
             try:
                 self._serve_slot(state.active)
@@ -196,6 +207,7 @@ class Agent:
                     release=model["release"],
                     trial=(desired or {}).get("trial") or {},
                     preconditions=(desired or {}).get("preconditions") or {},
+                    shadow=(desired or {}).get("shadow") or {},
                 )
                 if model
                 else None
@@ -328,6 +340,8 @@ class Agent:
             return self._verify(command.target, command.slot)
         if isinstance(command, SmokeTest):
             return self._smoke_test(command.target, command.slot)
+        if isinstance(command, RunShadow):
+            return self._shadow_first(command.target, command.slot)
         if isinstance(command, Activate):
             return self._activate(command.slot)
         if isinstance(command, RunTrial):
@@ -433,6 +447,52 @@ class Agent:
         self._loaded[slot] = loaded
         return SmokePassed()
 
+    def _shadow_first(self, target: Target, slot: str) -> Event:
+        """Run the candidate beside the serving model on a share of requests until
+        its agreement and latency are judged; replay inputs when traffic is idle."""
+        policy = ShadowPolicy.model_validate(target.shadow)
+        current = self.runtime.active_model
+        previous_slot = self.state.active
+        if current is None or previous_slot is None:
+            return ShadowPassed({"skipped": "no model serving"})
+        try:
+            candidate = self._loaded.get(slot) or self.runtime.prepare(
+                self.store.model_file(slot), self._identity(target)
+            )
+        except Exception as exc:
+            return ShadowFailed("load_failed", {"message": str(exc)[:200]})
+        self._loaded[slot] = candidate
+        replay = self._replay_set(current, previous_slot)
+        self.runtime.shadow_model(candidate, fraction=policy.fraction)
+        started = self.clock()
+        last_runs = -1
+        index = 0
+        try:
+            while True:
+                crashpoint("shadow_tick")
+                stats = self.runtime.shadow_stats()
+                assert stats is not None
+                verdict = judge_shadow(policy, stats, self.clock() - started)
+                if verdict.passed is True:
+                    # Live, the model starts counting from zero: the trial judges what
+                    # it does serving, not what it did in shadow.
+                    self._loaded[slot] = replace(candidate, metrics=candidate.metrics.fresh())
+                    return ShadowPassed(verdict.numbers)
+                if verdict.passed is False:
+                    return ShadowFailed(verdict.check or "unknown", verdict.numbers)
+                if stats.runs + stats.failed == last_runs and replay:
+                    # No application traffic: replay so the shadow period ends. Each
+                    # replay is offered to the shadow like a live request.
+                    burst = max(1, int(self.config.trial_replay_per_s / 10 / policy.fraction))
+                    for _ in range(burst):
+                        self._replay(replay[index % len(replay)])
+                        index += 1
+                    self.runtime.drain_shadow(timeout=1.0)
+                last_runs = stats.runs + stats.failed
+                self.sleep(0.1)
+        finally:
+            self.runtime.clear_shadow()
+
     def _activate(self, slot: str) -> Event:
         loaded = self._loaded.get(slot)
         try:
@@ -457,32 +517,43 @@ class Agent:
         previous_slot = self.state.active
         if current is None or previous_slot is None:
             return None
-        golden_file = self.store.golden_file(previous_slot)
-        if golden_file.exists():
-            inputs = read_golden(golden_file).inputs
-            for _ in range(20):
-                for row in _rows(inputs):
-                    self.runtime.predict(row)
+        for _ in range(20):
+            for row in self._replay_set(current, previous_slot):
+                self._replay(row)
         return current.metrics.snapshot()
 
+    def _replay(self, row: Mapping[str, Any]) -> None:
+        # A failing replay is counted in the model's error metrics, like a live one.
+        with contextlib.suppress(Exception):
+            self.runtime.predict(row, record=False)
+
+    def _replay_set(self, model: LoadedModel, slot: str) -> list[dict[str, Any]]:
+        """Inputs to replay to ``model`` when the application sends none: the golden
+        samples of its slot, then recorded application inputs that fit the model."""
+        golden_file = self.store.golden_file(slot)
+        rows = _rows(read_golden(golden_file).inputs) if golden_file.exists() else []
+        for sample in self.runtime.recorded_inputs():
+            try:
+                model.validate(sample)
+            except Exception:
+                continue  # recorded for another model's inputs
+            rows.append(sample)
+        return rows
+
     def _trial(self, target: Target) -> Event:
-        identity = self._identity(target)
         policy = TrialPolicy.model_validate(target.trial) if target.trial else self.trial_policy
         started = self.clock()
         slot = self.state.active
-        assert slot is not None
-        golden = (
-            read_golden(self.store.golden_file(slot)).inputs
-            if self.store.golden_file(slot).exists()
-            else None
-        )
-        replay = list(_rows(golden)) if golden else []
+        model = self.runtime.active_model
+        assert slot is not None and model is not None
+        replay = self._replay_set(model, slot)
         health_samples: list[dict[str, float | None]] = []
         last_requests = -1
         index = 0
         while True:
             crashpoint("trial_tick")
-            stats = self._stats_of(identity)
+            # The live model's own counts: not its shadow period, not an earlier load.
+            stats = model.metrics.snapshot()
             health_samples.append(self.health.sample().to_dict())
             verdict = judge(
                 policy,
@@ -496,21 +567,14 @@ class Agent:
             if verdict.passed is False:
                 return TrialFailed(verdict.check or "unknown", verdict.numbers)
             if stats.requests == last_requests and replay:
-                # No application traffic: replay golden samples so the trial ends.
+                # No application traffic: replay golden and recorded inputs so the
+                # trial ends.
                 burst = max(1, int(self.config.trial_replay_per_s / 10))
                 for _ in range(burst):
-                    # A failing replay is counted in the model's error metrics.
-                    with contextlib.suppress(Exception):
-                        self.runtime.predict(replay[index % len(replay)])
+                    self._replay(replay[index % len(replay)])
                     index += 1
             last_requests = stats.requests
             self.sleep(0.1)
-
-    def _stats_of(self, identity: ModelIdentity) -> ModelStats:
-        for model_identity, stats, _ in self.runtime.metrics().values():
-            if model_identity == identity:
-                return stats
-        return ModelStats()
 
     def _serve_slot(self, slot: str) -> None:
         loaded = self._loaded.get(slot)
@@ -563,6 +627,32 @@ class Agent:
             self.link.telemetry(samples[:1000])
             self.outbox.clear_telemetry(min(len(samples), 1000))
 
+    def _load_recorded_inputs(self) -> None:
+        path = self.root / RECORDED_INPUTS
+        if not path.exists():
+            return
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                columns = {key: data[key] for key in data.files}
+            self.runtime.remember_inputs(_rows(columns) if columns else [])
+        except Exception as exc:  # a torn or foreign file is only a lost recording
+            log.warning("ignoring unreadable recorded inputs %s: %s", path, exc)
+
+    def save_recorded_inputs(self) -> None:
+        """Keep the recorded inputs across restarts (one file, replaced atomically)."""
+        samples = self.runtime.recorded_inputs()
+        if not samples:
+            return
+        try:
+            columns = {
+                name: np.concatenate([sample[name] for sample in samples]) for name in samples[0]
+            }
+        except (KeyError, ValueError):
+            return  # samples of models with different inputs: keep them in memory only
+        buffer = io.BytesIO()
+        write_npz(buffer, columns)
+        write_atomic(self.root / RECORDED_INPUTS, buffer.getvalue(), mode=0o600)
+
     def queue_telemetry(self) -> None:
         models = [
             {k: v for k, v in entry.items() if k != "requests"}
@@ -571,6 +661,7 @@ class Agent:
         self.outbox.add_telemetry(
             {"at": _now(), "health": self.health.sample().to_dict(), "models": models}
         )
+        self.save_recorded_inputs()
 
 
 def _battery_percent() -> float | None:

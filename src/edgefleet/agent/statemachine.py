@@ -2,9 +2,16 @@
 
 ::
 
-    IDLE -> DOWNLOADING -> VERIFYING -> STAGED -> SMOKE_TEST -> ACTIVATING -> TRIAL
-               | retry         | reject                    | fail         | fail      | pass
-               +--> FAILED     +--> FAILED                 +--> ROLLED_BACK <---------+--> COMMITTED
+    IDLE -> DOWNLOADING -> VERIFYING -> STAGED -> SMOKE_TEST -> [SHADOW] -> ACTIVATING
+               | retry         | reject                    | fail       | fail       | fail
+               +--> FAILED     +--> FAILED                 +--> ROLLED_BACK <---------+
+                                                                 ^
+    ACTIVATING -> TRIAL --fail-----------------------------------+
+                     +--pass--> COMMITTED
+
+SHADOW is taken only when the desired state asks for shadow first and a model is
+already serving: the candidate answers a share of live requests beside it, off the
+request path, until its agreement and latency are judged.
 
 ``step(state, event)`` returns the next state and the commands the shell must carry
 out (download into a slot, verify, smoke-test, switch the active slot, run a trial,
@@ -31,6 +38,7 @@ class State(StrEnum):
     VERIFYING = "VERIFYING"
     STAGED = "STAGED"
     SMOKE_TEST = "SMOKE_TEST"
+    SHADOW = "SHADOW"
     ACTIVATING = "ACTIVATING"
     TRIAL = "TRIAL"
     COMMITTED = "COMMITTED"
@@ -57,6 +65,8 @@ class Target:
     #: resumed after a restart is judged as it was asked to be.
     trial: dict[str, Any] = field(default_factory=dict, compare=False)
     preconditions: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: Shadow-first policy; empty: activate right after the smoke test.
+    shadow: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> str:
@@ -153,6 +163,17 @@ class SmokeFailed:
 
 
 @dataclass(frozen=True)
+class ShadowPassed:
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShadowFailed:
+    check: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Activated:
     """The runtime now serves the new slot and the pointer file says so."""
 
@@ -190,6 +211,8 @@ Event = (
     | VerificationFailed
     | SmokePassed
     | SmokeFailed
+    | ShadowPassed
+    | ShadowFailed
     | Activated
     | ActivationFailed
     | TrialPassed
@@ -215,6 +238,14 @@ class Verify:
 
 @dataclass(frozen=True)
 class SmokeTest:
+    target: Target
+    slot: str
+
+
+@dataclass(frozen=True)
+class RunShadow:
+    """Run the verified candidate in ``slot`` beside the serving model and judge it."""
+
     target: Target
     slot: str
 
@@ -251,7 +282,17 @@ class RetryLater:
     attempt: int
 
 
-Command = Download | Verify | SmokeTest | Activate | RunTrial | SwitchBack | Discard | RetryLater
+Command = (
+    Download
+    | Verify
+    | SmokeTest
+    | RunShadow
+    | Activate
+    | RunTrial
+    | SwitchBack
+    | Discard
+    | RetryLater
+)
 
 
 @dataclass(frozen=True)
@@ -389,12 +430,26 @@ def step(state: AgentState, event: Event) -> Result:
             return _refuse(state, State.FAILED, event.reason, event.details)
     elif now in (State.STAGED, State.SMOKE_TEST):
         if isinstance(event, SmokePassed):
+            assert state.target is not None
+            if state.target.shadow and state.active is not None:
+                new_state, record = _move(state, State.SHADOW, "smoke_test_passed")
+                return new_state, [RunShadow(state.target, state.inactive)], [record]
             new_state, record = _move(
                 state, State.ACTIVATING, "smoke_test_passed", previous=state.active
             )
             return new_state, [Activate(state.inactive)], [record]
         if isinstance(event, SmokeFailed):
             return _roll_back_before_activation(state, event.reason, event.details)
+    elif now is State.SHADOW:
+        if isinstance(event, ShadowPassed):
+            new_state, record = _move(
+                state, State.ACTIVATING, "shadow_passed", event.numbers, previous=state.active
+            )
+            return new_state, [Activate(state.inactive)], [record]
+        if isinstance(event, ShadowFailed):
+            return _roll_back_before_activation(
+                state, f"shadow_failed:{event.check}", event.numbers
+            )
     elif now is State.ACTIVATING:
         if isinstance(event, Activated):
             new_state, record = _move(
@@ -498,9 +553,9 @@ def recover(state: AgentState) -> Result:
 
     The pointer file (``active``) is the truth about which slot serves. An update
     interrupted before ACTIVATING resumes where it was (a download resumes from its
-    partial file, verification and smoke test run again); one interrupted in
-    ACTIVATING re-activates; a restart during TRIAL is taken as the new model having
-    brought the device down, and rolls back.
+    partial file, verification, smoke test and shadow run again from the start); one
+    interrupted in ACTIVATING re-activates; a restart during TRIAL is taken as the new
+    model having brought the device down, and rolls back.
     """
     now = state.state
     target = state.target
@@ -512,6 +567,9 @@ def recover(state: AgentState) -> Result:
         return state, [Verify(target, state.inactive)], []
     if now in (State.STAGED, State.SMOKE_TEST):
         return state, [SmokeTest(target, state.inactive)], []
+    if now is State.SHADOW:
+        # The old model never stopped serving: shadow the candidate again from the start.
+        return state, [RunShadow(target, state.inactive)], []
     if now is State.ACTIVATING:
         if state.active is not None and state.active != state.previous:
             # The pointer already moved before the crash: the activation happened.

@@ -13,6 +13,10 @@ The trial ends when the candidate has answered ``min_inferences`` samples and
 
 A check fails early when it cannot recover (the error budget of the whole trial is
 already spent), so a bad model does not serve the full trial.
+
+``judge_shadow`` does the same for a shadow-first period, on what the shadow runner
+measured: the candidate's failure rate, its top-1 agreement with the serving model
+and its latency p95 over the serving model's p95 on the same requests.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefleet.fleet.domain import TrialPolicy
+from edgefleet.fleet.domain import ShadowPolicy, TrialPolicy
 from edgefleet.registry.profile import CONFIDENCE_EDGES
 from edgefleet.runtime.metrics import ModelStats
+from edgefleet.runtime.shadow import ShadowStats
 
 RARE_CLASS_SHARE = 0.01
 
@@ -147,3 +152,38 @@ def worst(samples: Sequence[dict[str, float | None]]) -> HealthMax:
         return max(values) if values else None  # type: ignore[type-var]
 
     return HealthMax(peak("cpu_percent"), peak("ram_used_mb"), peak("temperature_c"))
+
+
+def judge_shadow(policy: ShadowPolicy, stats: ShadowStats, elapsed_s: float) -> Verdict:
+    """The verdict on a shadow-first period so far."""
+    agreement = stats.agreement
+    live_p95, shadow_p95 = stats.live_p95_ms(), stats.shadow_p95_ms()
+    numbers: dict[str, Any] = {
+        "shadow_runs": stats.runs,
+        "compared": stats.compared,
+        "agreement": round(agreement, 4) if agreement is not None else None,
+        "mean_distance": round(stats.mean_distance, 6) if stats.mean_distance is not None else None,
+        "shadow_failed": stats.failed,
+        "shadow_skipped": stats.skipped,
+        "live_latency_p95_ms": live_p95,
+        "shadow_latency_p95_ms": shadow_p95,
+        "elapsed_s": round(elapsed_s, 3),
+    }
+    attempts = stats.runs + stats.failed
+    planned = max(policy.min_compared, attempts)
+    if planned and stats.failed / planned > policy.max_error_rate:
+        return Verdict(False, "errors", numbers | {"max_error_rate": policy.max_error_rate})
+    if stats.compared < policy.min_compared or elapsed_s < policy.min_seconds:
+        return Verdict(None, None, numbers)
+    if attempts and stats.failed / attempts > policy.max_error_rate:
+        return Verdict(False, "errors", numbers | {"max_error_rate": policy.max_error_rate})
+    if policy.min_agreement is not None and (agreement is None or agreement < policy.min_agreement):
+        return Verdict(False, "agreement", numbers | {"min_agreement": policy.min_agreement})
+    if live_p95 and shadow_p95 is not None:
+        ratio = shadow_p95 / live_p95
+        numbers["latency_p95_ratio"] = round(ratio, 4)
+        if policy.max_latency_p95_ratio is not None and ratio > policy.max_latency_p95_ratio:
+            return Verdict(
+                False, "latency_p95", numbers | {"max_ratio": policy.max_latency_p95_ratio}
+            )
+    return Verdict(True, None, numbers)

@@ -53,10 +53,20 @@ class TrialPolicy(Body):
 
 
 class ShadowPolicy(Body):
-    """Run a candidate beside the active model on a share of requests."""
+    """Shadow first: before the desired model goes live, the device runs it beside the
+    serving model on a share of requests, compares their answers and latencies, and
+    reports them; it activates the model only if the checks hold."""
 
-    model: DesiredModel
-    fraction: float = Field(default=0.1, gt=0, le=1)
+    fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests shadowed")
+    min_seconds: float = Field(default=60.0, ge=0)
+    min_compared: int = Field(default=100, ge=0, description="predictions compared, at least")
+    min_agreement: float | None = Field(
+        default=None, ge=0, le=1, description="top-1 agreement with the serving model, at least"
+    )
+    max_latency_p95_ratio: float | None = Field(
+        default=None, gt=0, description="candidate p95 over the serving model's p95, at most"
+    )
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
 
 
 class Preconditions(Body):
@@ -75,7 +85,9 @@ class DesiredState(Body):
 
     model: DesiredModel | None = None
     trial: TrialPolicy = TrialPolicy()
-    shadow: ShadowPolicy | None = None
+    shadow: ShadowPolicy | None = Field(
+        default=None, description="shadow the model before activating it (null: activate at once)"
+    )
     preconditions: Preconditions = Preconditions()
     config: dict[str, Any] = Field(default_factory=dict)
     rollout: str | None = Field(default=None, description="rollout that set this, if any")

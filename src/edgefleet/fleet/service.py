@@ -20,7 +20,6 @@ from edgefleet.fleet.domain import (
     EventsAccepted,
     ModelMetrics,
     ReportedState,
-    ShadowPolicy,
     TelemetryAccepted,
     TelemetryBatch,
 )
@@ -165,7 +164,8 @@ class FleetService:
                 model, version = (metrics.model, metrics.version) if metrics else NO_MODEL
                 key = (bucket, model, version)
                 data, samples = buckets.get(key, ({}, 0))
-                # Health is counted once per sample, with the first model entry.
+                # Health is counted once per sample, with the first model entry (the
+                # agent lists the serving model first), so it is filed under what served.
                 health = sample.health if index == 0 else None
                 buckets[key] = (merge(data, health, metrics), samples + 1)
         with self.uow_factory() as uow:
@@ -257,7 +257,6 @@ class FleetService:
         device_id: str | None = None,
         query: str | None = None,
         template: DesiredState | None = None,
-        shadow_version: str | None = None,
     ) -> int:
         """Set the desired model of one device or of every device a query matches.
 
@@ -282,11 +281,6 @@ class FleetService:
                     "model": self.resolve_model(model, version, hardware)
                     if model and version
                     else None,
-                    "shadow": (
-                        ShadowPolicy(model=self.resolve_model(model, shadow_version, hardware))
-                        if model and shadow_version
-                        else base.shadow
-                    ),
                 }
             )
             for hardware in hardware_kinds

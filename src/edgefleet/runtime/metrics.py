@@ -115,15 +115,7 @@ class ModelStats:
 
     def latency_quantile(self, q: float) -> float | None:
         """Upper edge (ms) of the bucket holding the ``q`` quantile of latencies."""
-        total = sum(self.latency_counts)
-        if not total:
-            return None
-        running = 0
-        for index, count in enumerate(self.latency_counts):
-            running += count
-            if running >= q * total:
-                return LATENCY_EDGES_MS[min(index, len(LATENCY_EDGES_MS) - 1)]
-        return LATENCY_EDGES_MS[-1]
+        return latency_quantile(self.latency_counts, q)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +127,20 @@ class ModelStats:
             "class_counts": list(self.class_counts),
             "feature_counts": {k: list(v) for k, v in self.feature_counts.items()},
         }
+
+
+def latency_quantile(counts: list[int], q: float) -> float | None:
+    """Upper edge (ms) of the bucket of ``LATENCY_EDGES_MS`` holding the ``q`` quantile
+    of a latency histogram; ``None`` when it is empty."""
+    total = sum(counts)
+    if not total:
+        return None
+    running = 0
+    for index, count in enumerate(counts):
+        running += count
+        if running >= q * total:
+            return LATENCY_EDGES_MS[min(index, len(LATENCY_EDGES_MS) - 1)]
+    return LATENCY_EDGES_MS[-1]
 
 
 def _add(a: list[int], b: list[int]) -> list[int]:
@@ -160,6 +166,7 @@ class ModelMetrics:
         feature_every: int = 8,
     ) -> None:
         self.identity = identity
+        self.profile = profile
         self.probabilities = probabilities
         self.label = label
         self.feature_every = max(1, feature_every)
@@ -170,6 +177,17 @@ class ModelMetrics:
         self._stats = ModelStats(class_counts=[0] * class_count)
         self._lock = threading.Lock()
         self._confidence_edges = np.asarray(CONFIDENCE_EDGES)
+
+    def fresh(self) -> ModelMetrics:
+        """A new, empty recorder for the same model (a new phase of its life, say live
+        after shadow, counted apart)."""
+        return ModelMetrics(
+            self.identity,
+            profile=self.profile,
+            probabilities=self.probabilities,
+            label=self.label,
+            feature_every=self.feature_every,
+        )
 
     def observe(
         self, feeds: Mapping[str, Array], outputs: Mapping[str, Array], latency_ms: float

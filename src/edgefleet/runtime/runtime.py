@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,15 +86,27 @@ class ModelRuntime:
         backend: loads model files (ONNX Runtime by default).
         feature_every: sample input-feature histograms on every n-th request.
         shadow_queue: bounded queue length of pending shadow runs.
+        record_inputs: keep the first sample of every ``record_every``-th request, up
+            to this many (the newest), so an idle device can replay real inputs to a
+            model on trial; 0 records nothing.
     """
 
     backend: Backend = field(default_factory=OnnxBackend)
     feature_every: int = 8
     shadow_queue: int = 64
+    record_inputs: int = 0
+    record_every: int = 16
     _active: LoadedModel | None = None
     _shadow: _Shadow | None = None
     _recorders: dict[int, ModelMetrics] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _recorded: deque[dict[str, Array]] = field(init=False)
+    _served: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.record_inputs < 0 or self.record_every < 1:
+            raise ValueError("record_inputs must be >= 0 and record_every >= 1")
+        self._recorded = deque(maxlen=self.record_inputs)
 
     # -- loading ----------------------------------------------------------------
 
@@ -163,8 +176,9 @@ class ModelRuntime:
 
     # -- serving ----------------------------------------------------------------
 
-    def predict(self, inputs: Mapping[str, Any] | Array) -> Prediction:
-        """Run the active model on a batch.
+    def predict(self, inputs: Mapping[str, Any] | Array, *, record: bool = True) -> Prediction:
+        """Run the active model on a batch (``record=False``: never keep it for replay,
+        for inputs that are themselves replays).
 
         Raises:
             NoModelError: no model is active.
@@ -189,10 +203,22 @@ class ModelRuntime:
             model.metrics.error(exc.kind)
             raise
         model.metrics.observe(feeds, outputs, latency_ms)
+        if record and self.record_inputs:
+            self._served += 1  # a lost increment under a race only shifts the sampling
+            if self._served % self.record_every == 0:
+                self._recorded.append({name: batch[:1].copy() for name, batch in feeds.items()})
         shadow = self._shadow
         if shadow is not None:
             shadow.runner.offer(feeds, outputs, latency_ms)
         return Prediction(outputs, model.identity, latency_ms)
+
+    def recorded_inputs(self) -> list[dict[str, Array]]:
+        """The recorded application inputs, oldest first (one sample each)."""
+        return list(self._recorded)
+
+    def remember_inputs(self, samples: Sequence[Mapping[str, Array]]) -> None:
+        """Add inputs recorded earlier (say, before a restart) to the recording."""
+        self._recorded.extend(dict(sample) for sample in samples)
 
     # -- shadow -------------------------------------------------------------------
 
@@ -205,7 +231,11 @@ class ModelRuntime:
         profile: ReferenceProfile | None = None,
     ) -> LoadedModel:
         """Run a candidate on ``fraction`` of requests in the background."""
-        candidate = self.prepare(path, identity, profile=profile)
+        return self.shadow_model(self.prepare(path, identity, profile=profile), fraction=fraction)
+
+    def shadow_model(self, candidate: LoadedModel, *, fraction: float) -> LoadedModel:
+        """Run a prepared candidate on ``fraction`` of requests in the background,
+        replacing any shadow already running."""
 
         def run(feeds: Mapping[str, Array]) -> tuple[Mapping[str, Array], float]:
             start = time.perf_counter()
@@ -275,9 +305,12 @@ class ModelRuntime:
         return result
 
     def telemetry(self, *, reset: bool = False) -> list[dict[str, Any]]:
-        """Per-model metrics in the shape of the device API's telemetry body."""
+        """Per-model metrics in the shape of the device API's telemetry body, the
+        active model first (the server files a sample's health under the first)."""
         entries = []
-        for identity, stats, _ in self.metrics(reset=reset).values():
+        order = {"active": 0, "shadow": 1, "retired": 2}
+        ranked = sorted(self.metrics(reset=reset).values(), key=lambda entry: order[entry[2]])
+        for identity, stats, _ in ranked:
             data = stats.to_dict()
             entries.append(
                 {

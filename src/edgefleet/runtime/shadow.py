@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgefleet.runtime.metrics import LATENCY_EDGES_MS
+from edgefleet.runtime.metrics import LATENCY_EDGES_MS, latency_quantile
 
 Array = npt.NDArray[Any]
 
@@ -45,6 +45,17 @@ class ShadowStats:
     @property
     def agreement(self) -> float | None:
         return self.agreed / self.compared if self.compared else None
+
+    @property
+    def runs(self) -> int:
+        """Shadow runs that finished (each compared with its live answer)."""
+        return sum(self.shadow_latency_counts)
+
+    def live_p95_ms(self) -> float | None:
+        return latency_quantile(self.live_latency_counts, 0.95)
+
+    def shadow_p95_ms(self) -> float | None:
+        return latency_quantile(self.shadow_latency_counts, 0.95)
 
     @property
     def mean_distance(self) -> float | None:

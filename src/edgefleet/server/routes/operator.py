@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from edgefleet.access.service import Operator
 from edgefleet.access.tokens import Role
-from edgefleet.fleet.domain import DeviceId, DeviceView, Preconditions, TrialPolicy
+from edgefleet.fleet.domain import DeviceId, DeviceView, Preconditions, ShadowPolicy, TrialPolicy
 from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
 from edgefleet.server.schemas import (
     AuditLog,
@@ -38,8 +38,8 @@ class SetDesired(BaseModel):
 
     model: str | None = Field(default=None, max_length=128, description="null clears the model")
     version: str | None = Field(default=None, max_length=128)
-    shadow_version: str | None = Field(default=None, max_length=128)
     trial: TrialPolicy = TrialPolicy()
+    shadow: ShadowPolicy | None = None
     preconditions: Preconditions = Preconditions()
     config: dict[str, Any] = Field(default_factory=dict)
 
@@ -70,7 +70,9 @@ class TokenCreated(BaseModel):
 def _template(body: SetDesired):  # type: ignore[no-untyped-def]
     from edgefleet.fleet.domain import DesiredState
 
-    return DesiredState(trial=body.trial, preconditions=body.preconditions, config=body.config)
+    return DesiredState(
+        trial=body.trial, shadow=body.shadow, preconditions=body.preconditions, config=body.config
+    )
 
 
 @router.get(
@@ -109,7 +111,6 @@ def set_device_desired(
         version=body.version,
         device_id=device_id,
         template=_template(body),
-        shadow_version=body.shadow_version,
     )
     return Changed(devices=changed)
 
@@ -128,7 +129,6 @@ def set_query_desired(
         version=body.version,
         query=body.query,
         template=_template(body),
-        shadow_version=body.shadow_version,
     )
     return Changed(devices=changed)
 
