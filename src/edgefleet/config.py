@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     telemetry_retention_hours: int = Field(
         default=48, ge=1, description="how long per-device telemetry buckets are kept"
     )
+    rollout_tick_s: float = Field(
+        default=2.0, gt=0, le=3600, description="how often the rollout controller takes a step"
+    )
+    rollout_analysis_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=86400,
+        description="least time between two gate analyses of a rollout (each is one look)",
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     tuf_refresh_interval_s: int = Field(
         default=3600, ge=10, description="how often the server re-signs expiring snapshot/timestamp"
     )

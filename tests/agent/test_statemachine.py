@@ -279,6 +279,21 @@ def test_a_restart_during_shadow_shadows_again_and_a_new_desired_supersedes_it()
     assert transitions[0].reason == "desired_is_active"
 
 
+def test_a_fleet_rollback_to_the_backup_slot_switches_without_downloading():
+    state, _, _ = run(
+        installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed(), Activated()
+    )
+    state, _, _ = step(state, TrialPassed())
+    assert state.active == "b" and state.slots["a"].version == "1.0.0"
+    state, commands, transitions = step(state, DesiredChanged(V1))
+    assert state.state is State.ACTIVATING and commands == [Activate("a")]
+    assert transitions[0].reason == "desired_is_backup" and state.previous == "b"
+    state, commands, _ = step(state, Activated())
+    assert state.state is State.TRIAL and state.active == "a"
+    state, _, _ = step(state, TrialPassed())
+    assert state.state is State.COMMITTED and state.slots["b"].version == "1.1.0"
+
+
 EVENTS = st.one_of(
     st.sampled_from([V1, V2, V2S, None]).map(DesiredChanged),
     st.just(Downloaded()),

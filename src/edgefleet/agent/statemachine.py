@@ -519,6 +519,19 @@ def _desired(state: AgentState, target: Target | None) -> Result:
         abandoned, commands, records = _abandon(state, "superseded")
         started, more, more_records = _start(abandoned, target)
         return started, commands + more, records + more_records
+    backup = state.slots.get(state.inactive)
+    if (
+        state.active is not None
+        and backup is not None
+        and backup.verified
+        and (backup.model, backup.version, backup.sha256)
+        == (target.model, target.version, target.sha256)
+    ):
+        # The version kept as backup (a fleet rollback): switch slots, no download.
+        new_state, record = _move(
+            state, State.ACTIVATING, "desired_is_backup", target=target, previous=state.active
+        )
+        return new_state, [Activate(state.inactive)], [record]
     return _start(state, target)
 
 

@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from edgefleet import __version__
-from edgefleet.cli import agent, db, demo, devices, examples, keys, model, repo, server, tokens
+from edgefleet.cli import (
+    agent,
+    db,
+    demo,
+    devices,
+    examples,
+    keys,
+    model,
+    repo,
+    rollout,
+    server,
+    tokens,
+)
 from edgefleet.cli.output import REMOTE, EdgefleetGroup, console
 
 app = typer.Typer(
@@ -21,6 +33,7 @@ app.add_typer(examples.app, name="examples")
 app.add_typer(keys.app, name="keys")
 app.add_typer(repo.app, name="repo")
 app.add_typer(devices.app, name="devices")
+app.add_typer(rollout.app, name="rollout")
 app.add_typer(agent.app, name="agent")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")

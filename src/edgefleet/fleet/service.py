@@ -25,7 +25,7 @@ from edgefleet.fleet.domain import (
 )
 from edgefleet.fleet.errors import DeviceExistsError, DeviceNotFoundError, FleetError
 from edgefleet.fleet.query import Node, parse_query
-from edgefleet.fleet.telemetry import NO_MODEL, bucket_of, merge
+from edgefleet.fleet.telemetry import NO_MODEL, bucket_of, merge, merge_buckets
 
 #: Resolves (model, version, device hardware) to the signed artifact that device should get.
 ModelResolver = Callable[[str, str, str | None], DesiredModel]
@@ -182,7 +182,7 @@ class FleetService:
                         data=data,
                     )
                 else:
-                    existing.data = _merge_buckets(existing.data, data)
+                    existing.data = merge_buckets(existing.data, data)
                     existing.samples += samples
             uow.commit()
         return TelemetryAccepted(samples=len(batch.samples), buckets=len(buckets))
@@ -343,30 +343,3 @@ class FleetChangedError(FleetError):
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    from edgefleet.fleet.telemetry import add_counts
-
-    merged = dict(a)
-    for key, value in b.items():
-        if key not in merged:
-            merged[key] = value
-        elif key == "inferences":
-            merged[key] = merged[key] + value
-        elif key in ("latency_counts", "confidence_counts", "class_counts"):
-            merged[key] = add_counts(merged[key], value)
-        elif key == "feature_counts":
-            merged[key] = {
-                name: add_counts(merged[key].get(name, []), counts)
-                for name, counts in value.items()
-            } | {name: counts for name, counts in merged[key].items() if name not in value}
-        elif key in ("errors", "health_sum", "health_n"):
-            merged[key] = {k: merged[key].get(k, 0) + v for k, v in value.items()} | {
-                k: v for k, v in merged[key].items() if k not in value
-            }
-        elif key == "health_max":
-            merged[key] = {k: max(merged[key].get(k, v), v) for k, v in value.items()} | {
-                k: v for k, v in merged[key].items() if k not in value
-            }
-    return merged

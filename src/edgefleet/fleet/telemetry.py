@@ -62,3 +62,29 @@ def merge(
                 features[feature] = add_counts(features.get(feature, []), histogram)
             merged["feature_counts"] = features
     return merged
+
+
+def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two merged buckets (or a device's buckets over a window) as one."""
+    merged = dict(a)
+    for key, value in b.items():
+        if key not in merged:
+            merged[key] = value
+        elif key == "inferences":
+            merged[key] = merged[key] + value
+        elif key in ("latency_counts", "confidence_counts", "class_counts"):
+            merged[key] = add_counts(merged[key], value)
+        elif key == "feature_counts":
+            merged[key] = {
+                name: add_counts(merged[key].get(name, []), counts)
+                for name, counts in value.items()
+            } | {name: counts for name, counts in merged[key].items() if name not in value}
+        elif key in ("errors", "health_sum", "health_n"):
+            merged[key] = {k: merged[key].get(k, 0) + v for k, v in value.items()} | {
+                k: v for k, v in merged[key].items() if k not in value
+            }
+        elif key == "health_max":
+            merged[key] = {k: max(merged[key].get(k, v), v) for k, v in value.items()} | {
+                k: v for k, v in merged[key].items() if k not in value
+            }
+    return merged

@@ -17,15 +17,18 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 
 from edgefleet import __version__
 from edgefleet.config import Settings
+from edgefleet.rollout.webhooks import deliver_due
 from edgefleet.server import errors
 from edgefleet.server.context import ServerContext
 from edgefleet.server.hotpath import NotModifiedFastPath
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
-from edgefleet.server.routes import device, health, operator, registry, tuf
+from edgefleet.server.routes import device, health, operator, registry, rollouts, tuf
+from edgefleet.store.leader import Leadership
 
 log = logging.getLogger("edgefleet.server")
 
@@ -66,6 +69,16 @@ def _expire_telemetry(ctx: ServerContext) -> None:
         log.info("removed %d telemetry buckets older than %s", removed, cutoff.isoformat())
 
 
+def _controller_step(ctx: ServerContext, leadership: Leadership) -> None:
+    if leadership.acquire():
+        ctx.rollouts.tick_all()
+
+
+def _deliver_webhooks(ctx: ServerContext, client: httpx.Client) -> None:
+    if ctx.leadership.held:  # the controller's loop takes and checks the lock
+        deliver_due(ctx.uow, client, lambda: datetime.now(UTC))
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The edgefleet server as an ASGI application."""
 
@@ -78,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("created the first admin API key in %s", token_file)
         app.state.ctx = ctx
         app.state.metrics = ServerMetrics(ctx.fleet.summary)
+        webhook_client = httpx.Client(timeout=settings.webhook_timeout_s)
         tasks = [
             asyncio.create_task(_every(1.0, ctx.recorder.flush, "check-in flush")),
             asyncio.create_task(
@@ -89,6 +103,16 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             asyncio.create_task(
                 _every(3600, lambda: _expire_telemetry(ctx), "telemetry retention")
+            ),
+            asyncio.create_task(
+                _every(
+                    settings.rollout_tick_s,
+                    lambda: _controller_step(ctx, ctx.leadership),
+                    "rollout controller",
+                )
+            ),
+            asyncio.create_task(
+                _every(2.0, lambda: _deliver_webhooks(ctx, webhook_client), "webhooks")
             ),
         ]
         try:
@@ -102,6 +126,8 @@ def create_app(settings: Settings) -> FastAPI:
                     await task
             with suppress(Exception):
                 ctx.recorder.flush()
+            webhook_client.close()
+            ctx.leadership.release()
             ctx.close()
 
     app = FastAPI(
@@ -112,7 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.metrics = None
     errors.install(app)
-    for module in (health, device, operator, registry, tuf):
+    for module in (health, device, operator, registry, tuf, rollouts):
         app.include_router(module.router)
 
     def limit_for(scope: dict[str, Any]) -> int:

@@ -16,6 +16,7 @@ from edgefleet.fleet.domain import DesiredModel
 from edgefleet.fleet.service import FleetService
 from edgefleet.registry.artifacts import LocalArtifactStore
 from edgefleet.registry.service import RegistryService
+from edgefleet.rollout.service import RolloutService
 from edgefleet.signing.errors import KeysMissingError, RepositoryStateError
 from edgefleet.signing.layout import artifact_path
 from edgefleet.signing.publish import Publisher, open_repository
@@ -23,6 +24,7 @@ from edgefleet.signing.repository import TufRepository
 from edgefleet.store.checkin import CheckinReader, CheckinRecorder, ReportWriter
 from edgefleet.store.database import describe_url, make_engine
 from edgefleet.store.devices import to_view
+from edgefleet.store.leader import Leadership
 from edgefleet.store.migrate import ensure_schema
 from edgefleet.store.uow import SqlUnitOfWork
 
@@ -72,6 +74,18 @@ class ServerContext:
             self.resolve_model,
             view=to_view,
             offline_after_intervals=self.settings.offline_after_intervals,
+        )
+
+    @cached_property
+    def leadership(self) -> Leadership:
+        return Leadership(self.engine)
+
+    @cached_property
+    def rollouts(self) -> RolloutService:
+        return RolloutService(
+            self.uow,
+            self.resolve_model,
+            analysis_interval_s=self.settings.rollout_analysis_interval_s,
         )
 
     @cached_property

@@ -28,6 +28,7 @@ from edgefleet.registry.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from edgefleet.rollout.errors import RolloutNotFoundError, RolloutSpecError, RolloutStateError
 from edgefleet.server.metrics import BodyTooLargeError
 from edgefleet.signing.errors import (
     KeysExistError,
@@ -46,6 +47,9 @@ STATUS: tuple[tuple[type[EdgefleetError], int], ...] = (
     (VersionNotFoundError, 404),
     (DeviceNotFoundError, 404),
     (TokenNotFoundError, 404),
+    (RolloutNotFoundError, 404),
+    (RolloutStateError, 409),
+    (RolloutSpecError, 422),
     (ArtifactNotFoundError, 404),
     (VersionExistsError, 409),
     (DeviceExistsError, 409),

@@ -1,7 +1,7 @@
 """The SQLAlchemy unit of work: one session, one transaction, explicit commit.
 
 It carries a repository per aggregate: ``versions`` (registry), ``devices`` (fleet),
-``access`` (keys, tokens, audit log).
+``access`` (keys, tokens, audit log), ``rollouts`` (rollouts, decision log, webhooks).
 
 Leaving the ``with`` block without ``commit()`` rolls back. Driver errors raised inside
 the block (a locked SQLite file, an unreachable PostgreSQL) leave it as
@@ -20,6 +20,7 @@ from edgefleet.store.access import SqlAccessRepository
 from edgefleet.store.database import translate
 from edgefleet.store.devices import SqlDeviceRepository
 from edgefleet.store.repository import SqlVersionRepository
+from edgefleet.store.rollouts import SqlRolloutRepository
 
 
 class SqlUnitOfWork:
@@ -28,6 +29,7 @@ class SqlUnitOfWork:
     versions: SqlVersionRepository
     devices: SqlDeviceRepository
     access: SqlAccessRepository
+    rollouts: SqlRolloutRepository
 
     def __init__(self, session_factory: sessionmaker[Session], where: str) -> None:
         self.session_factory = session_factory
@@ -38,6 +40,7 @@ class SqlUnitOfWork:
         self.versions = SqlVersionRepository(self.session)
         self.devices = SqlDeviceRepository(self.session)
         self.access = SqlAccessRepository(self.session)
+        self.rollouts = SqlRolloutRepository(self.session)
         return self
 
     def __exit__(

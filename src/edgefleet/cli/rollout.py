@@ -1,0 +1,312 @@
+"""``edgefleet rollout ...``: release a version wave by wave, watch it, steer it.
+
+Works on the local store or, with ``--server``, through a server's API. The controller
+that moves rollouts on runs inside ``edgefleet server``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic_core import to_jsonable_python
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from edgefleet.cli.devices import LocalFleet
+from edgefleet.cli.output import REMOTE, console, json_option, print_json
+from edgefleet.cli.remote import RemoteRegistry
+from edgefleet.config import load_settings
+from edgefleet.errors import ConfigError
+
+app = typer.Typer(help="Roll a model version out in gated waves.", no_args_is_help=True)
+
+STATUS_ORDER = (
+    "assigned",
+    "downloading",
+    "trial",
+    "committed",
+    "rolled_back",
+    "failed",
+    "unreachable",
+    "reverted",
+)
+FINAL = ("succeeded", "aborted", "failed")
+
+
+class LocalRollouts(LocalFleet):
+    """Rollout operations on the local store, as the local operator."""
+
+    def call(self, action: str, rollout_id: str | None = None, **kwargs: Any) -> Any:
+        service = self.ctx.rollouts
+        if action == "create":
+            return service.create(self.operator, kwargs["spec"], start=kwargs["start"])
+        if action == "list":
+            return service.list_rollouts(kwargs.get("limit", 100))
+        if action == "show":
+            return service.show(rollout_id or "")
+        if action == "log":
+            return service.log(rollout_id or "", kwargs.get("after", 0))
+        if action == "abort":
+            return service.abort(self.operator, rollout_id or "", revert=kwargs["revert"])
+        if action == "pause":
+            return service.pause(self.operator, rollout_id or "", kwargs.get("reason", ""))
+        return getattr(service, action)(self.operator, rollout_id)
+
+
+class RemoteRollouts:
+    def __init__(self, server: str, token: str | None) -> None:
+        self.remote = RemoteRegistry(server, token)
+
+    def close(self) -> None:
+        self.remote.close()
+
+    def call(self, action: str, rollout_id: str | None = None, **kwargs: Any) -> Any:
+        base = "/api/v1/rollouts"
+        if action == "create":
+            params = {"start": str(kwargs["start"]).lower()}
+            return self.remote.call("POST", base, json=kwargs["spec"], params=params)
+        if action == "list":
+            return self.remote.call("GET", base, params={"limit": kwargs.get("limit", 100)})
+        if action == "show":
+            return self.remote.call("GET", f"{base}/{rollout_id}")
+        if action == "log":
+            params = {"after": kwargs.get("after", 0)}
+            return self.remote.call("GET", f"{base}/{rollout_id}/log", params=params)
+        if action == "abort":
+            body = {"revert": kwargs["revert"]}
+            return self.remote.call("POST", f"{base}/{rollout_id}/abort", json=body)
+        if action == "pause":
+            body = {"reason": kwargs.get("reason", "")}
+            return self.remote.call("POST", f"{base}/{rollout_id}/pause", json=body)
+        return self.remote.call("POST", f"{base}/{rollout_id}/{action}")
+
+
+@contextmanager
+def rollouts() -> Iterator[LocalRollouts | RemoteRollouts]:
+    settings = load_settings()
+    server = REMOTE.server or settings.server
+    client: LocalRollouts | RemoteRollouts = (
+        RemoteRollouts(server, REMOTE.token or settings.token) if server else LocalRollouts()
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _jsonable(value: Any) -> Any:
+    return to_jsonable_python(value)
+
+
+@app.command()
+def create(
+    file: Annotated[Path, typer.Argument(help="Rollout definition (YAML or JSON).")],
+    draft: Annotated[bool, typer.Option("--draft", help="Create without starting.")] = False,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Create a rollout from a definition file (docs/rollouts.md) and start it."""
+    try:
+        spec = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read rollout definition {file}: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise ConfigError(f"rollout definition {file} must be a mapping of settings")
+    with rollouts() as client:
+        result = _jsonable(client.call("create", spec=spec, start=not draft))
+    if as_json:
+        print_json(result)
+        return
+    console.print(
+        f"rollout {result['id']}: {result['model']} {result['version']} to "
+        f"'{result['target']}', {result['state']}",
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command("list")
+def list_rollouts(
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Rollouts, newest first."""
+    with rollouts() as client:
+        result = _jsonable(client.call("list", limit=limit))
+    if as_json:
+        print_json(result)
+        return
+    table = Table("id", "name", "version", "state", "wave", "phase", "devices", "created")
+    for r in result:
+        table.add_row(
+            r["id"],
+            r["name"],
+            r["version"],
+            r["state"],
+            f"{r['wave'] + 1}/{len(r['waves'])}",
+            r["phase"],
+            str(sum(r["devices"].values())),
+            str(r["created_at"])[:19].replace("T", " "),
+        )
+    console.print(table)
+
+
+def _render(r: dict[str, Any]) -> Group:
+    head = (
+        f"[bold]{r['id']}[/] {r['model']} {r['version']} → '{r['target']}': "
+        f"[bold]{r['state']}[/] (wave {r['wave'] + 1}/{len(r['waves'])}, {r['phase']})"
+    )
+    if r.get("reason"):
+        head += f" — {r['reason']}"
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        expand=False,
+    )
+    for wave in r["waves"]:
+        devices = wave["devices"]
+        total = sum(devices.values())
+        done = sum(devices.get(s, 0) for s in ("committed", "rolled_back", "failed", "reverted"))
+        label = f"{wave['percent']}%" if wave.get("percent") is not None else wave.get("cohort")
+        detail = "  ".join(f"{s} {devices[s]}" for s in STATUS_ORDER if devices.get(s))
+        bars.add_task(
+            f"wave {wave['index'] + 1} ({label})",
+            total=max(total, 1),
+            completed=done,
+            detail=detail,
+        )
+    gates = Table("gate", "verdict", "estimate", "interval", "limit", "n", box=None)
+    for g in r.get("gates") or []:
+        n = g["numbers"]
+        low, high = n.get("low"), n.get("high")
+        interval = f"[{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
+        estimate = n.get("estimate", n.get("max_change"))
+        size = n.get("finished", n.get("trials", n.get("devices", n.get("predictions", ""))))
+        gates.add_row(
+            g["gate"] + (" (dry run)" if g["dry_run"] else ""),
+            g["verdict"],
+            f"{estimate:.4g}" if isinstance(estimate, int | float) else "",
+            interval,
+            ", ".join(f"{k} {v}" for k, v in n.get("limit", {}).items()),
+            str(size),
+        )
+    parts: list[Any] = [head, bars]
+    if r.get("gates"):
+        parts.append(gates)
+    return Group(*parts)
+
+
+@app.command()
+def status(
+    rollout_id: Annotated[str, typer.Argument(help="Rollout id.")],
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh until the rollout ends.")
+    ] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Refresh period, seconds.")] = 2.0,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """A rollout's waves (devices per status), gate verdicts with their numbers."""
+    with rollouts() as client:
+        result = _jsonable(client.call("show", rollout_id))
+        if as_json:
+            print_json(result)
+            return
+        if not watch:
+            console.print(_render(result))
+            return
+        with Live(_render(result), console=console, refresh_per_second=4) as live:
+            while result["state"] not in FINAL:
+                time.sleep(interval)
+                result = _jsonable(client.call("show", rollout_id))
+                live.update(_render(result))
+
+
+def _simple(action: str, help_text: str) -> None:
+    def command(
+        rollout_id: Annotated[str, typer.Argument(help="Rollout id.")],
+        as_json: Annotated[bool, json_option()] = False,
+    ) -> None:
+        with rollouts() as client:
+            result = _jsonable(client.call(action, rollout_id))
+        if as_json:
+            print_json(result)
+            return
+        console.print(
+            f"rollout {result['id']}: {result['state']} (wave {result['wave'] + 1}, "
+            f"{result['phase']})",
+            highlight=False,
+        )
+
+    command.__doc__ = help_text
+    app.command(action)(command)
+
+
+_simple("start", "Start a draft rollout.")
+_simple("resume", "Resume a paused rollout (the current wave bakes and is analysed afresh).")
+_simple("approve", "Approve a manual wave, or go on past a wave paused as inconclusive.")
+
+
+@app.command()
+def pause(
+    rollout_id: Annotated[str, typer.Argument(help="Rollout id.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the decision log).")] = "",
+) -> None:
+    """Pause a rollout: no more devices are assigned until it is resumed."""
+    with rollouts() as client:
+        result = _jsonable(client.call("pause", rollout_id, reason=reason))
+    console.print(f"rollout {result['id']}: {result['state']}", highlight=False)
+
+
+@app.command()
+def abort(
+    rollout_id: Annotated[str, typer.Argument(help="Rollout id.")],
+    keep: Annotated[
+        bool, typer.Option("--keep/--revert", help="Leave devices as they are, or revert them.")
+    ] = False,
+) -> None:
+    """Abort a rollout; by default every device it touched goes back to its previous
+    version (switching slots locally; offline devices on their next check-in)."""
+    with rollouts() as client:
+        result = _jsonable(client.call("abort", rollout_id, revert=not keep))
+    reverted = result["devices"].get("reverted", 0)
+    console.print(
+        f"rollout {result['id']}: aborted; {reverted} device(s) sent back", highlight=False
+    )
+
+
+@app.command()
+def log(
+    rollout_id: Annotated[str, typer.Argument(help="Rollout id.")],
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """The decision log: every controller decision with the numbers it used."""
+    with rollouts() as client:
+        entries = _jsonable(client.call("log", rollout_id))
+    if as_json:
+        print_json(entries)
+        return
+    table = Table("at", "actor", "wave", "decision", "reason", "inputs")
+    for e in entries:
+        details = e["details"]
+        summary = ""
+        if "gates" in details:
+            summary = ", ".join(f"{g['gate']} {g['verdict']}" for g in details["gates"])
+        elif "assigned" in details:
+            summary = f"{details['assigned']} device(s)"
+        table.add_row(
+            str(e["at"])[:19].replace("T", " "),
+            e["actor"],
+            str(e["wave"] + 1),
+            e["kind"],
+            e["reason"],
+            summary,
+        )
+    console.print(table)

@@ -1,0 +1,1 @@
+"""Rollouts: waves gated on what the model does on the devices."""

@@ -1,0 +1,371 @@
+"""Gate verdicts (pure): is the candidate within its limits, on the evidence so far?
+
+The controller looks again at every analysis tick, so a verdict must stay honest
+under repeated looks (docs/rollouts.md):
+
+- ``fail`` only when an always-valid confidence sequence (``stats``) puts the metric
+  beyond its limit: the chance that a candidate as good as its limit ever fails,
+  over any number of looks, is at most ``alpha``. The class distribution uses a
+  chi-square test at an alpha-spending level, ``alpha / (k (k + 1))`` at look k.
+- ``pass`` once the gate has ``min_samples`` and the point estimate is within the
+  limit.
+- ``inconclusive`` otherwise: too little data, or an estimate beyond the limit that is
+  not yet significant. No data is never a pass.
+
+Delivery metrics count the rollout's devices that finished (committed, rolled back or
+failed). Behaviour metrics compare per-device telemetry of the candidate with the
+baseline (devices on the previous version), matched by hardware: means are compared
+per device, rates per request::
+
+    result = evaluate(GateSpec(metric=Metric.CPU, max_ratio=1.3), evidence, 0.05, look=3)
+    result.verdict, result.numbers["estimate"]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from edgefleet.registry.profile import CONFIDENCE_EDGES
+from edgefleet.rollout.policy import LOWER_IS_WORSE, GateSpec, Metric
+from edgefleet.rollout.stats import (
+    Interval,
+    Moments,
+    Stratum,
+    beta_binomial_cs,
+    chi_square,
+    jensen_shannon,
+    mean_difference_cs,
+    normal_mixture_radius,
+    rate_difference_cs,
+    spent_alpha,
+)
+from edgefleet.runtime.metrics import latency_quantile
+
+#: Classes the baseline predicts less often than this are left out of max_change.
+MIN_CLASS_SHARE = 0.005
+LOW_CONFIDENCE = 0.5
+#: Per-device means need at least this many candidate devices before a gate may fail.
+MIN_DEVICES_TO_FAIL = 2
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    """One device's telemetry on one version over the analysis window."""
+
+    device_id: str
+    hardware: str
+    inferences: int = 0
+    errors: int = 0
+    latency_counts: tuple[int, ...] = ()
+    confidence_counts: tuple[int, ...] = ()
+    class_counts: tuple[int, ...] = ()
+    health: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_bucket(
+        cls, device_id: str, hardware: str | None, data: Mapping[str, Any]
+    ) -> DeviceSummary:
+        """From merged telemetry buckets (``fleet.telemetry.merge`` form)."""
+        sums, counts = data.get("health_sum", {}), data.get("health_n", {})
+        return cls(
+            device_id,
+            hardware or "unknown",
+            int(data.get("inferences", 0)),
+            int(sum(data.get("errors", {}).values())),
+            tuple(data.get("latency_counts", ())),
+            tuple(data.get("confidence_counts", ())),
+            tuple(data.get("class_counts", ())),
+            {k: sums[k] / counts[k] for k in sums if counts.get(k)},
+        )
+
+    def value(self, metric: Metric) -> float | None:
+        """The device's value of a per-device metric (``None``: no data)."""
+        if metric is Metric.LATENCY_P95:
+            return latency_quantile(list(self.latency_counts), 0.95)
+        if metric is Metric.MEAN_CONFIDENCE:
+            total = sum(self.confidence_counts)
+            if not total:
+                return None
+            edges = (0.0, *CONFIDENCE_EDGES, 1.0)
+            mids = [(edges[i] + edges[i + 1]) / 2 for i in range(len(edges) - 1)]
+            return sum(m * c for m, c in zip(mids, self.confidence_counts, strict=False)) / total
+        return self.health.get(metric.value)
+
+    def rate(self, metric: Metric) -> tuple[int, int]:
+        """(events, trials) of a per-request rate."""
+        if metric is Metric.ERROR_RATE:
+            return self.errors, self.inferences + self.errors
+        low = sum(
+            c
+            for edge, c in zip(CONFIDENCE_EDGES, self.confidence_counts, strict=False)
+            if edge <= LOW_CONFIDENCE
+        )
+        return low, sum(self.confidence_counts)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the rollout's devices ended so far."""
+
+    finished: int = 0
+    failed: int = 0
+    rolled_back: int = 0
+    trial_failed: int = 0
+
+    def count(self, metric: Metric) -> int:
+        return {
+            Metric.DOWNLOAD_FAILURES: self.failed,
+            Metric.ROLLBACKS: self.rolled_back,
+            Metric.TRIAL_FAILURES: self.trial_failed,
+        }[metric]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    delivery: Delivery
+    candidate: Sequence[DeviceSummary] = ()
+    baseline: Sequence[DeviceSummary] = ()
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    metric: str
+    verdict: Verdict
+    dry_run: bool
+    numbers: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "metric": self.metric,
+            "verdict": self.verdict.value,
+            "dry_run": self.dry_run,
+            "numbers": self.numbers,
+        }
+
+
+def evaluate(gate: GateSpec, evidence: Evidence, alpha: float, look: int) -> GateResult:
+    """The gate's verdict on the evidence at the ``look``-th analysis (1-based)."""
+    numbers: dict[str, Any] = {"limit": {gate.limit_kind: gate.limit}, "alpha": alpha}
+    if gate.metric in (Metric.DOWNLOAD_FAILURES, Metric.ROLLBACKS, Metric.TRIAL_FAILURES):
+        verdict = _delivery(gate, evidence.delivery, alpha, numbers)
+    elif gate.metric is Metric.CLASS_DISTRIBUTION:
+        verdict = _classes(gate, evidence, alpha, look, numbers)
+    elif gate.metric in (Metric.ERROR_RATE, Metric.LOW_CONFIDENCE):
+        verdict = _rate(gate, evidence, alpha, numbers)
+    else:
+        verdict = _mean(gate, evidence, alpha, numbers)
+    return GateResult(gate.label, gate.metric.value, verdict, gate.dry_run, _rounded(numbers))
+
+
+def combine(results: Sequence[GateResult]) -> Verdict:
+    """A wave's verdict: fail if any deciding gate fails, pass if all pass."""
+    deciding = [r.verdict for r in results if not r.dry_run]
+    if Verdict.FAIL in deciding:
+        return Verdict.FAIL
+    if all(v is Verdict.PASS for v in deciding):
+        return Verdict.PASS
+    return Verdict.INCONCLUSIVE
+
+
+def _decide(worse_than_limit: bool, significant: bool, enough: bool) -> Verdict:
+    if significant:
+        return Verdict.FAIL
+    if enough and not worse_than_limit:
+        return Verdict.PASS
+    return Verdict.INCONCLUSIVE
+
+
+def _delivery(gate: GateSpec, delivery: Delivery, alpha: float, numbers: dict[str, Any]) -> Verdict:
+    count, finished = delivery.count(gate.metric), delivery.finished
+    numbers |= {"count": count, "finished": finished}
+    enough = finished >= gate.min_samples
+    if gate.max_count is not None:
+        return _decide(False, count > gate.max_count, enough)
+    limit = gate.limit
+    interval = beta_binomial_cs(count, finished, alpha)
+    numbers |= _interval(interval, "beta-binomial mixture confidence sequence")
+    estimate = count / finished if finished else 0.0
+    return _decide(estimate > limit, interval.low > limit, enough)
+
+
+def _rate(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, Any]) -> Verdict:
+    metric = gate.metric
+    events = sum(d.rate(metric)[0] for d in evidence.candidate)
+    trials = sum(d.rate(metric)[1] for d in evidence.candidate)
+    numbers |= {"events": events, "trials": trials}
+    enough = trials >= gate.min_samples
+    if gate.max is not None:
+        interval = beta_binomial_cs(events, trials, alpha)
+        numbers |= _interval(interval, "beta-binomial mixture confidence sequence")
+        return _decide(interval.estimate > gate.max, interval.low > gate.max, enough)
+    margin = gate.limit
+    strata: list[tuple[int, int, int, int]] = []
+    for hardware in _hardware(evidence):
+        c = [d.rate(metric) for d in evidence.candidate if d.hardware == hardware]
+        b = [d.rate(metric) for d in evidence.baseline if d.hardware == hardware]
+        strata.append(
+            (sum(e for e, _ in c), sum(n for _, n in c), sum(e for e, _ in b), sum(n for _, n in b))
+        )
+    base_events = sum(d.rate(metric)[0] for d in evidence.baseline)
+    base_trials = sum(d.rate(metric)[1] for d in evidence.baseline)
+    numbers |= {"baseline_events": base_events, "baseline_trials": base_trials}
+    diff = rate_difference_cs(strata, alpha, tau=max(margin, 1e-3))
+    if diff is None:
+        numbers["test"] = "no baseline on the same hardware"
+        return Verdict.INCONCLUSIVE
+    numbers |= _interval(diff, "stratified rate difference, normal-mixture confidence sequence")
+    return _decide(diff.estimate > margin, diff.low > margin, enough)
+
+
+def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, Any]) -> Verdict:
+    metric = gate.metric
+    sign = -1.0 if metric in LOWER_IS_WORSE else 1.0  # work on "higher is worse"
+    candidate = _values(evidence.candidate, metric)
+    baseline = _values(evidence.baseline, metric)
+    all_c = Moments.of(v for values in candidate.values() for v in values)
+    all_b = Moments.of(v for values in baseline.values() for v in values)
+    numbers |= {
+        "devices": all_c.n,
+        "candidate_mean": all_c.mean if all_c.n else None,
+        "baseline_devices": all_b.n,
+        "baseline_mean": all_b.mean if all_b.n else None,
+    }
+    enough = all_c.n >= gate.min_samples
+    if gate.max is not None or gate.min is not None:
+        bound = gate.limit
+        if all_c.n < 2:
+            return Verdict.INCONCLUSIVE
+        tau = max(abs(bound) * 0.1, math.sqrt(all_c.variance) or 1e-6)
+        radius = normal_mixture_radius(all_c.variance / all_c.n, alpha, tau**2)
+        interval = Interval(all_c.mean, all_c.mean - radius, all_c.mean + radius)
+        numbers |= _interval(interval, "normal-mixture confidence sequence, per-device means")
+        if gate.max is not None:
+            return _decide(all_c.mean > bound, interval.low > bound, enough)
+        return _decide(all_c.mean < bound, interval.high < bound, enough)
+    strata = [
+        Stratum(Moments.of(candidate.get(h, [])), Moments.of(baseline.get(h, [])))
+        for h in sorted(set(candidate) | set(baseline))
+    ]
+    if gate.max_ratio is not None:
+        if not all_b.n or all_b.mean <= 0:
+            numbers["test"] = "no baseline"
+            return Verdict.INCONCLUSIVE
+        margin = (gate.max_ratio - 1.0) * all_b.mean
+        numbers["ratio"] = all_c.mean / all_b.mean if all_c.n else None
+    else:
+        margin = gate.limit
+    tau = max(abs(margin), 1e-6)
+    diff = mean_difference_cs(strata, alpha, tau)
+    if diff is None:
+        numbers["test"] = "no baseline on the same hardware"
+        return Verdict.INCONCLUSIVE
+    numbers |= _interval(
+        diff, "stratified difference of per-device means, normal-mixture confidence sequence"
+    )
+    if all_c.n < MIN_DEVICES_TO_FAIL:
+        # One device's value against a fleet is not evidence enough either way (the
+        # interval's normal approximation needs a few values per arm).
+        return Verdict.INCONCLUSIVE
+    worse = Interval(
+        sign * diff.estimate,
+        min(sign * diff.low, sign * diff.high),
+        max(sign * diff.low, sign * diff.high),
+    )
+    return _decide(worse.estimate > margin, worse.low > margin, enough)
+
+
+def _classes(
+    gate: GateSpec, evidence: Evidence, alpha: float, look: int, numbers: dict[str, Any]
+) -> Verdict:
+    candidate = _sum_counts(d.class_counts for d in evidence.candidate)
+    baseline = _sum_counts(d.class_counts for d in evidence.baseline)
+    total_c, total_b = sum(candidate), sum(baseline)
+    statistic, dof, p_value = chi_square(candidate, baseline)
+    level = spent_alpha(alpha, look)
+    change, worst_class = _largest_change(candidate, baseline)
+    numbers |= {
+        "predictions": total_c,
+        "baseline_predictions": total_b,
+        "chi_square": statistic,
+        "dof": dof,
+        "p_value": p_value,
+        "alpha_spent_this_look": level,
+        "look": look,
+        "jensen_shannon": jensen_shannon(candidate, baseline),
+        "max_change": change,
+        "class": worst_class,
+        "test": "chi-square homogeneity, alpha spending alpha/(k(k+1))",
+    }
+    enough = min(total_c, total_b) >= gate.min_samples
+    worse = change is not None and change > gate.limit
+    return _decide(worse, worse and p_value < level, enough)
+
+
+def _largest_change(candidate: list[int], baseline: list[int]) -> tuple[float | None, int | None]:
+    total_c, total_b = sum(candidate), sum(baseline)
+    if not total_c or not total_b:
+        return None, None
+    worst: tuple[float | None, int | None] = (None, None)
+    for index, count_b in enumerate(baseline):
+        share_b = count_b / total_b
+        if share_b < MIN_CLASS_SHARE:
+            continue
+        share_c = (candidate[index] if index < len(candidate) else 0) / total_c
+        change = abs(share_c - share_b) / share_b
+        if worst[0] is None or change > worst[0]:
+            worst = (change, index)
+    return worst
+
+
+def _sum_counts(histograms: Iterable[tuple[int, ...]]) -> list[int]:
+    total: list[int] = []
+    for histogram in histograms:
+        if len(histogram) > len(total):
+            total.extend([0] * (len(histogram) - len(total)))
+        for index, count in enumerate(histogram):
+            total[index] += count
+    return total
+
+
+def _values(devices: Sequence[DeviceSummary], metric: Metric) -> dict[str, list[float]]:
+    by_hardware: dict[str, list[float]] = {}
+    for device in devices:
+        value = device.value(metric)
+        if value is not None:
+            by_hardware.setdefault(device.hardware, []).append(value)
+    return by_hardware
+
+
+def _hardware(evidence: Evidence) -> list[str]:
+    return sorted(
+        {d.hardware for d in evidence.candidate} | {d.hardware for d in evidence.baseline}
+    )
+
+
+def _interval(interval: Interval, test: str) -> dict[str, Any]:
+    return {"estimate": interval.estimate, "low": interval.low, "high": interval.high, "test": test}
+
+
+def _rounded(numbers: dict[str, Any]) -> dict[str, Any]:
+    def tidy(value: Any) -> Any:
+        if isinstance(value, float):
+            if math.isinf(value) or math.isnan(value):
+                return None
+            return round(value, 6)
+        if isinstance(value, dict):
+            return {k: tidy(v) for k, v in value.items()}
+        return value
+
+    return {k: tidy(v) for k, v in numbers.items()}

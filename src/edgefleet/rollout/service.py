@@ -1,0 +1,857 @@
+"""Rollout operations and the controller's I/O shell.
+
+``RolloutService.tick(id)`` reads one running rollout from the database, brings its
+devices' statuses up to date from their twins and events, works out the current wave's
+members, evaluates the gates when an analysis is due, asks ``controller.decide`` what
+to do, carries it out (assign devices by setting their desired state, move the wave
+on, pause, abort and revert) and appends the decision with its inputs to the log, all
+in one transaction. The server runs ``tick_all`` in a loop on the elected leader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from edgefleet.access.service import AccessUnitOfWork, Operator
+from edgefleet.access.tokens import Role
+from edgefleet.errors import EdgefleetError
+from edgefleet.fleet.domain import DesiredModel, DesiredState, TrialPolicy
+from edgefleet.fleet.query import parse_query
+from edgefleet.fleet.telemetry import bucket_of
+from edgefleet.rollout.controller import (
+    FINAL_STATES,
+    FINISHED,
+    IN_PROGRESS,
+    Decision,
+    DeviceStatus,
+    Kind,
+    Phase,
+    RolloutState,
+    Snapshot,
+    decide,
+    device_status,
+)
+from edgefleet.rollout.errors import RolloutNotFoundError, RolloutSpecError, RolloutStateError
+from edgefleet.rollout.gates import Delivery, DeviceSummary, Evidence, GateResult, evaluate
+from edgefleet.rollout.policy import Approval, RolloutSpec
+from edgefleet.rollout.waves import members, ranked
+
+#: How long a resolved artifact (or the error resolving it) is reused.
+RESOLVE_TTL_S = 10.0
+ModelResolver = Callable[[str, str, str | None], DesiredModel]
+#: Called with (event, payload) after a state change or a gate failure is committed.
+Notifier = Callable[[str, dict[str, Any]], None]
+
+#: A revert returns to a model the device ran before: no trial to sit through again.
+REVERT_TRIAL = TrialPolicy(
+    min_inferences=0, min_seconds=0, max_error_rate=1.0, max_latency_p95_ratio=1e6
+)
+
+
+class RolloutUnitOfWork(AccessUnitOfWork, Protocol):
+    @property
+    def rollouts(self) -> Any: ...
+    @property
+    def devices(self) -> Any: ...
+    def __enter__(self) -> Self: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RolloutService:
+    """Rollouts over a unit of work.
+
+    Args:
+        uow_factory: opens a transaction over the store.
+        resolve_model: (model, version, hardware) -> the signed artifact for that device.
+        analysis_interval_s: least time between two gate analyses of one rollout (each
+            analysis is one "look" of the sequential tests).
+        clock: the time (tests may move it).
+    """
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], RolloutUnitOfWork],
+        resolve_model: ModelResolver,
+        *,
+        analysis_interval_s: float = 30.0,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.resolve_model = resolve_model
+        self.analysis_interval_s = analysis_interval_s
+        self.clock = clock
+        self._resolved: dict[tuple[str, str, str | None], tuple[float, Any]] = {}
+
+    def _resolve(self, model: str, version: str, hardware: str | None) -> DesiredModel:
+        """``resolve_model`` through a short-lived cache. Resolving reads the registry
+        and the signed metadata, which must not happen inside the controller's write
+        transaction (SQLite allows one writer), so each tick resolves first."""
+        key = (model, version, hardware)
+        now = time.monotonic()
+        cached = self._resolved.get(key)
+        if cached is None or cached[0] < now:
+            try:
+                value: Any = self.resolve_model(model, version, hardware)
+            except EdgefleetError as exc:
+                value = exc
+            cached = (now + RESOLVE_TTL_S, value)
+            self._resolved[key] = cached
+        if isinstance(cached[1], EdgefleetError):
+            raise cached[1]
+        result: DesiredModel = cached[1]
+        return result
+
+    def _prefetch(self, rollout_id: str) -> None:
+        """Resolve, outside any write transaction, what a tick or an abort may need."""
+        with self.uow_factory() as uow:
+            row = self._get(uow, rollout_id)
+            spec = RolloutSpec.model_validate(row.spec)
+            model, version = row.model, row.version
+            kinds = uow.rollouts.hardware_kinds(parse_query(spec.target), self.clock())
+            touched = uow.rollouts.touched_kinds(rollout_id)
+        wanted = {(version, h) for h in kinds}
+        wanted |= {
+            (spec.previous_version or p, h) for p, h in touched if spec.previous_version or p
+        }
+        for wanted_version, hardware in wanted:
+            with contextlib.suppress(EdgefleetError):
+                self._resolve(model, wanted_version, hardware)
+
+    # -- operator side -------------------------------------------------------------------
+
+    def create(
+        self, actor: Operator, spec: RolloutSpec | dict[str, Any], *, start: bool = True
+    ) -> dict[str, Any]:
+        """Create a rollout (and start it unless ``start`` is false: a draft).
+
+        Raises:
+            RolloutSpecError, QuerySyntaxError, QueryFieldError, VersionNotFoundError,
+            RepositoryStateError (the version is not signed).
+        """
+        actor.require(Role.OPERATOR)
+        spec = validate_spec(spec)
+        parse_query(spec.target)
+        for wave in spec.waves:
+            if wave.cohort:
+                parse_query(wave.cohort)
+        now = self.clock()
+        rollout_id = f"ro-{secrets.token_hex(6)}"
+        with self.uow_factory() as uow:
+            hardware_kinds = {
+                d.hardware
+                for d in uow.rollouts.target_devices(parse_query(spec.target), now, rollout_id)
+            }
+        # Refuse at once what cannot be delivered to anyone (unknown or unsigned version).
+        problems: list[str] = []
+        for hardware in sorted(hardware_kinds, key=str) or [None]:
+            try:
+                self.resolve_model(spec.model, spec.version, hardware)
+                break
+            except EdgefleetError as exc:
+                problems.append(f"{hardware}: {exc.message}")
+        else:
+            if hardware_kinds:
+                raise RolloutSpecError(
+                    f"{spec.model} {spec.version} cannot be delivered to any device of the target",
+                    details={"problems": problems},
+                )
+            self.resolve_model(spec.model, spec.version, None)
+        state = RolloutState.RUNNING if start else RolloutState.DRAFT
+        first = (
+            Phase.AWAITING_APPROVAL if spec.waves[0].approval is Approval.MANUAL else Phase.ROLLING
+        )
+        with self.uow_factory() as uow:
+            uow.rollouts.add(
+                id=rollout_id,
+                name=spec.name or f"{spec.model} {spec.version}",
+                model=spec.model,
+                version=spec.version,
+                spec=spec.model_dump(mode="json"),
+                state=state.value,
+                wave=0,
+                phase=first.value,
+                phase_started_at=now,
+                looks=0,
+                reason="",
+                created_at=now,
+                created_by=actor.actor,
+                started_at=now if start else None,
+                updated_at=now,
+            )
+            self._log(
+                uow,
+                rollout_id,
+                now,
+                actor.actor,
+                "create",
+                0,
+                state.value,
+                {"spec": spec.model_dump(mode="json")},
+            )
+            uow.access.audit(
+                at=now,
+                before=None,
+                actor=actor.actor,
+                action="rollout.create",
+                target=rollout_id,
+                after={"state": state.value},
+            )
+            uow.commit()
+        return self.show(rollout_id)
+
+    def show(self, rollout_id: str) -> dict[str, Any]:
+        with self.uow_factory() as uow:
+            row = self._get(uow, rollout_id)
+            counts = uow.rollouts.counts(rollout_id)
+            return _view(row, counts)
+
+    def list_rollouts(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self.uow_factory() as uow:
+            return [_view(row, uow.rollouts.counts(row.id)) for row in uow.rollouts.recent(limit)]
+
+    def devices(self, rollout_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.uow_factory() as uow:
+            self._get(uow, rollout_id)
+            return list(uow.rollouts.device_list(rollout_id, limit))
+
+    def log(self, rollout_id: str, after: int = 0) -> list[dict[str, Any]]:
+        with self.uow_factory() as uow:
+            self._get(uow, rollout_id)
+            return [
+                {
+                    "id": d.id,
+                    "at": _aware(d.at),
+                    "actor": d.actor,
+                    "kind": d.kind,
+                    "wave": d.wave,
+                    "reason": d.reason,
+                    "details": d.details,
+                }
+                for d in uow.rollouts.decisions(rollout_id, after)
+            ]
+
+    def start(self, actor: Operator, rollout_id: str) -> dict[str, Any]:
+        return self._change(
+            actor, rollout_id, "start", {RolloutState.DRAFT}, RolloutState.RUNNING, ""
+        )
+
+    def pause(self, actor: Operator, rollout_id: str, reason: str = "") -> dict[str, Any]:
+        return self._change(
+            actor,
+            rollout_id,
+            "pause",
+            {RolloutState.RUNNING},
+            RolloutState.PAUSED,
+            reason or "operator",
+        )
+
+    def resume(self, actor: Operator, rollout_id: str) -> dict[str, Any]:
+        """Continue a paused rollout: the current wave bakes and is analysed afresh."""
+        return self._change(
+            actor, rollout_id, "resume", {RolloutState.PAUSED}, RolloutState.RUNNING, ""
+        )
+
+    def approve(self, actor: Operator, rollout_id: str) -> dict[str, Any]:
+        """Start a manual wave that awaits approval, or let a rollout paused on
+        inconclusive gates go on to its next wave."""
+        actor.require(Role.OPERATOR)
+        now = self.clock()
+        with self.uow_factory() as uow:
+            row = self._get(uow, rollout_id, for_update=True)
+            spec = RolloutSpec.model_validate(row.spec)
+            if row.state == RolloutState.RUNNING and row.phase == Phase.AWAITING_APPROVAL:
+                row.phase = Phase.ROLLING.value
+            elif row.state == RolloutState.PAUSED and row.reason == "inconclusive":
+                if row.wave == len(spec.waves) - 1:
+                    row.state = RolloutState.SUCCEEDED.value
+                    row.finished_at = now
+                else:
+                    # Approving the inconclusive wave also approves the next one.
+                    row.wave += 1
+                    row.state = RolloutState.RUNNING.value
+                    row.phase = Phase.ROLLING.value
+                row.looks = 0
+                row.reason = ""
+            else:
+                raise RolloutStateError(
+                    f"rollout {rollout_id} is not waiting for an approval",
+                    details={"state": row.state, "phase": row.phase, "reason": row.reason},
+                )
+            row.phase_started_at = now
+            row.updated_at = now
+            self._log(uow, rollout_id, now, actor.actor, "approve", row.wave, "operator", {})
+            uow.access.audit(
+                at=now,
+                before=None,
+                actor=actor.actor,
+                action="rollout.approve",
+                target=rollout_id,
+                after={"wave": row.wave},
+            )
+            payload = _event_payload(row, "approved")
+            uow.rollouts.enqueue("rollout.approved", payload, now)
+            uow.commit()
+        return self.show(rollout_id)
+
+    def abort(
+        self, actor: Operator, rollout_id: str, *, revert: bool = True, reason: str = ""
+    ) -> dict[str, Any]:
+        """Stop a rollout; with ``revert`` every device it touched is sent back to its
+        previous version (devices switch slots locally; offline ones on their next poll)."""
+        actor.require(Role.OPERATOR)
+        if revert:
+            self._prefetch(rollout_id)
+        now = self.clock()
+        with self.uow_factory() as uow:
+            row = self._get(uow, rollout_id, for_update=True)
+            if RolloutState(row.state) in FINAL_STATES:
+                raise RolloutStateError(
+                    f"rollout {rollout_id} is already {row.state}", details={"state": row.state}
+                )
+            reverted = self._revert(uow, row, now) if revert else 0
+            self._finish(
+                uow,
+                row,
+                RolloutState.ABORTED,
+                reason or "operator",
+                now,
+                actor.actor,
+                {"revert": revert, "reverted": reverted},
+            )
+            uow.access.audit(
+                at=now,
+                before=None,
+                actor=actor.actor,
+                action="rollout.abort",
+                target=rollout_id,
+                after={"revert": revert, "reverted": reverted},
+            )
+            uow.commit()
+        return self.show(rollout_id)
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def add_webhook(self, actor: Operator, url: str) -> dict[str, Any]:
+        """Register a URL for rollout notifications; the answer holds its signing secret
+        (shown only now)."""
+        actor.require(Role.ADMIN)
+        if not url.startswith(("http://", "https://")):
+            raise RolloutSpecError(f"a webhook URL starts with http:// or https://, got {url!r}")
+        now = self.clock()
+        secret = secrets.token_urlsafe(32)
+        with self.uow_factory() as uow:
+            row = uow.rollouts.add_webhook(
+                url=url, secret=secret, created_at=now, created_by=actor.actor
+            )
+            uow.access.audit(
+                at=now,
+                before=None,
+                actor=actor.actor,
+                action="webhook.add",
+                target=url,
+                after={"id": row.id},
+            )
+            uow.commit()
+            return {"id": row.id, "url": url, "secret": secret}
+
+    def webhooks(self, actor: Operator) -> list[dict[str, Any]]:
+        actor.require(Role.ADMIN)
+        with self.uow_factory() as uow:
+            hooks = [
+                {"id": h.id, "url": h.url, "created_at": _aware(h.created_at)}
+                for h in uow.rollouts.webhooks()
+            ]
+            deliveries = [
+                {
+                    "id": d.id,
+                    "webhook": d.webhook_id,
+                    "event": d.event,
+                    "attempts": d.attempts,
+                    "delivered_at": _aware(d.delivered_at) if d.delivered_at else None,
+                    "next_attempt_at": _aware(d.next_attempt_at) if d.next_attempt_at else None,
+                    "last_error": d.last_error,
+                }
+                for d in uow.rollouts.deliveries()
+            ]
+        return [
+            {**h, "deliveries": [d for d in deliveries if d["webhook"] == h["id"]]} for h in hooks
+        ]
+
+    # -- the controller ------------------------------------------------------------------
+
+    def tick_all(self) -> int:
+        """One controller step of every running rollout; returns the decisions taken."""
+        with self.uow_factory() as uow:
+            ids = uow.rollouts.running_ids()
+        return sum(1 for rollout_id in ids if self.tick(rollout_id).kind is not Kind.WAIT)
+
+    def tick(self, rollout_id: str) -> Decision:
+        """Advance one rollout by one decision (see the module docstring)."""
+        self._prefetch(rollout_id)
+        now = self.clock()
+        with self.uow_factory() as uow:
+            row = self._get(uow, rollout_id, for_update=True)
+            if row.state != RolloutState.RUNNING:
+                return Decision(Kind.WAIT)
+            spec = RolloutSpec.model_validate(row.spec)
+            self._refresh(uow, row, spec, now)
+            target = parse_query(spec.target)
+            devices = uow.rollouts.target_devices(target, now, row.id)
+            wave = spec.waves[row.wave]
+            if wave.percent is not None:
+                wave_members = members(ranked(row.id, (d.device_id for d in devices)), wave.percent)
+            else:
+                cohorts = " OR ".join(f"({w.cohort})" for w in spec.waves[: row.wave + 1])
+                within = parse_query(f"({spec.target}) AND ({cohorts})")
+                wave_members = ranked(
+                    row.id, (d.device_id for d in uow.rollouts.target_devices(within, now, row.id))
+                )
+            by_id = {d.device_id: d for d in devices}
+            assigned = uow.rollouts.assigned(row.id)
+            unassigned = [
+                by_id[i] for i in wave_members if i in by_id and by_id[i].pk not in assigned
+            ]
+            counts = uow.rollouts.counts(row.id)
+            status_counts: dict[DeviceStatus, int] = {}
+            for (_, status, _), n in counts.items():
+                status_counts[DeviceStatus(status)] = status_counts.get(DeviceStatus(status), 0) + n
+            eligible = [d for d in unassigned if _in_window(spec, d.timezone, now)]
+            may_assign = self._allowance(uow, row.id, spec, now, status_counts) if eligible else 0
+            gates = self._analyse(uow, row, spec, target, counts, now, status_counts)
+            snap = Snapshot(
+                spec=spec,
+                state=RolloutState(row.state),
+                wave=row.wave,
+                phase=Phase(row.phase),
+                phase_started_at=_aware(row.phase_started_at),
+                now=now,
+                members=len(wave_members),
+                unassigned=len(eligible),
+                may_assign=may_assign,
+                counts=status_counts,
+                gates=gates,
+            )
+            decision = decide(snap)
+            self._carry_out(uow, row, spec, decision, eligible, now)
+            uow.commit()
+        return decision
+
+    # -- the shell's steps -------------------------------------------------------------------
+
+    def _refresh(self, uow: RolloutUnitOfWork, row: Any, spec: RolloutSpec, now: datetime) -> None:
+        changes: dict[int, tuple[str, str]] = {}
+        for p in uow.rollouts.progress(row.id, row.model, row.version):
+            status, detail = device_status(
+                DeviceStatus(p.status),
+                version=row.version,
+                assigned_at=p.assigned_at,
+                now=now,
+                timeout_s=spec.waves[min(p.wave, len(spec.waves) - 1)].device_timeout_s,
+                agent_state=p.agent_state,
+                reported_version=p.reported_version,
+                reported_at=p.reported_at,
+                outcome=p.outcome,
+            )
+            if status.value != p.status:
+                changes[p.pk] = (status.value, detail)
+        uow.rollouts.set_statuses(row.id, changes, now)
+
+    def _allowance(
+        self,
+        uow: RolloutUnitOfWork,
+        rollout_id: str,
+        spec: RolloutSpec,
+        now: datetime,
+        counts: dict[DeviceStatus, int],
+    ) -> int:
+        schedule = spec.schedule
+        if schedule.start_at is not None and now < _aware(schedule.start_at):
+            return 0
+        if any(_aware(b.start) <= now < _aware(b.end) for b in schedule.blackouts):
+            return 0
+        allowed = 1 << 30
+        if spec.rate.max_assign_per_minute is not None:
+            recent = uow.rollouts.assigned_since(rollout_id, now - timedelta(seconds=60))
+            allowed = min(allowed, max(0, spec.rate.max_assign_per_minute - recent))
+        if spec.rate.max_concurrent_downloads is not None:
+            in_flight = counts.get(DeviceStatus.ASSIGNED, 0) + counts.get(
+                DeviceStatus.DOWNLOADING, 0
+            )
+            allowed = min(allowed, max(0, spec.rate.max_concurrent_downloads - in_flight))
+        return allowed
+
+    def _analyse(
+        self,
+        uow: RolloutUnitOfWork,
+        row: Any,
+        spec: RolloutSpec,
+        target: Any,
+        counts: dict[tuple[int, str, str], int],
+        now: datetime,
+        status_counts: dict[DeviceStatus, int],
+    ) -> list[GateResult] | None:
+        running = sum(status_counts.get(s, 0) for s in (DeviceStatus.TRIAL, *FINISHED))
+        phase = Phase(row.phase)
+        if phase is Phase.AWAITING_APPROVAL or (phase is Phase.ROLLING and not running):
+            return None
+        last = _aware(row.last_analysis_at) if row.last_analysis_at else None
+        entered = _aware(row.phase_started_at)
+        due = (
+            last is None
+            or (now - last).total_seconds() >= self.analysis_interval_s
+            or (phase is Phase.ANALYSING and last < entered)
+        )
+        if not due:
+            return None
+        since = bucket_of(_aware(row.started_at or row.created_at))
+        delivery = _delivery(counts)
+        candidate = [
+            DeviceSummary.from_bucket(d, h, data)
+            for d, h, data in uow.rollouts.candidate_telemetry(
+                row.id, row.model, row.version, since
+            )
+        ]
+        baseline = [
+            DeviceSummary.from_bucket(d, h, data)
+            for d, h, data in uow.rollouts.baseline_telemetry(
+                target, now, row.model, row.version, spec.previous_version, since
+            )
+        ]
+        evidence = Evidence(delivery, candidate, baseline)
+        row.looks += 1
+        row.last_analysis_at = now
+        results = [evaluate(gate, evidence, spec.alpha, row.looks) for gate in spec.gates]
+        row.gates = [r.to_dict() for r in results]
+        return results
+
+    def _carry_out(
+        self,
+        uow: RolloutUnitOfWork,
+        row: Any,
+        spec: RolloutSpec,
+        decision: Decision,
+        eligible: Sequence[Any],
+        now: datetime,
+    ) -> None:
+        kind = decision.kind
+        if kind is Kind.WAIT:
+            return
+        details = dict(decision.details)
+        if kind is Kind.ASSIGN:
+            chosen = list(eligible[: decision.assign])
+            details |= self._assign(uow, row, spec, chosen, now)
+        elif kind is Kind.BAKE:
+            row.phase, row.phase_started_at = Phase.BAKING.value, now
+        elif kind is Kind.ANALYSE:
+            row.phase, row.phase_started_at = Phase.ANALYSING.value, now
+        elif kind in (Kind.ADVANCE, Kind.AWAIT_APPROVAL):
+            row.wave += 1
+            row.phase = (Phase.ROLLING if kind is Kind.ADVANCE else Phase.AWAITING_APPROVAL).value
+            row.phase_started_at = now
+            row.looks = 0
+            row.last_analysis_at = None
+            if kind is Kind.AWAIT_APPROVAL:
+                uow.rollouts.enqueue(
+                    "rollout.awaiting_approval", _event_payload(row, decision.reason), now
+                )
+        elif kind is Kind.SUCCEED:
+            self._finish(
+                uow, row, RolloutState.SUCCEEDED, decision.reason, now, "controller", details
+            )
+            return
+        elif kind is Kind.PAUSE:
+            row.state, row.reason = RolloutState.PAUSED.value, decision.reason
+            if decision.reason.startswith("gate_failed"):
+                uow.rollouts.enqueue(
+                    "rollout.gate_failed", _event_payload(row, decision.reason, details), now
+                )
+            uow.rollouts.enqueue(
+                "rollout.paused", _event_payload(row, decision.reason, details), now
+            )
+        elif kind is Kind.ABORT:
+            uow.rollouts.enqueue(
+                "rollout.gate_failed", _event_payload(row, decision.reason, details), now
+            )
+            details["reverted"] = self._revert(uow, row, now)
+            self._finish(
+                uow, row, RolloutState.ABORTED, decision.reason, now, "controller", details
+            )
+            return
+        row.updated_at = now
+        self._log(uow, row.id, now, "controller", kind.value, row.wave, decision.reason, details)
+
+    def _assign(
+        self,
+        uow: RolloutUnitOfWork,
+        row: Any,
+        spec: RolloutSpec,
+        chosen: Sequence[Any],
+        now: datetime,
+    ) -> dict[str, Any]:
+        by_hardware: dict[str | None, list[Any]] = {}
+        for device in chosen:
+            by_hardware.setdefault(device.hardware, []).append(device)
+        undeliverable: dict[str, str] = {}
+        for hardware, group in by_hardware.items():
+            try:
+                model = self._resolve(row.model, row.version, hardware)
+            except EdgefleetError as exc:
+                undeliverable[str(hardware)] = exc.message
+                uow.rollouts.assign(row.id, row.wave, group, now)
+                uow.rollouts.set_statuses(row.id, {d.pk: ("failed", exc.code) for d in group}, now)
+                continue
+            state = DesiredState(
+                model=model,
+                trial=spec.trial,
+                shadow=spec.shadow,
+                preconditions=spec.preconditions,
+                rollout=row.id,
+            )
+            uow.devices.set_desired(uow.rollouts.device_rows(d.pk for d in group), state, now)
+            uow.rollouts.assign(row.id, row.wave, group, now)
+        return {
+            "assigned": len(chosen),
+            "devices": [d.device_id for d in chosen[:20]],
+            **({"undeliverable": undeliverable} if undeliverable else {}),
+        }
+
+    def _revert(self, uow: RolloutUnitOfWork, row: Any, now: datetime) -> int:
+        """Send every device the rollout touched back to its previous version."""
+        spec = RolloutSpec.model_validate(row.spec)
+        groups: dict[tuple[str | None, str | None], list[int]] = {}
+        for pk, previous, hardware in uow.rollouts.touched(row.id):
+            version = spec.previous_version or previous
+            groups.setdefault((version, hardware), []).append(pk)
+        reverted = 0
+        for (version, hardware), pks in groups.items():
+            if version is None or version == row.version:
+                continue  # nothing to go back to: the device keeps what it runs
+            try:
+                model = self._resolve(row.model, version, hardware)
+            except EdgefleetError:
+                continue
+            state = DesiredState(model=model, trial=REVERT_TRIAL, rollout=row.id)
+            uow.devices.set_desired(uow.rollouts.device_rows(pks), state, now)
+            uow.rollouts.set_statuses(row.id, dict.fromkeys(pks, ("reverted", version)), now)
+            reverted += len(pks)
+        return reverted
+
+    def _finish(
+        self,
+        uow: RolloutUnitOfWork,
+        row: Any,
+        state: RolloutState,
+        reason: str,
+        now: datetime,
+        actor: str,
+        details: dict[str, Any],
+    ) -> None:
+        row.state, row.reason, row.finished_at, row.updated_at = state.value, reason[:256], now, now
+        kind = {RolloutState.SUCCEEDED: "succeed", RolloutState.ABORTED: "abort"}.get(
+            state, state.value
+        )
+        self._log(uow, row.id, now, actor, kind, row.wave, reason, details)
+        uow.rollouts.enqueue(f"rollout.{state.value}", _event_payload(row, reason, details), now)
+
+    def _change(
+        self,
+        actor: Operator,
+        rollout_id: str,
+        action: str,
+        allowed: set[RolloutState],
+        to: RolloutState,
+        reason: str,
+    ) -> dict[str, Any]:
+        actor.require(Role.OPERATOR)
+        now = self.clock()
+        with self.uow_factory() as uow:
+            row = self._get(uow, rollout_id, for_update=True)
+            if RolloutState(row.state) not in allowed:
+                raise RolloutStateError(
+                    f"cannot {action} rollout {rollout_id}: it is {row.state}",
+                    details={"state": row.state},
+                )
+            row.state, row.reason, row.updated_at = to.value, reason[:256], now
+            if action == "start":
+                row.started_at = now
+            if action == "resume":
+                # The wave is observed afresh: bake again, new looks.
+                if row.phase in (Phase.BAKING, Phase.ANALYSING):
+                    row.phase = Phase.BAKING.value
+                row.phase_started_at, row.looks, row.last_analysis_at = now, 0, None
+            self._log(uow, rollout_id, now, actor.actor, action, row.wave, reason or "operator", {})
+            uow.access.audit(
+                at=now,
+                before=None,
+                actor=actor.actor,
+                action=f"rollout.{action}",
+                target=rollout_id,
+                after={"state": to.value},
+            )
+            uow.rollouts.enqueue(f"rollout.{to.value}", _event_payload(row, reason or action), now)
+            uow.commit()
+        return self.show(rollout_id)
+
+    @staticmethod
+    def _get(uow: RolloutUnitOfWork, rollout_id: str, *, for_update: bool = False) -> Any:
+        row = uow.rollouts.get(rollout_id, for_update=for_update)
+        if row is None:
+            raise RolloutNotFoundError(
+                f"no rollout {rollout_id!r}", details={"rollout": rollout_id}
+            )
+        return row
+
+    @staticmethod
+    def _log(
+        uow: RolloutUnitOfWork,
+        rollout_id: str,
+        now: datetime,
+        actor: str,
+        kind: str,
+        wave: int,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        uow.rollouts.log(
+            rollout_id=rollout_id,
+            at=now,
+            actor=actor,
+            kind=kind,
+            wave=wave,
+            reason=reason[:256],
+            details=_jsonable(details),
+        )
+
+
+def validate_spec(spec: RolloutSpec | dict[str, Any]) -> RolloutSpec:
+    """A rollout definition from a mapping (YAML/JSON), every problem named.
+
+    Raises:
+        RolloutSpecError: the definition is invalid.
+    """
+    if isinstance(spec, RolloutSpec):
+        return spec
+    try:
+        return RolloutSpec.model_validate(spec)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'rollout'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise RolloutSpecError(
+            "the rollout definition is invalid: " + "; ".join(problems),
+            details={"problems": problems},
+        ) from exc
+
+
+def _in_window(spec: RolloutSpec, timezone: str | None, now: datetime) -> bool:
+    windows = spec.schedule.windows
+    if not windows:
+        return True
+    for window in windows:
+        zone: Any = UTC
+        if window.timezone == "device" and timezone:
+            try:
+                zone = ZoneInfo(timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                zone = UTC
+        if window.contains(now.astimezone(zone).time()):
+            return True
+    return False
+
+
+def _delivery(counts: dict[tuple[int, str, str], int]) -> Delivery:
+    finished = failed = rolled_back = trial_failed = 0
+    for (_, status, detail), n in counts.items():
+        if status in ("committed", "rolled_back", "failed", "reverted"):
+            finished += n
+        if status == "failed":
+            failed += n
+        if status == "rolled_back":
+            rolled_back += n
+            if detail.startswith(("trial_failed", "shadow_failed")):
+                trial_failed += n
+    return Delivery(finished, failed, rolled_back, trial_failed)
+
+
+def _view(row: Any, counts: dict[tuple[int, str, str], int]) -> dict[str, Any]:
+    spec = row.spec
+    waves: list[dict[str, Any]] = []
+    for index, wave in enumerate(spec["waves"]):
+        statuses: dict[str, int] = {}
+        for (w, status, _), n in counts.items():
+            if w == index:
+                statuses[status] = statuses.get(status, 0) + n
+        waves.append(
+            {
+                "index": index,
+                "percent": wave.get("percent"),
+                "cohort": wave.get("cohort"),
+                "approval": wave["approval"],
+                "devices": statuses,
+            }
+        )
+    totals: dict[str, int] = {}
+    for (_, status, _), n in counts.items():
+        totals[status] = totals.get(status, 0) + n
+    return {
+        "id": row.id,
+        "name": row.name,
+        "model": row.model,
+        "version": row.version,
+        "target": spec["target"],
+        "state": row.state,
+        "wave": row.wave,
+        "phase": row.phase,
+        "phase_started_at": _aware(row.phase_started_at),
+        "reason": row.reason,
+        "created_at": _aware(row.created_at),
+        "created_by": row.created_by,
+        "started_at": _aware(row.started_at) if row.started_at else None,
+        "finished_at": _aware(row.finished_at) if row.finished_at else None,
+        "looks": row.looks,
+        "gates": row.gates or [],
+        "waves": waves,
+        "devices": totals,
+        "in_progress": sum(totals.get(s.value, 0) for s in IN_PROGRESS),
+    }
+
+
+def _event_payload(row: Any, reason: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = _jsonable(
+        {
+            "rollout": row.id,
+            "name": row.name,
+            "model": row.model,
+            "version": row.version,
+            "state": row.state,
+            "wave": row.wave,
+            "reason": reason,
+            **({"details": details} if details else {}),
+        }
+    )
+    return payload
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
