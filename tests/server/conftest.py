@@ -73,10 +73,11 @@ class LiveServer:
 
 
 @contextmanager
-def serve(settings: Settings) -> Iterator[tuple[str, uvicorn.Server]]:
-    """Run the app on a free loopback port until the generator is closed."""
+def serve(settings: Settings, port: int = 0) -> Iterator[tuple[str, uvicorn.Server]]:
+    """Run the app on a loopback port (a free one by default) until the generator is
+    closed."""
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
