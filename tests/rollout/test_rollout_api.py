@@ -81,10 +81,10 @@ def run_until(live: LiveServer, fleet: Fleet, rollout_id: str, done, timeout=60.
     raise AssertionError(f"rollout never got there: {view}")
 
 
-def create(live: LiveServer, **spec) -> dict:
+def create(live: LiveServer, version: str = "1.1.0", **spec) -> dict:
     body = {
         "model": "digits",
-        "version": "1.1.0",
+        "version": version,
         "target": "region:eu-west",
         "waves": FAST_WAVES,
         "gates": DELIVERY_GATES,
@@ -213,3 +213,65 @@ def test_bad_definitions_are_refused_with_the_problem_named(live: LiveServer):
     )
     assert gate.status_code == 422 and "max_count does not apply to cpu_percent" in gate.text
     assert live.admin("GET", "/api/v1/rollouts/ro-nope").status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_rate_limits_and_schedule_hold_assignments_back(live: LiveServer):
+    fleet = Fleet(live, 8, lambda device, version: "commit")
+    install_baseline(live, fleet)
+    one_wave = [{"percent": 100, "bake_s": 0}]
+    limited = create(live, waves=one_wave, rate={"max_concurrent_downloads": 3})
+    rid = limited["id"]
+    time.sleep(1.0)  # many controller steps, devices silent: at most 3 in flight
+    view = live.admin("GET", f"/api/v1/rollouts/{rid}").json()
+    assert view["devices"] == {"assigned": 3}
+    view = run_until(live, fleet, rid, lambda v: v["state"] == "succeeded")
+    assert view["devices"] == {"committed": 8}
+
+    later = {"start_at": "2099-01-01T00:00:00Z"}
+    scheduled = create(live, version="1.0.0", waves=one_wave, schedule=later)
+    time.sleep(0.5)
+    view = live.admin("GET", f"/api/v1/rollouts/{scheduled['id']}").json()
+    assert view["state"] == "running" and view["devices"] == {}  # nothing before start_at
+    closed = {"windows": [{"start": "00:00", "end": "00:00", "timezone": "UTC"}]}
+    assert create(live, version="1.0.0", waves=one_wave, schedule=closed)["devices"] == {}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_offline_devices_are_unreachable_and_never_block_a_wave(live: LiveServer):
+    silent = {"cam-01", "cam-02"}
+
+    class Partly(Fleet):
+        def step(self) -> None:
+            online = {k: v for k, v in self.devices.items() if k not in silent}
+            everyone, self.devices = self.devices, online
+            try:
+                super().step()
+            finally:
+                self.devices = everyone
+
+    fleet = Partly(live, 6, lambda device, version: "commit")
+    install_baseline(live, fleet)
+    waves = [{"percent": 100, "bake_s": 0, "device_timeout_s": 1}]
+    rollout = create(live, waves=waves)
+    view = run_until(live, fleet, rollout["id"], lambda v: v["state"] == "succeeded")
+    assert view["devices"] == {"committed": 4, "unreachable": 2}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_cohort_waves_go_site_by_site(live: LiveServer):
+    fleet = Fleet(live, 0, lambda device, version: "commit")
+    for i, site in enumerate(["a", "a", "b", "b", "b", "c"]):
+        device_id, credential, _ = live.enroll(f"site-{site}-{i}", region="eu-west", site=site)
+        fleet.devices[device_id] = {"credential": credential, "seq": 0, "version": None}
+    install_baseline(live, fleet)
+    waves = [
+        {"cohort": "site:a", "bake_s": 0},
+        {"cohort": "site:b", "bake_s": 0},
+        {"cohort": "site:*", "bake_s": 0},
+    ]
+    rollout = create(live, waves=waves)
+    view = run_until(live, fleet, rollout["id"], lambda v: v["state"] == "succeeded")
+    assert [sum(w["devices"].values()) for w in view["waves"]] == [2, 3, 1]
+    devices = live.admin("GET", f"/api/v1/rollouts/{rollout['id']}/devices").json()
+    assert {d["device_id"] for d in devices if d["wave"] == 0} == {"site-a-0", "site-a-1"}
