@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgefleet.fleet.domain import ShadowPolicy, TrialPolicy
-from edgefleet.registry.profile import CONFIDENCE_EDGES
+from edgefleet.registry.profile import confidence_mean
 from edgefleet.runtime.metrics import ModelStats
 from edgefleet.runtime.shadow import ShadowStats
 
@@ -52,12 +52,7 @@ class Verdict:
 
 
 def mean_confidence(stats: ModelStats) -> float | None:
-    total = sum(stats.confidence_counts)
-    if not total:
-        return None
-    edges = (0.0, *CONFIDENCE_EDGES, 1.0)
-    mids = [(edges[i] + edges[i + 1]) / 2 for i in range(len(edges) - 1)]
-    return sum(m * c for m, c in zip(mids, stats.confidence_counts, strict=False)) / total
+    return confidence_mean(stats.confidence_counts)
 
 
 def error_rate(stats: ModelStats) -> float:

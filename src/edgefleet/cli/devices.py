@@ -6,9 +6,9 @@ Works on the local store or, with ``--server``, through a server's operator API.
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic_core import to_jsonable_python
@@ -19,6 +19,8 @@ from edgefleet.cli.remote import RemoteRegistry
 from edgefleet.config import load_settings
 
 app = typer.Typer(help="List, inspect and target devices.", no_args_is_help=True)
+L = TypeVar("L")
+R = TypeVar("R")
 
 QUERY_HELP = "Targeting query, e.g. 'region:eu-west AND hw:rev2' or 'firmware>=1.8.0'."
 
@@ -97,15 +99,23 @@ class RemoteFleet:
 
 @contextmanager
 def fleet() -> Iterator[LocalFleet | RemoteFleet]:
+    with local_or_remote(LocalFleet, RemoteFleet) as client:
+        yield client
+
+
+@contextmanager
+def local_or_remote(
+    local: Callable[[], L], remote: Callable[[str, str | None], R]
+) -> Iterator[L | R]:
+    """The server's API when ``--server`` (or the ``server`` setting) names one, else the
+    local store; closed on the way out."""
     settings = load_settings()
     server = REMOTE.server or settings.server
-    client: LocalFleet | RemoteFleet = (
-        RemoteFleet(server, REMOTE.token or settings.token) if server else LocalFleet()
-    )
+    client: L | R = remote(server, REMOTE.token or settings.token) if server else local()
     try:
         yield client
     finally:
-        client.close()
+        client.close()  # type: ignore[union-attr]
 
 
 @app.command("list")

@@ -20,10 +20,9 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from edgefleet.cli.devices import LocalFleet
-from edgefleet.cli.output import REMOTE, console, json_option, print_json
+from edgefleet.cli.devices import LocalFleet, local_or_remote
+from edgefleet.cli.output import console, json_option, print_json
 from edgefleet.cli.remote import RemoteRegistry
-from edgefleet.config import load_settings
 from edgefleet.errors import ConfigError
 
 app = typer.Typer(help="Roll a model version out in gated waves.", no_args_is_help=True)
@@ -91,15 +90,8 @@ class RemoteRollouts:
 
 @contextmanager
 def rollouts() -> Iterator[LocalRollouts | RemoteRollouts]:
-    settings = load_settings()
-    server = REMOTE.server or settings.server
-    client: LocalRollouts | RemoteRollouts = (
-        RemoteRollouts(server, REMOTE.token or settings.token) if server else LocalRollouts()
-    )
-    try:
+    with local_or_remote(LocalRollouts, RemoteRollouts) as client:
         yield client
-    finally:
-        client.close()
 
 
 def _jsonable(value: Any) -> Any:

@@ -70,6 +70,17 @@ class ReferenceProfile(BaseModel):
 FloatArray = npt.NDArray[np.floating]
 
 
+def confidence_mean(counts: Sequence[int]) -> float | None:
+    """Mean top-1 confidence of a histogram on ``CONFIDENCE_EDGES`` (bin midpoints);
+    ``None`` when it is empty."""
+    total = sum(counts)
+    if not total:
+        return None
+    edges = (0.0, *CONFIDENCE_EDGES, 1.0)
+    mids = [(edges[i] + edges[i + 1]) / 2 for i in range(len(edges) - 1)]
+    return sum(m * c for m, c in zip(mids, counts, strict=False)) / total
+
+
 def quantile_edges(values: npt.ArrayLike, bins: int) -> tuple[float, ...]:
     """Interior cut points that split ``values`` into (at most) ``bins`` equal-mass buckets.
 

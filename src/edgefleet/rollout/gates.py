@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from edgefleet.registry.profile import CONFIDENCE_EDGES
+from edgefleet.registry.profile import CONFIDENCE_EDGES, confidence_mean
 from edgefleet.rollout.policy import LOWER_IS_WORSE, GateSpec, Metric
 from edgefleet.rollout.stats import (
     Interval,
@@ -93,12 +93,7 @@ class DeviceSummary:
         if metric is Metric.LATENCY_P95:
             return latency_quantile(list(self.latency_counts), 0.95)
         if metric is Metric.MEAN_CONFIDENCE:
-            total = sum(self.confidence_counts)
-            if not total:
-                return None
-            edges = (0.0, *CONFIDENCE_EDGES, 1.0)
-            mids = [(edges[i] + edges[i + 1]) / 2 for i in range(len(edges) - 1)]
-            return sum(m * c for m, c in zip(mids, self.confidence_counts, strict=False)) / total
+            return confidence_mean(self.confidence_counts)
         return self.health.get(metric.value)
 
     def rate(self, metric: Metric) -> tuple[int, int]:

@@ -199,14 +199,7 @@ class RolloutService:
                 state.value,
                 {"spec": spec.model_dump(mode="json")},
             )
-            uow.access.audit(
-                at=now,
-                before=None,
-                actor=actor.actor,
-                action="rollout.create",
-                target=rollout_id,
-                after={"state": state.value},
-            )
+            _audit(uow, now, actor, "rollout.create", rollout_id, {"state": state.value})
             uow.commit()
         return self.show(rollout_id)
 
@@ -291,14 +284,7 @@ class RolloutService:
             row.phase_started_at = now
             row.updated_at = now
             self._log(uow, rollout_id, now, actor.actor, "approve", row.wave, "operator", {})
-            uow.access.audit(
-                at=now,
-                before=None,
-                actor=actor.actor,
-                action="rollout.approve",
-                target=rollout_id,
-                after={"wave": row.wave},
-            )
+            _audit(uow, now, actor, "rollout.approve", rollout_id, {"wave": row.wave})
             payload = _event_payload(row, "approved")
             uow.rollouts.enqueue("rollout.approved", payload, now)
             uow.commit()
@@ -329,13 +315,13 @@ class RolloutService:
                 actor.actor,
                 {"revert": revert, "reverted": reverted},
             )
-            uow.access.audit(
-                at=now,
-                before=None,
-                actor=actor.actor,
-                action="rollout.abort",
-                target=rollout_id,
-                after={"revert": revert, "reverted": reverted},
+            _audit(
+                uow,
+                now,
+                actor,
+                "rollout.abort",
+                rollout_id,
+                {"revert": revert, "reverted": reverted},
             )
             uow.commit()
         return self.show(rollout_id)
@@ -354,14 +340,7 @@ class RolloutService:
             row = uow.rollouts.add_webhook(
                 url=url, secret=secret, created_at=now, created_by=actor.actor
             )
-            uow.access.audit(
-                at=now,
-                before=None,
-                actor=actor.actor,
-                action="webhook.add",
-                target=url,
-                after={"id": row.id},
-            )
+            _audit(uow, now, actor, "webhook.add", url, {"id": row.id})
             uow.commit()
             return {"id": row.id, "url": url, "secret": secret}
 
@@ -691,14 +670,7 @@ class RolloutService:
                     row.phase = Phase.BAKING.value
                 row.phase_started_at, row.looks, row.last_analysis_at = now, 0, None
             self._log(uow, rollout_id, now, actor.actor, action, row.wave, reason or "operator", {})
-            uow.access.audit(
-                at=now,
-                before=None,
-                actor=actor.actor,
-                action=f"rollout.{action}",
-                target=rollout_id,
-                after={"state": to.value},
-            )
+            _audit(uow, now, actor, f"rollout.{action}", rollout_id, {"state": to.value})
             uow.rollouts.enqueue(f"rollout.{to.value}", _event_payload(row, reason or action), now)
             uow.commit()
         return self.show(rollout_id)
@@ -732,6 +704,19 @@ class RolloutService:
             reason=reason[:256],
             details=_jsonable(details),
         )
+
+
+def _audit(
+    uow: RolloutUnitOfWork,
+    now: datetime,
+    actor: Operator,
+    action: str,
+    target: str,
+    after: dict[str, Any],
+) -> None:
+    uow.access.audit(
+        at=now, before=None, actor=actor.actor, action=action, target=target, after=after
+    )
 
 
 def validate_spec(spec: RolloutSpec | dict[str, Any]) -> RolloutSpec:
