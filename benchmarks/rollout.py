@@ -43,10 +43,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy
-from sqlalchemy import Engine, event, insert, select, update
+from sqlalchemy import Engine, Table, event, insert, select, update
 from sqlalchemy.orm import sessionmaker
 
 from edgefleet.access.service import Operator
@@ -72,6 +72,10 @@ VARIANTS = {"jetson-orin": "fp16", "rpi5": "int8", "x86_64": "fp32"}
 PERCENTS = (1, 5, 25, 50, 100)
 CHUNK = 5000
 FINAL = {Kind.SUCCEED, Kind.ABORT, Kind.PAUSE}
+# The tables, for bulk Core inserts.
+DEVICES = cast(Table, DeviceRow.__table__)
+EVENTS = cast(Table, DeviceEventRow.__table__)
+TELEMETRY = cast(Table, TelemetryRow.__table__)
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -187,11 +191,11 @@ def seed_devices(engine: Engine, count: int, now: datetime) -> None:
         )
     with engine.begin() as connection:
         for part in chunks(rows):
-            connection.execute(insert(DeviceRow.__table__), part)
+            connection.execute(insert(DEVICES), part)
         pks = list(connection.scalars(select(DeviceRow.id).order_by(DeviceRow.id)))
         events = [event_row(pk, 1, OLD, enrolled + timedelta(minutes=1)) for pk in pks]
         for part in chunks(events):
-            connection.execute(insert(DeviceEventRow.__table__), part)
+            connection.execute(insert(EVENTS), part)
 
 
 def event_row(pk: int, seq: int, version: str, at: datetime) -> dict[str, Any]:
@@ -256,7 +260,7 @@ def seed_telemetry(
     with engine.begin() as connection:
         for part in chunks(pks):
             connection.execute(
-                insert(TelemetryRow.__table__),
+                insert(TELEMETRY),
                 [telemetry_row(rng, pk, version, bucket) for pk in part],
             )
 
@@ -287,9 +291,7 @@ class Fleet:
         now = datetime.now(UTC)
         with self.engine.begin() as connection:
             for part in chunks(pks):
-                connection.execute(
-                    insert(DeviceEventRow.__table__), [event_row(pk, 2, NEW, now) for pk in part]
-                )
+                connection.execute(insert(EVENTS), [event_row(pk, 2, NEW, now) for pk in part])
                 connection.execute(
                     update(DeviceRow)
                     .where(DeviceRow.id.in_(part))
