@@ -348,25 +348,35 @@ def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         reset_postgres(url)
     settings = Settings(home=home, database_url_override=url)
     engine = make_engine(settings)
+    read_engine = make_engine(settings, read_only=True)
     try:
-        return measure(args, engine)
+        return measure(args, engine, read_engine)
     finally:
         engine.dispose()
+        read_engine.dispose()
         if url:
             reset_postgres(url)
 
 
-def measure(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
+def measure(args: argparse.Namespace, engine: Engine, read_engine: Engine) -> dict[str, Any]:
     upgrade(engine)
     counter = StatementCounter()
     event.listen(engine, "before_cursor_execute", counter)
+    event.listen(read_engine, "before_cursor_execute", counter)
     sessions = sessionmaker(engine, expire_on_commit=False)
+    read_sessions = sessionmaker(read_engine, expire_on_commit=False)
     where = describe_url(engine)
 
     def uow() -> SqlUnitOfWork:
         return SqlUnitOfWork(sessions, where)
 
-    service = RolloutService(uow, resolver, analysis_interval_s=0)
+    def read_uow() -> SqlUnitOfWork:
+        return SqlUnitOfWork(read_sessions, where)
+
+    # As the server wires it: reads without the write lock (on SQLite the writer's
+    # transactions begin with it). Analysis at every tick: the worst case (the server
+    # analyses every rollout_analysis_interval_s, 30 s by default).
+    service = RolloutService(uow, resolver, analysis_interval_s=0, read_uow_factory=read_uow)
     operator = Operator(key_id="local", name="bench", role=Role.ADMIN)
     rng = random.Random(7)
 

@@ -42,7 +42,7 @@ from edgefleet.rollout.controller import (
 from edgefleet.rollout.errors import RolloutNotFoundError, RolloutSpecError, RolloutStateError
 from edgefleet.rollout.gates import Delivery, DeviceSummary, Evidence, GateResult, evaluate
 from edgefleet.rollout.policy import Approval, RolloutSpec
-from edgefleet.rollout.waves import members, ranked
+from edgefleet.rollout.waves import members, rank
 
 #: How long a resolved artifact (or the error resolving it) is reused.
 RESOLVE_TTL_S = 10.0
@@ -77,6 +77,9 @@ class RolloutService:
         analysis_interval_s: least time between two gate analyses of one rollout (each
             analysis is one "look" of the sequential tests).
         clock: the time (tests may move it).
+        read_uow_factory: transactions that only read and take no write lock (on
+            SQLite, the writer's transactions begin with the write lock); default:
+            ``uow_factory``.
     """
 
     def __init__(
@@ -86,8 +89,11 @@ class RolloutService:
         *,
         analysis_interval_s: float = 30.0,
         clock: Callable[[], datetime] = _now,
+        read_uow_factory: Callable[[], RolloutUnitOfWork] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
+        self.read_uow_factory = read_uow_factory or uow_factory
+        self._ranks: dict[str, dict[str, int]] = {}
         self.resolve_model = resolve_model
         self.analysis_interval_s = analysis_interval_s
         self.clock = clock
@@ -113,17 +119,13 @@ class RolloutService:
         return result
 
     def _prefetch(self, rollout_id: str) -> None:
-        """Resolve, outside any write transaction, what a tick or an abort may need."""
-        with self.uow_factory() as uow:
+        """Resolve, outside any write transaction, what an abort's revert needs."""
+        with self.read_uow_factory() as uow:
             row = self._get(uow, rollout_id)
             spec = RolloutSpec.model_validate(row.spec)
-            model, version = row.model, row.version
-            kinds = uow.rollouts.hardware_kinds(parse_query(spec.target), self.clock())
+            model = row.model
             touched = uow.rollouts.touched_kinds(rollout_id)
-        wanted = {(version, h) for h in kinds}
-        wanted |= {
-            (spec.previous_version or p, h) for p, h in touched if spec.previous_version or p
-        }
+        wanted = {(spec.previous_version or p, h) for p, h in touched if spec.previous_version or p}
         for wanted_version, hardware in wanted:
             with contextlib.suppress(EdgefleetError):
                 self._resolve(model, wanted_version, hardware)
@@ -376,36 +378,48 @@ class RolloutService:
         return sum(1 for rollout_id in ids if self.tick(rollout_id).kind is not Kind.WAIT)
 
     def tick(self, rollout_id: str) -> Decision:
-        """Advance one rollout by one decision (see the module docstring)."""
-        self._prefetch(rollout_id)
+        """Advance one rollout by one decision (see the module docstring).
+
+        The work is done in reads that take no lock (device statuses, the wave's
+        members, the gates' evidence); only the writes take the write lock, briefly: the
+        status changes, then the decision, which is dropped if an operator changed the
+        rollout in between (the next tick decides again).
+        """
         now = self.clock()
-        with self.uow_factory() as uow:
-            row = self._get(uow, rollout_id, for_update=True)
+        with self.read_uow_factory() as uow:
+            row = self._get(uow, rollout_id)
             if row.state != RolloutState.RUNNING:
                 return Decision(Kind.WAIT)
             spec = RolloutSpec.model_validate(row.spec)
-            self._refresh(uow, row, spec, now)
+            changes = self._status_changes(uow, row, spec, now)
+        if changes:
+            with self.uow_factory() as uow:
+                uow.rollouts.set_statuses(rollout_id, changes, now)
+                uow.commit()
+        with self.read_uow_factory() as uow:
+            row = self._get(uow, rollout_id)
+            seen = _version(row)
             target = parse_query(spec.target)
-            devices = uow.rollouts.target_devices(target, now, row.id)
             wave = spec.waves[row.wave]
             if wave.percent is not None:
-                wave_members = members(ranked(row.id, (d.device_id for d in devices)), wave.percent)
+                devices = uow.rollouts.target_devices(target, now, row.id)
             else:
                 cohorts = " OR ".join(f"({w.cohort})" for w in spec.waves[: row.wave + 1])
                 within = parse_query(f"({spec.target}) AND ({cohorts})")
-                wave_members = ranked(
-                    row.id, (d.device_id for d in uow.rollouts.target_devices(within, now, row.id))
-                )
+                devices = uow.rollouts.target_devices(within, now, row.id)
+            order = self._ranked(row.id, [d.device_id for d in devices])
+            wave_members = members(order, wave.percent) if wave.percent is not None else order
             by_id = {d.device_id: d for d in devices}
             assigned = uow.rollouts.assigned(row.id)
-            unassigned = [
-                by_id[i] for i in wave_members if i in by_id and by_id[i].pk not in assigned
+            eligible = [
+                by_id[i]
+                for i in wave_members
+                if by_id[i].pk not in assigned and _in_window(spec, by_id[i].timezone, now)
             ]
             counts = uow.rollouts.counts(row.id)
             status_counts: dict[DeviceStatus, int] = {}
             for (_, status, _), n in counts.items():
                 status_counts[DeviceStatus(status)] = status_counts.get(DeviceStatus(status), 0) + n
-            eligible = [d for d in unassigned if _in_window(spec, d.timezone, now)]
             may_assign = self._allowance(uow, row.id, spec, now, status_counts) if eligible else 0
             gates = self._analyse(uow, row, spec, target, counts, now, status_counts)
             snap = Snapshot(
@@ -422,13 +436,40 @@ class RolloutService:
                 gates=gates,
             )
             decision = decide(snap)
+        if decision.kind is Kind.WAIT and gates is None:
+            return decision
+        # Resolve artifacts now, outside the write transaction (see ``_resolve``).
+        if decision.kind is Kind.ASSIGN:
+            for hardware in {d.hardware for d in eligible[: decision.assign]}:
+                with contextlib.suppress(EdgefleetError):
+                    self._resolve(spec.model, spec.version, hardware)
+        elif decision.kind is Kind.ABORT:
+            self._prefetch(rollout_id)
+        with self.uow_factory() as uow:
+            row = self._get(uow, rollout_id, for_update=True)
+            if _version(row) != seen:
+                return Decision(Kind.WAIT)  # an operator acted meanwhile: decide afresh
+            if gates is not None:
+                row.looks += 1
+                row.last_analysis_at = now
+                row.gates = [g.to_dict() for g in gates]
             self._carry_out(uow, row, spec, decision, eligible, now)
             uow.commit()
         return decision
 
+    def _ranked(self, rollout_id: str, device_ids: list[str]) -> list[str]:
+        """The rollout's order of ``device_ids``, hashing each device once per rollout."""
+        ranks = self._ranks.setdefault(rollout_id, {})
+        for device_id in device_ids:
+            if device_id not in ranks:
+                ranks[device_id] = rank(rollout_id, device_id)
+        return sorted(device_ids, key=lambda d: (ranks[d], d))
+
     # -- the shell's steps -------------------------------------------------------------------
 
-    def _refresh(self, uow: RolloutUnitOfWork, row: Any, spec: RolloutSpec, now: datetime) -> None:
+    def _status_changes(
+        self, uow: RolloutUnitOfWork, row: Any, spec: RolloutSpec, now: datetime
+    ) -> dict[int, tuple[str, str]]:
         changes: dict[int, tuple[str, str]] = {}
         for p in uow.rollouts.progress(row.id, row.model, row.version):
             status, detail = device_status(
@@ -444,7 +485,7 @@ class RolloutService:
             )
             if status.value != p.status:
                 changes[p.pk] = (status.value, detail)
-        uow.rollouts.set_statuses(row.id, changes, now)
+        return changes
 
     def _allowance(
         self,
@@ -508,11 +549,7 @@ class RolloutService:
             )
         ]
         evidence = Evidence(delivery, candidate, baseline)
-        row.looks += 1
-        row.last_analysis_at = now
-        results = [evaluate(gate, evidence, spec.alpha, row.looks) for gate in spec.gates]
-        row.gates = [r.to_dict() for r in results]
-        return results
+        return [evaluate(gate, evidence, spec.alpha, row.looks + 1) for gate in spec.gates]
 
     def _carry_out(
         self,
@@ -597,7 +634,7 @@ class RolloutService:
                 preconditions=spec.preconditions,
                 rollout=row.id,
             )
-            uow.devices.set_desired(uow.rollouts.device_rows(d.pk for d in group), state, now)
+            uow.devices.set_desired_many([d.pk for d in group], state, now)
             uow.rollouts.assign(row.id, row.wave, group, now)
         return {
             "assigned": len(chosen),
@@ -621,7 +658,7 @@ class RolloutService:
             except EdgefleetError:
                 continue
             state = DesiredState(model=model, trial=REVERT_TRIAL, rollout=row.id)
-            uow.devices.set_desired(uow.rollouts.device_rows(pks), state, now)
+            uow.devices.set_desired_many(pks, state, now)
             uow.rollouts.set_statuses(row.id, dict.fromkeys(pks, ("reverted", version)), now)
             reverted += len(pks)
         return reverted
@@ -717,6 +754,11 @@ def _audit(
     uow.access.audit(
         at=now, before=None, actor=actor.actor, action=action, target=target, after=after
     )
+
+
+def _version(row: Any) -> tuple[Any, ...]:
+    """What an operator's action changes: a decision taken on an older view is dropped."""
+    return (row.state, row.wave, row.phase, row.phase_started_at, row.looks)
 
 
 def validate_spec(spec: RolloutSpec | dict[str, Any]) -> RolloutSpec:

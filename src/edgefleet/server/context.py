@@ -51,6 +51,14 @@ class ServerContext:
     def sessions(self) -> sessionmaker:  # type: ignore[type-arg]
         return sessionmaker(self.engine, expire_on_commit=False)
 
+    @cached_property
+    def read_sessions(self) -> sessionmaker:  # type: ignore[type-arg]
+        return sessionmaker(self.read_engine, expire_on_commit=False)
+
+    def read_uow(self) -> SqlUnitOfWork:
+        """A transaction for reads only: no write lock on SQLite, autocommit on PostgreSQL."""
+        return SqlUnitOfWork(self.read_sessions, describe_url(self.read_engine))
+
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.sessions, describe_url(self.engine))
 
@@ -86,6 +94,7 @@ class ServerContext:
             self.uow,
             self.resolve_model,
             analysis_interval_s=self.settings.rollout_analysis_interval_s,
+            read_uow_factory=self.read_uow,
         )
 
     @cached_property

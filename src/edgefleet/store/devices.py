@@ -121,6 +121,20 @@ class SqlDeviceRepository:
             row.desired_updated_at = now
         self.session.flush()
 
+    def set_desired_many(
+        self, pks: Sequence[int], state: DesiredState | None, now: datetime
+    ) -> None:
+        """The same desired state for many devices, by primary key, in bulk updates."""
+        payload = state.model_dump(mode="json") if state else None
+        etag = desired_etag(state)
+        for start in range(0, len(pks), 5000):
+            self.session.execute(
+                update(DeviceRow)
+                .where(DeviceRow.id.in_(pks[start : start + 5000]))
+                .values(desired=payload, desired_etag=etag, desired_updated_at=now),
+                execution_options={"synchronize_session": False},
+            )
+
     def set_reported(
         self, row: DeviceRow, reported: ReportedState, now: datetime, offline_after: float = 3.0
     ) -> None:

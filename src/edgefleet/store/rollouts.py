@@ -105,10 +105,6 @@ class SqlRolloutRepository:
         ).where(compile_query(node, now=now), not_(DeviceRow.id.in_(claimed)))
         return [TargetDevice(*row) for row in self.session.execute(query)]
 
-    def hardware_kinds(self, node: Node, now: datetime) -> set[str | None]:
-        query = select(DeviceRow.hardware).where(compile_query(node, now=now)).distinct()
-        return set(self.session.scalars(query))
-
     def touched_kinds(self, rollout_id: str) -> set[tuple[str | None, str | None]]:
         """Distinct (previous version, hardware) of the rollout's devices."""
         query = (
@@ -291,7 +287,7 @@ class SqlRolloutRepository:
     ) -> list[tuple[str, str | None, dict[str, Any]]]:
         """(device id, hardware, merged data) of the rollout's devices on ``version``."""
         query = (
-            select(DeviceRow.device_id, DeviceRow.hardware, TelemetryRow.data)
+            select(DeviceRow.device_id, DeviceRow.hardware, *_GATE_FIELDS)
             .join(RolloutDeviceRow, RolloutDeviceRow.device_pk == TelemetryRow.device_pk)
             .join(DeviceRow, DeviceRow.id == TelemetryRow.device_pk)
             .where(
@@ -320,7 +316,7 @@ class SqlRolloutRepository:
             else and_(TelemetryRow.version != version, TelemetryRow.version != "-")
         )
         query = (
-            select(DeviceRow.device_id, DeviceRow.hardware, TelemetryRow.data)
+            select(DeviceRow.device_id, DeviceRow.hardware, *_GATE_FIELDS)
             .join(DeviceRow, DeviceRow.id == TelemetryRow.device_pk)
             .where(
                 compile_query(node, now=now),
@@ -405,9 +401,24 @@ class SqlRolloutRepository:
         return list(self.session.scalars(query))
 
 
+#: The parts of a telemetry bucket the gates read: never the feature histograms, which
+#: are most of a bucket's size and only drift detection needs.
+GATE_KEYS = (
+    "inferences",
+    "errors",
+    "latency_counts",
+    "confidence_counts",
+    "class_counts",
+    "health_sum",
+    "health_n",
+)
+_GATE_FIELDS = [TelemetryRow.data[key] for key in GATE_KEYS]
+
+
 def _per_device(rows: Iterable[Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
     merged: dict[str, tuple[str | None, dict[str, Any]]] = {}
-    for device_id, hardware, data in rows:
+    for device_id, hardware, *values in rows:
+        data = {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None}
         _, so_far = merged.get(device_id, (hardware, {}))
         merged[device_id] = (hardware, merge_buckets(so_far, data) if so_far else dict(data))
     return [(device_id, hardware, data) for device_id, (hardware, data) in merged.items()]
