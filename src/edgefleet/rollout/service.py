@@ -421,7 +421,7 @@ class RolloutService:
             for (_, status, _), n in counts.items():
                 status_counts[DeviceStatus(status)] = status_counts.get(DeviceStatus(status), 0) + n
             may_assign = self._allowance(uow, row.id, spec, now, status_counts) if eligible else 0
-            gates = self._analyse(uow, row, spec, target, counts, now, status_counts)
+            gates = self._analyse(uow, row, spec, target, counts, now, status_counts, len(devices))
             snap = Snapshot(
                 spec=spec,
                 state=RolloutState(row.state),
@@ -520,6 +520,7 @@ class RolloutService:
         counts: dict[tuple[int, str, str], int],
         now: datetime,
         status_counts: dict[DeviceStatus, int],
+        targeted: int,
     ) -> list[GateResult] | None:
         running = sum(status_counts.get(s, 0) for s in (DeviceStatus.TRIAL, *FINISHED))
         phase = Phase(row.phase)
@@ -539,13 +540,13 @@ class RolloutService:
         candidate = [
             DeviceSummary.from_bucket(d, h, data)
             for d, h, data in uow.rollouts.candidate_telemetry(
-                row.id, row.model, row.version, since
+                row.id, row.model, row.version, since, _every(sum(status_counts.values()))
             )
         ]
         baseline = [
             DeviceSummary.from_bucket(d, h, data)
             for d, h, data in uow.rollouts.baseline_telemetry(
-                target, now, row.model, row.version, spec.previous_version, since
+                target, now, row.model, row.version, spec.previous_version, since, _every(targeted)
             )
         ]
         evidence = Evidence(delivery, candidate, baseline)
@@ -754,6 +755,16 @@ def _audit(
     uow.access.audit(
         at=now, before=None, actor=actor.actor, action=action, target=target, after=after
     )
+
+
+#: Behaviour gates read the telemetry of at most about this many devices per arm: a fixed
+#: sample by device key beyond it (a larger sample barely narrows the intervals, and
+#: reading every bucket of a large fleet at every analysis would cost seconds).
+MAX_ANALYSED_DEVICES = 5000
+
+
+def _every(devices: int) -> int:
+    return max(1, -(-devices // MAX_ANALYSED_DEVICES))
 
 
 def _version(row: Any) -> tuple[Any, ...]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, not_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, not_, select, true, update
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.query import Node
@@ -283,9 +283,10 @@ class SqlRolloutRepository:
     # -- telemetry -------------------------------------------------------------------
 
     def candidate_telemetry(
-        self, rollout_id: str, model: str, version: str, since: datetime
+        self, rollout_id: str, model: str, version: str, since: datetime, every: int = 1
     ) -> list[tuple[str, str | None, dict[str, Any]]]:
-        """(device id, hardware, merged data) of the rollout's devices on ``version``."""
+        """(device id, hardware, merged data) of the rollout's devices on ``version``
+        (of every ``every``-th device by primary key: a fixed sample of a large fleet)."""
         query = (
             select(DeviceRow.device_id, DeviceRow.hardware, *_GATE_FIELDS)
             .join(RolloutDeviceRow, RolloutDeviceRow.device_pk == TelemetryRow.device_pk)
@@ -295,6 +296,7 @@ class SqlRolloutRepository:
                 TelemetryRow.model == model,
                 TelemetryRow.version == version,
                 TelemetryRow.bucket >= since,
+                _sample(every),
             )
         )
         return _per_device(self.session.execute(query))
@@ -307,6 +309,7 @@ class SqlRolloutRepository:
         version: str,
         previous: str | None,
         since: datetime,
+        every: int = 1,
     ) -> list[tuple[str, str | None, dict[str, Any]]]:
         """The target's devices on the previous version (any other version of the model
         when ``previous`` is None) over the same window."""
@@ -323,6 +326,7 @@ class SqlRolloutRepository:
                 TelemetryRow.model == model,
                 on_previous,
                 TelemetryRow.bucket >= since,
+                _sample(every),
             )
         )
         return _per_device(self.session.execute(query))
@@ -413,6 +417,10 @@ GATE_KEYS = (
     "health_n",
 )
 _GATE_FIELDS = [TelemetryRow.data[key] for key in GATE_KEYS]
+
+
+def _sample(every: int) -> ColumnElement[bool]:
+    return true() if every <= 1 else TelemetryRow.device_pk % every == 0
 
 
 def _per_device(rows: Iterable[Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
