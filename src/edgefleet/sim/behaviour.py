@@ -1,0 +1,170 @@
+"""What a model does on a device, measured once from the real model and then sampled
+cheaply for thousands of virtual devices.
+
+``measure`` runs a model through ONNX Runtime on real inputs and keeps what the gates
+look at: the latency distribution, the predicted-class mix, the top-1 confidence
+histogram and the failure rate. A ``VirtualModel`` turns that profile, a device's own
+noise and the number of requests in an interval into the telemetry a real agent would
+send (the device API's ``ModelMetrics`` and a health sample), without running the
+model::
+
+    profile = measure(path, inputs)
+    device = VirtualModel(profile, DeviceNoise.draw(rng))
+    metrics, health = device.interval(requests=200, seconds=10.0, rng=rng)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.registry.profile import CONFIDENCE_EDGES, bin_counts
+from edgefleet.runtime.metrics import LATENCY_EDGES_MS
+
+#: CPU share (percent of one core) a device spends besides inference.
+IDLE_CPU_PERCENT = 4.0
+
+
+@dataclass(frozen=True)
+class BehaviourProfile:
+    """A model's measured behaviour (per single-sample request)."""
+
+    latencies_ms: tuple[float, ...]
+    class_shares: tuple[float, ...]
+    confidence_shares: tuple[float, ...]
+    error_rate: float = 0.0
+    ram_mb: float = 0.0
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return float(np.mean(self.latencies_ms))
+
+    def scaled(
+        self,
+        *,
+        latency: float = 1.0,
+        error_rate: float | None = None,
+        drop_class: int | None = None,
+    ) -> BehaviourProfile:
+        """A variant of this behaviour: slower (``latency`` times), failing more often,
+        or never predicting ``drop_class`` (its share goes to the other classes)."""
+        shares = np.asarray(self.class_shares, np.float64)
+        if drop_class is not None:
+            shares[drop_class] = 0.0
+            shares = shares / shares.sum()
+        return replace(
+            self,
+            latencies_ms=tuple(v * latency for v in self.latencies_ms),
+            class_shares=tuple(float(s) for s in shares),
+            error_rate=self.error_rate if error_rate is None else error_rate,
+        )
+
+
+def measure(
+    path: Path,
+    inputs: Mapping[str, npt.NDArray[Any]],
+    *,
+    probabilities: str | None = None,
+    repeats: int = 3,
+) -> BehaviourProfile:
+    """Run the model at ``path`` sample by sample on ``inputs`` and profile it.
+
+    Raises:
+        ModelLoadError, InferenceError (runtime errors): the model does not run.
+    """
+    from edgefleet.runtime.backend import OnnxBackend
+    from edgefleet.runtime.runtime import output_roles
+
+    session = OnnxBackend().load(path)
+    probs_name = probabilities or output_roles(session.outputs)[0]
+    count = next(iter(inputs.values())).shape[0]
+    latencies: list[float] = []
+    top1: list[int] = []
+    confidence: list[float] = []
+    for _ in range(repeats):
+        for i in range(count):
+            feeds = {name: batch[i : i + 1] for name, batch in inputs.items()}
+            start = time.perf_counter()
+            outputs = session.run(feeds)
+            latencies.append((time.perf_counter() - start) * 1000)
+            if probs_name is not None and len(top1) < count:
+                row = np.asarray(outputs[probs_name])[0]
+                top1.append(int(row.argmax()))
+                confidence.append(float(row.max()))
+    classes = np.bincount(top1, minlength=1) if top1 else np.ones(1)
+    conf = np.asarray(bin_counts(confidence, CONFIDENCE_EDGES), np.float64)
+    return BehaviourProfile(
+        latencies_ms=tuple(float(v) for v in latencies),
+        class_shares=tuple(float(c) for c in classes / classes.sum()),
+        confidence_shares=tuple(float(c) for c in conf / max(conf.sum(), 1.0)),
+        ram_mb=path.stat().st_size / 2**20,
+    )
+
+
+@dataclass(frozen=True)
+class DeviceNoise:
+    """How one device differs from the profile (its hardware, its load)."""
+
+    latency_factor: float = 1.0
+    cpu_base_percent: float = IDLE_CPU_PERCENT
+    cpu_jitter: float = 0.05
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, *, speed: float = 1.0) -> DeviceNoise:
+        """A device around ``speed`` (2.0: twice as slow as where the profile was
+        measured), with a few percent of spread."""
+        return cls(
+            latency_factor=float(speed * rng.lognormal(0.0, 0.08)),
+            cpu_base_percent=float(IDLE_CPU_PERCENT * rng.lognormal(0.0, 0.2)),
+            cpu_jitter=0.05,
+        )
+
+
+@dataclass(frozen=True)
+class VirtualModel:
+    """A model as one virtual device runs it."""
+
+    profile: BehaviourProfile
+    noise: DeviceNoise = DeviceNoise()
+
+    def interval(
+        self, *, requests: int, seconds: float, rng: np.random.Generator
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Telemetry of ``requests`` single-sample requests over ``seconds``: the
+        model-metrics counts (without name and version) and a health sample."""
+        profile, noise = self.profile, self.noise
+        errors = int(rng.binomial(requests, profile.error_rate)) if requests else 0
+        served = requests - errors
+        latencies = (
+            rng.choice(np.asarray(profile.latencies_ms), size=served)
+            * noise.latency_factor
+            * rng.lognormal(0.0, 0.05, size=served)
+        )
+        latency_counts = list(bin_counts(latencies, LATENCY_EDGES_MS))
+        confidence_counts = rng.multinomial(served, profile.confidence_shares).tolist()
+        class_counts = rng.multinomial(served, profile.class_shares).tolist()
+        busy_ms = float(latencies.sum())
+        cpu = noise.cpu_base_percent + 100.0 * busy_ms / max(seconds * 1000.0, 1e-9)
+        cpu *= float(rng.lognormal(0.0, noise.cpu_jitter))
+        metrics = {
+            "inferences": served,
+            "errors": {"inference_failed": errors} if errors else {},
+            "latency_counts": latency_counts,
+            "confidence_counts": confidence_counts,
+            "class_counts": class_counts,
+        }
+        health = {"cpu_percent": round(min(cpu, 100.0), 3), "ram_used_mb": profile.ram_mb}
+        return metrics, health
+
+
+def shares(counts: Sequence[int]) -> npt.NDArray[np.float64]:
+    """Counts as shares (zeros stay zeros)."""
+    data = np.asarray(counts, np.float64)
+    total = data.sum()
+    return data / total if total else data

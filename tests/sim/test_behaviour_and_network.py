@@ -1,0 +1,88 @@
+"""Virtual-device building blocks: behaviour measured from the real digits models and
+sampled per device; network profiles."""
+
+import numpy as np
+import pytest
+
+from edgefleet.examples.digits import load_split
+from edgefleet.fleet.domain import ModelMetrics
+from edgefleet.sim.behaviour import DeviceNoise, VirtualModel, measure, shares
+from edgefleet.sim.network import PROFILES, Link, NetworkProfile
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    _, x_test, _, y_test = load_split(0)
+    return {"X": x_test[:300].astype(np.float32)}, y_test[:300]
+
+
+@pytest.fixture(scope="module")
+def profiles(example_bundles, held_out):
+    inputs, _ = held_out
+    return {
+        version: measure(example_bundles[version] / "model-fp32.onnx", inputs, repeats=1)
+        for version in ("1.0.0", "1.1.0")
+    }
+
+
+def test_measured_profile_matches_the_model_on_held_out_data(profiles, held_out):
+    _, labels = held_out
+    profile = profiles["1.1.0"]
+    assert len(profile.latencies_ms) == 300 and profile.mean_latency_ms > 0
+    truth = shares(np.bincount(labels, minlength=10))
+    # A trained model's predicted class mix is close to the true mix.
+    assert np.abs(np.asarray(profile.class_shares) - truth).max() < 0.05
+    assert sum(profile.confidence_shares) == pytest.approx(1.0)
+    assert profile.confidence_shares[-1] > 0.5  # mostly confident
+    assert profile.error_rate == 0.0 and profile.ram_mb > 0
+
+
+def test_a_virtual_device_sends_telemetry_shaped_like_the_profile(profiles):
+    rng = np.random.default_rng(1)
+    device = VirtualModel(profiles["1.1.0"], DeviceNoise.draw(rng))
+    metrics, health = device.interval(requests=5000, seconds=60.0, rng=rng)
+    body = ModelMetrics(model="digits", version="1.1.0", **metrics)  # valid API body
+    assert body.inferences == 5000 and sum(body.class_counts) == 5000
+    observed = shares(body.class_counts)
+    assert np.abs(observed - np.asarray(profiles["1.1.0"].class_shares)).max() < 0.03
+    assert 0 < health["cpu_percent"] < 100
+
+
+def test_variants_of_a_behaviour_show_in_telemetry(profiles):
+    base = profiles["1.1.0"]
+    rng = np.random.default_rng(2)
+    noise = DeviceNoise()
+
+    def cpu(profile):
+        values = [
+            VirtualModel(profile, noise).interval(requests=20_000, seconds=10.0, rng=rng)[1][
+                "cpu_percent"
+            ]
+            for _ in range(20)
+        ]
+        return float(np.mean(values)) - noise.cpu_base_percent
+
+    assert cpu(base.scaled(latency=2.0)) == pytest.approx(2 * cpu(base), rel=0.1)
+    missing = VirtualModel(base.scaled(drop_class=3)).interval(requests=5000, seconds=1, rng=rng)
+    assert missing[0]["class_counts"][3] == 0
+    failing = VirtualModel(base.scaled(error_rate=0.2)).interval(requests=5000, seconds=1, rng=rng)
+    assert 800 < failing[0]["errors"]["inference_failed"] < 1200
+    assert failing[0]["inferences"] == 5000 - failing[0]["errors"]["inference_failed"]
+
+
+def test_network_profiles():
+    two_g, ethernet = Link(PROFILES["cellular-2g"], seed=3), Link(PROFILES["ethernet"], seed=3)
+    assert two_g.transfer_seconds(80 * 2**20) > 1000 * ethernet.transfer_seconds(80 * 2**20)
+    assert ethernet.connected(1e6) and ethernet.next_outage(0) is None
+    timeline = [two_g.connected(t) for t in np.arange(0, 3600, 1.0)]
+    offline = 1 - np.mean(timeline)
+    assert 0.05 < offline < 0.3  # about 20 s out of every 140 s
+    start, end = two_g.next_outage(0.0)
+    assert start < end and not two_g.connected((start + end) / 2)
+    again = Link(PROFILES["cellular-2g"], seed=3)
+    assert [again.connected(t) for t in np.arange(0, 3600, 1.0)] == timeline  # deterministic
+    losses = sum(Link(PROFILES["cellular-4g"], seed=s).lost() for s in range(2000))
+    assert 5 < losses < 50
+    assert all(two_g.request_delay() >= 0 for _ in range(100))
+    with pytest.raises(ValueError, match="loss"):
+        NetworkProfile("bad", 0.1, 0.0, 1.5, 1e6)
