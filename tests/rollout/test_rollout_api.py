@@ -275,3 +275,23 @@ def test_cohort_waves_go_site_by_site(live: LiveServer):
     assert [sum(w["devices"].values()) for w in view["waves"]] == [2, 3, 1]
     devices = live.admin("GET", f"/api/v1/rollouts/{rollout['id']}/devices").json()
     assert {d["device_id"] for d in devices if d["wave"] == 0} == {"site-a-0", "site-a-1"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_no_telemetry_is_not_a_pass_and_an_operator_can_approve_past_it(live: LiveServer):
+    fleet = Fleet(live, 4, lambda device, version: "commit")  # devices that send no telemetry
+    install_baseline(live, fleet)
+    waves = [{"percent": 100, "bake_s": 0, "analysis_timeout_s": 0.5}]
+    gates = [{"metric": "cpu_percent", "max_ratio": 1.3, "min_samples": 2}]
+    rollout = create(live, waves=waves, gates=gates)
+    rid = rollout["id"]
+    view = run_until(live, fleet, rid, lambda v: v["state"] == "paused")
+    assert view["reason"] == "inconclusive" and view["devices"] == {"committed": 4}
+    assert view["gates"][0]["verdict"] == "inconclusive"
+    approved = live.admin("POST", f"/api/v1/rollouts/{rid}/approve").json()
+    assert approved["state"] == "succeeded"
+    log = live.admin("GET", f"/api/v1/rollouts/{rid}/log").json()
+    assert [e["kind"] for e in log][-3:] == ["pause", "approve", "succeed"]
+    assert log[-1]["reason"] == "approved_inconclusive"
+    again = live.admin("POST", f"/api/v1/rollouts/{rid}/approve")
+    assert again.status_code == 409

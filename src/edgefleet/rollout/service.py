@@ -265,19 +265,18 @@ class RolloutService:
         with self.uow_factory() as uow:
             row = self._get(uow, rollout_id, for_update=True)
             spec = RolloutSpec.model_validate(row.spec)
+            finished = False
             if row.state == RolloutState.RUNNING and row.phase == Phase.AWAITING_APPROVAL:
                 row.phase = Phase.ROLLING.value
             elif row.state == RolloutState.PAUSED and row.reason == "inconclusive":
                 if row.wave == len(spec.waves) - 1:
-                    row.state = RolloutState.SUCCEEDED.value
-                    row.finished_at = now
+                    finished = True
                 else:
                     # Approving the inconclusive wave also approves the next one.
                     row.wave += 1
                     row.state = RolloutState.RUNNING.value
                     row.phase = Phase.ROLLING.value
-                row.looks = 0
-                row.reason = ""
+                row.looks, row.reason, row.last_analysis_at = 0, "", None
             else:
                 raise RolloutStateError(
                     f"rollout {rollout_id} is not waiting for an approval",
@@ -287,8 +286,10 @@ class RolloutService:
             row.updated_at = now
             self._log(uow, rollout_id, now, actor.actor, "approve", row.wave, "operator", {})
             _audit(uow, now, actor, "rollout.approve", rollout_id, {"wave": row.wave})
-            payload = _event_payload(row, "approved")
-            uow.rollouts.enqueue("rollout.approved", payload, now)
+            uow.rollouts.enqueue("rollout.approved", _event_payload(row, "approved"), now)
+            if finished:
+                reason = "approved_inconclusive"
+                self._finish(uow, row, RolloutState.SUCCEEDED, reason, now, actor.actor, {})
             uow.commit()
         return self.show(rollout_id)
 
