@@ -169,7 +169,7 @@ class AccessService:
                 action="api_key.create",
                 target=issued.token_id,
                 before=None,
-                after=_jsonable(description),
+                after=jsonable(description),
             )
             uow.commit()
         return NewSecret(issued.token, issued.token_id, description)
@@ -205,7 +205,7 @@ class AccessService:
                 action="enrollment_token.create",
                 target=issued.token_id,
                 before=None,
-                after=_jsonable(description),
+                after=jsonable(description),
             )
             uow.commit()
         return NewSecret(issued.token, issued.token_id, description)
@@ -244,8 +244,8 @@ class AccessService:
                 actor=actor.actor,
                 action="token.revoke",
                 target=token_id,
-                before=_jsonable(before),
-                after=_jsonable(after),
+                before=jsonable(before),
+                after=jsonable(after),
             )
             uow.commit()
         return after
@@ -303,8 +303,8 @@ class AccessService:
                 actor=actor.actor,
                 action=action,
                 target=target,
-                before=_jsonable(before),
-                after=_jsonable(after),
+                before=jsonable(before),
+                after=jsonable(after),
             )
             uow.commit()
 
@@ -340,11 +340,13 @@ class AccessService:
         return path
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` with datetimes as ISO strings and tuples as lists, for JSON columns
+    (the audit log, the rollout decision log)."""
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return value

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import itertools
 import json
 import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -463,10 +464,10 @@ class Agent:
             return ShadowFailed("load_failed", {"message": str(exc)[:200]})
         self._loaded[slot] = candidate
         replay = self._replay_set(current, previous_slot)
+        rows = itertools.cycle(replay)
         self.runtime.shadow_model(candidate, fraction=policy.fraction)
         started = self.clock()
         last_runs = -1
-        index = 0
         try:
             while True:
                 crashpoint("shadow_tick")
@@ -483,10 +484,7 @@ class Agent:
                 if stats.runs + stats.failed == last_runs and replay:
                     # No application traffic: replay so the shadow period ends. Each
                     # replay is offered to the shadow like a live request.
-                    burst = max(1, int(self.config.trial_replay_per_s / 10 / policy.fraction))
-                    for _ in range(burst):
-                        self._replay(replay[index % len(replay)])
-                        index += 1
+                    self._replay_burst(rows, self.config.trial_replay_per_s / 10 / policy.fraction)
                     self.runtime.drain_shadow(timeout=1.0)
                 last_runs = stats.runs + stats.failed
                 self.sleep(0.1)
@@ -522,6 +520,11 @@ class Agent:
                 self._replay(row)
         return current.metrics.snapshot()
 
+    def _replay_burst(self, rows: Iterator[Mapping[str, Any]], count: float) -> None:
+        """Replay the next ``count`` inputs (at least one) of a cycling replay set."""
+        for row in itertools.islice(rows, max(1, int(count))):
+            self._replay(row)
+
     def _replay(self, row: Mapping[str, Any]) -> None:
         # A failing replay is counted in the model's error metrics, like a live one.
         with contextlib.suppress(Exception):
@@ -547,9 +550,9 @@ class Agent:
         model = self.runtime.active_model
         assert slot is not None and model is not None
         replay = self._replay_set(model, slot)
+        rows = itertools.cycle(replay)
         health_samples: list[dict[str, float | None]] = []
         last_requests = -1
-        index = 0
         while True:
             crashpoint("trial_tick")
             # The live model's own counts: not its shadow period, not an earlier load.
@@ -569,10 +572,7 @@ class Agent:
             if stats.requests == last_requests and replay:
                 # No application traffic: replay golden and recorded inputs so the
                 # trial ends.
-                burst = max(1, int(self.config.trial_replay_per_s / 10))
-                for _ in range(burst):
-                    self._replay(replay[index % len(replay)])
-                    index += 1
+                self._replay_burst(rows, self.config.trial_replay_per_s / 10)
             last_requests = stats.requests
             self.sleep(0.1)
 

@@ -17,14 +17,9 @@ from datetime import datetime, time
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from edgefleet.fleet.domain import Preconditions, ShadowPolicy, TrialPolicy
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+from edgefleet.fleet.domain import Body, Preconditions, ShadowPolicy, TrialPolicy
 
 Query = Annotated[str, Field(min_length=1, max_length=4096)]
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

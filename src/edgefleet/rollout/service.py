@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
-from edgefleet.access.service import AccessUnitOfWork, Operator
+from edgefleet.access.service import AccessUnitOfWork, Operator, jsonable
 from edgefleet.access.tokens import Role
 from edgefleet.errors import EdgefleetError
 from edgefleet.fleet.domain import DesiredModel, DesiredState, TrialPolicy
@@ -418,9 +418,7 @@ class RolloutService:
                 if by_id[i].pk not in assigned and _in_window(spec, by_id[i].timezone, now)
             ]
             counts = uow.rollouts.counts(row.id)
-            status_counts: dict[DeviceStatus, int] = {}
-            for (_, status, _), n in counts.items():
-                status_counts[DeviceStatus(status)] = status_counts.get(DeviceStatus(status), 0) + n
+            status_counts = {DeviceStatus(s): n for s, n in _by_status(counts).items()}
             may_assign = self._allowance(uow, row.id, spec, now, status_counts) if eligible else 0
             gates = self._analyse(uow, row, spec, target, counts, now, status_counts, len(devices))
             snap = Snapshot(
@@ -741,7 +739,7 @@ class RolloutService:
             kind=kind,
             wave=wave,
             reason=reason[:256],
-            details=_jsonable(details),
+            details=jsonable(details),
         )
 
 
@@ -823,26 +821,29 @@ def _delivery(counts: dict[tuple[int, str, str], int]) -> Delivery:
     return Delivery(finished, failed, rolled_back, trial_failed)
 
 
+def _by_status(counts: dict[tuple[int, str, str], int], wave: int | None = None) -> dict[str, int]:
+    """Devices per status (of one wave, or of all) from (wave, status, detail) counts."""
+    totals: dict[str, int] = {}
+    for (w, status, _), n in counts.items():
+        if wave is None or w == wave:
+            totals[status] = totals.get(status, 0) + n
+    return totals
+
+
 def _view(row: Any, counts: dict[tuple[int, str, str], int]) -> dict[str, Any]:
     spec = row.spec
     waves: list[dict[str, Any]] = []
     for index, wave in enumerate(spec["waves"]):
-        statuses: dict[str, int] = {}
-        for (w, status, _), n in counts.items():
-            if w == index:
-                statuses[status] = statuses.get(status, 0) + n
         waves.append(
             {
                 "index": index,
                 "percent": wave.get("percent"),
                 "cohort": wave.get("cohort"),
                 "approval": wave["approval"],
-                "devices": statuses,
+                "devices": _by_status(counts, index),
             }
         )
-    totals: dict[str, int] = {}
-    for (_, status, _), n in counts.items():
-        totals[status] = totals.get(status, 0) + n
+    totals = _by_status(counts)
     return {
         "id": row.id,
         "name": row.name,
@@ -867,7 +868,7 @@ def _view(row: Any, counts: dict[tuple[int, str, str], int]) -> dict[str, Any]:
 
 
 def _event_payload(row: Any, reason: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    payload: dict[str, Any] = _jsonable(
+    payload: dict[str, Any] = jsonable(
         {
             "rollout": row.id,
             "name": row.name,
@@ -880,16 +881,6 @@ def _event_payload(row: Any, reason: str, details: dict[str, Any] | None = None)
         }
     )
     return payload
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
 
 
 def _aware(value: datetime) -> datetime:

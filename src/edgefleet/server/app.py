@@ -28,7 +28,6 @@ from edgefleet.server.context import ServerContext
 from edgefleet.server.hotpath import NotModifiedFastPath
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
 from edgefleet.server.routes import device, health, operator, registry, rollouts, tuf
-from edgefleet.store.leader import Leadership
 
 log = logging.getLogger("edgefleet.server")
 
@@ -69,8 +68,8 @@ def _expire_telemetry(ctx: ServerContext) -> None:
         log.info("removed %d telemetry buckets older than %s", removed, cutoff.isoformat())
 
 
-def _controller_step(ctx: ServerContext, leadership: Leadership) -> None:
-    if leadership.acquire():
+def _controller_step(ctx: ServerContext) -> None:
+    if ctx.leadership.acquire():
         ctx.rollouts.tick_all()
 
 
@@ -107,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(
                 _every(
                     settings.rollout_tick_s,
-                    lambda: _controller_step(ctx, ctx.leadership),
+                    lambda: _controller_step(ctx),
                     "rollout controller",
                 )
             ),

@@ -119,14 +119,6 @@ class SqlRolloutRepository:
         query = select(RolloutDeviceRow.device_pk).where(RolloutDeviceRow.rollout_id == rollout_id)
         return set(self.session.scalars(query))
 
-    def device_rows(self, pks: Iterable[int]) -> list[DeviceRow]:
-        wanted = list(pks)
-        rows: list[DeviceRow] = []
-        for start in range(0, len(wanted), 1000):
-            chunk = wanted[start : start + 1000]
-            rows.extend(self.session.scalars(select(DeviceRow).where(DeviceRow.id.in_(chunk))))
-        return rows
-
     def assign(
         self, rollout_id: str, wave: int, devices: Sequence[TargetDevice], now: datetime
     ) -> None:
