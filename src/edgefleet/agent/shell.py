@@ -64,6 +64,7 @@ from edgefleet.agent.statemachine import (
     Verified,
     Verify,
     recover,
+    reported_state,
     step,
 )
 from edgefleet.agent.trial import judge, judge_shadow, worst
@@ -196,23 +197,7 @@ class Agent:
         if changed:
             self.etag = etag
             self.trial_policy = TrialPolicy.model_validate((desired or {}).get("trial") or {})
-            model = (desired or {}).get("model")
-            target = (
-                Target(
-                    model=model["name"],
-                    version=model["version"],
-                    variant=model["variant"],
-                    target_path=model["target_path"],
-                    sha256=model["sha256"],
-                    size=model["size"],
-                    release=model["release"],
-                    trial=(desired or {}).get("trial") or {},
-                    preconditions=(desired or {}).get("preconditions") or {},
-                    shadow=(desired or {}).get("shadow") or {},
-                )
-                if model
-                else None
-            )
+            target = Target.from_desired(desired)
             self.desired_target = target
             # An operator may allow refused versions again through the desired config.
             cleared = ((desired or {}).get("config") or {}).get("clear_refused") or []
@@ -298,22 +283,7 @@ class Agent:
                 elapsed = self.clock() - self._update_started
                 self.update_outcomes[t.to_state.value] = (count + 1, total + elapsed)
                 self._update_started = None
-        self.outbox.add_events(
-            [
-                {
-                    "seq": t.seq,
-                    "kind": "transition",
-                    "from_state": t.from_state.value,
-                    "to_state": t.to_state.value,
-                    "reason": t.reason[:64],
-                    "model": t.model,
-                    "version": t.version,
-                    "at": _now(),
-                    "details": t.details,
-                }
-                for t in transitions
-            ]
-        )
+        self.outbox.add_events([t.to_event(_now()) for t in transitions])
         for t in transitions:
             log.info(
                 json.dumps(
@@ -592,27 +562,7 @@ class Agent:
     # -- reports --------------------------------------------------------------------
 
     def reported(self) -> dict[str, Any]:
-        state = self.state
-        active = state.active_content
-        return {
-            "agent_state": state.state.value,
-            "active_slot": state.active,
-            "slots": [
-                {
-                    "name": name,
-                    "model": c.model,
-                    "version": c.version,
-                    "variant": c.variant,
-                    "sha256": c.sha256,
-                    "verified": c.verified,
-                }
-                for name, c in state.slots.items()
-                if c is not None
-            ],
-            "model": active.model if active else None,
-            "version": active.version if active else None,
-            "last_error": json.dumps(state.last_error)[:2000] if state.last_error else None,
-        }
+        return reported_state(self.state)
 
     def flush(self) -> None:
         """Send queued events (in order), the reported state and queued telemetry."""

@@ -27,6 +27,7 @@ a crash left on disk::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -71,6 +72,26 @@ class Target:
     @property
     def key(self) -> str:
         return f"{self.model}@{self.version}"
+
+    @classmethod
+    def from_desired(cls, desired: dict[str, Any] | None) -> Target | None:
+        """The target of a desired state as the device API sends it (``None``: no model)."""
+        desired = desired or {}
+        model = desired.get("model")
+        if not model:
+            return None
+        return cls(
+            model=model["name"],
+            version=model["version"],
+            variant=model["variant"],
+            target_path=model["target_path"],
+            sha256=model["sha256"],
+            size=model["size"],
+            release=model["release"],
+            trial=desired.get("trial") or {},
+            preconditions=desired.get("preconditions") or {},
+            shadow=desired.get("shadow") or {},
+        )
 
 
 @dataclass(frozen=True)
@@ -306,6 +327,20 @@ class Transition:
     model: str | None
     version: str | None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def to_event(self, at: str) -> dict[str, Any]:
+        """The device API's event for this transition (``at``: ISO 8601 time)."""
+        return {
+            "seq": self.seq,
+            "kind": "transition",
+            "from_state": self.from_state.value,
+            "to_state": self.to_state.value,
+            "reason": self.reason[:64],
+            "model": self.model,
+            "version": self.version,
+            "at": at,
+            "details": self.details,
+        }
 
 
 class InvalidEvent(Exception):  # noqa: N818 - a protocol violation, like h11's LocalProtocolError
@@ -593,6 +628,30 @@ def recover(state: AgentState) -> Result:
     return _roll_back(
         state, "trial_failed:restarted_during_trial", {"boots": state.trial_boots + 1}
     )
+
+
+def reported_state(state: AgentState) -> dict[str, Any]:
+    """The device API's reported state of an agent in ``state``."""
+    active = state.active_content
+    return {
+        "agent_state": state.state.value,
+        "active_slot": state.active,
+        "slots": [
+            {
+                "name": name,
+                "model": c.model,
+                "version": c.version,
+                "variant": c.variant,
+                "sha256": c.sha256,
+                "verified": c.verified,
+            }
+            for name, c in state.slots.items()
+            if c is not None
+        ],
+        "model": active.model if active else None,
+        "version": active.version if active else None,
+        "last_error": json.dumps(state.last_error)[:2000] if state.last_error else None,
+    }
 
 
 def to_json(state: AgentState) -> dict[str, Any]:

@@ -123,6 +123,18 @@ class DeliveryClient:
                 mix_and_match, too_large, network, not_found, incompatible_hardware,
                 incompatible_firmware, revoked, below_floor, invalid_metadata).
         """
+        target = self.lookup(target_path)
+        check_target(target, device)
+        return target
+
+    def lookup(self, target_path: str) -> VerifiedTarget:
+        """Refresh metadata and return the trusted target and its model's signed policy,
+        without checking them against a device (``check_target`` does that). Many
+        devices that trust the same root may share one lookup, as the simulator does.
+
+        Raises:
+            DeliveryError: as ``resolve``, less the device checks.
+        """
         with translate_tuf_errors():
             updater = self._updater()
             updater.refresh()
@@ -139,7 +151,6 @@ class DeliveryClient:
                     if not isinstance(parsed, ModelPolicy):
                         raise InvalidMetadataError(f"{policy_info.path} is not a policy target")
                     policy = parsed
-                check_installable(artifact, policy, device)
         return VerifiedTarget(
             path=target_path,
             info=info,
@@ -232,6 +243,18 @@ class DeliveryClient:
                 details={"path": target.path},
             ) from exc
         return None
+
+
+def check_target(target: VerifiedTarget, device: DeviceFacts) -> None:
+    """Refuse a looked-up target this device must not install (its signed hardware,
+    firmware range, revocations and release floor).
+
+    Raises:
+        IncompatibleHardwareError, IncompatibleFirmwareError, RevokedError,
+        BelowFloorError, InvalidMetadataError.
+    """
+    if target.artifact is not None:
+        check_installable(target.artifact, target.policy, device)
 
 
 def partial_path(dest: Path, sha256: str) -> Path:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +129,24 @@ class DeviceNoise:
 
 @dataclass(frozen=True)
 class VirtualModel:
-    """A model as one virtual device runs it."""
+    """A model as one virtual device runs it.
+
+    The device's latency histogram is drawn once from the profile and its noise, so an
+    interval of any number of requests costs a few multinomial draws over the bins,
+    not one sample per request: a simulated gateway may serve thousands a second.
+    """
 
     profile: BehaviourProfile
     noise: DeviceNoise = DeviceNoise()
+    seed: int = 0
+
+    @cached_property
+    def _latency(self) -> tuple[npt.NDArray[np.float64], float]:
+        rng = np.random.default_rng(self.seed)
+        base = np.asarray(self.profile.latencies_ms, np.float64)
+        latencies = base * self.noise.latency_factor * rng.lognormal(0.0, 0.05, size=base.size)
+        counts = np.asarray(bin_counts(latencies, LATENCY_EDGES_MS), np.float64)
+        return counts / counts.sum(), float(latencies.mean())
 
     def interval(
         self, *, requests: int, seconds: float, rng: np.random.Generator
@@ -141,15 +156,13 @@ class VirtualModel:
         profile, noise = self.profile, self.noise
         errors = int(rng.binomial(requests, profile.error_rate)) if requests else 0
         served = requests - errors
-        latencies = (
-            rng.choice(np.asarray(profile.latencies_ms), size=served)
-            * noise.latency_factor
-            * rng.lognormal(0.0, 0.05, size=served)
-        )
-        latency_counts = list(bin_counts(latencies, LATENCY_EDGES_MS))
+        latency_shares, mean_ms = self._latency
+        # The load of the interval moves every request's latency a little together.
+        load = float(rng.lognormal(0.0, 0.02))
+        latency_counts = rng.multinomial(served, latency_shares).tolist()
         confidence_counts = rng.multinomial(served, profile.confidence_shares).tolist()
         class_counts = rng.multinomial(served, profile.class_shares).tolist()
-        busy_ms = float(latencies.sum())
+        busy_ms = served * mean_ms * load
         cpu = noise.cpu_base_percent + 100.0 * busy_ms / max(seconds * 1000.0, 1e-9)
         cpu *= float(rng.lognormal(0.0, noise.cpu_jitter))
         metrics = {

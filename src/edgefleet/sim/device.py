@@ -1,0 +1,610 @@
+"""A virtual device: the real agent state machine, driven over real HTTP by asyncio.
+
+Each ``VirtualDevice`` enrolls like a real one, polls its desired state with its ETag,
+feeds what it learns into ``agent.statemachine.step`` and carries out the commands the
+core returns, as ``agent.shell.Agent`` does, with three things simulated instead of
+done: the network (``sim.network.Link``: latency, loss, bandwidth, outages, so
+downloads really are throttled, cut and resumed with HTTP Range), the disk (a slot is
+a byte count, nothing is written) and the model (``sim.behaviour.VirtualModel``: the
+telemetry the real ONNX model's measured behaviour gives on this device). Trials are
+judged by the agent's own ``trial.judge`` on that simulated traffic. Thousands run in
+one process against one ``World``::
+
+    world = World(base_url, http, delivery, token, models, scenario)
+    device = VirtualDevice(spec, world)
+    task = asyncio.create_task(device.run())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edgefleet.agent.preconditions import Conditions, unmet
+from edgefleet.agent.statemachine import (
+    SETTLED,
+    Activate,
+    Activated,
+    AgentState,
+    Command,
+    DesiredChanged,
+    Discard,
+    Download,
+    DownloadDeferred,
+    Downloaded,
+    DownloadFailed,
+    Event,
+    RetryLater,
+    RunShadow,
+    RunTrial,
+    ShadowFailed,
+    SmokeFailed,
+    SmokePassed,
+    SmokeTest,
+    State,
+    SwitchBack,
+    Target,
+    Transition,
+    TrialFailed,
+    TrialPassed,
+    VerificationFailed,
+    Verified,
+    Verify,
+    reported_state,
+    step,
+)
+from edgefleet.agent.trial import judge, worst
+from edgefleet.fleet.domain import Preconditions, TrialPolicy
+from edgefleet.runtime.metrics import ModelStats
+from edgefleet.signing.client import check_target
+from edgefleet.signing.errors import DeliveryError
+from edgefleet.signing.policy import DeviceFacts
+from edgefleet.sim.behaviour import BehaviourProfile, DeviceNoise, VirtualModel
+from edgefleet.sim.delivery import SharedDelivery
+from edgefleet.sim.network import Link, NetworkProfile
+from edgefleet.sim.scenario import FLEET_ATTRIBUTE, Behaviour, DeviceKind
+
+log = logging.getLogger("edgefleet.sim")
+
+#: How often a trial looks at its numbers (the real agent: every 0.1 s).
+TRIAL_TICK_S = 0.5
+#: Free disk a virtual device reports to the download preconditions.
+FREE_DISK_MB = 16_000.0
+#: Requests a device replays to its serving model before a switch, for the trial's
+#: latency baseline (as the agent does with golden and recorded inputs).
+BASELINE_REQUESTS = 400
+
+
+class Unreachable(Exception):  # noqa: N818 - a network condition, not a bug
+    """The request did not reach the server (outage, loss) or the server failed."""
+
+
+@dataclass
+class Counters:
+    """What the whole fleet did, for the run's result."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    bytes_received: int = 0
+    bytes_repeated: int = 0
+    interruptions: int = 0
+    #: (version, hardware revision) -> devices that rolled it back on their own
+    rollbacks: dict[tuple[str, str], int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> None:
+        self.requests[outcome] = self.requests.get(outcome, 0) + 1
+
+
+@dataclass
+class World:
+    """What every virtual device of a run shares."""
+
+    base_url: str
+    http: httpx.AsyncClient
+    delivery: SharedDelivery
+    enrollment_token: str
+    #: (version, variant) -> measured behaviour of that artifact
+    models: dict[tuple[str, str], BehaviourProfile]
+    behaviours: dict[str, Behaviour]
+    telemetry_interval_s: float
+    requests_per_s: float
+    max_backoff_s: float
+    counters: Counters = field(default_factory=Counters)
+    started: float = field(default_factory=time.monotonic)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def now(self) -> float:
+        """Seconds since the run started (the networks' and faults' clock)."""
+        return time.monotonic() - self.started
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    device_id: str
+    kind: DeviceKind
+    region: str
+    site: str
+    network: NetworkProfile
+    poll_interval_s: float
+    seed: int
+
+    @property
+    def attributes(self) -> dict[str, str | bool]:
+        return {
+            "hw": self.kind.hardware,
+            "rev": self.kind.revision,
+            "kind": self.kind.name,
+            "profile": self.kind.profile,
+            "region": self.region,
+            "site": self.site,
+            "network": self.network.name,
+            "firmware": self.kind.firmware,
+            FLEET_ATTRIBUTE: True,
+        }
+
+
+@dataclass
+class _Partial:
+    sha256: str
+    offset: int = 0
+
+
+class VirtualDevice:
+    """One simulated device."""
+
+    def __init__(self, spec: DeviceSpec, world: World) -> None:
+        self.spec = spec
+        self.world = world
+        self.link = Link(spec.network, seed=spec.seed)
+        self.rng = np.random.default_rng(spec.seed)
+        self.jitter = random.Random(spec.seed)
+        self.noise = DeviceNoise.draw(self.rng, speed=spec.kind.speed)
+        self.facts = DeviceFacts(hardware=spec.kind.hardware, firmware=spec.kind.firmware)
+        self.state = AgentState.initial()
+        self.credential: str | None = None
+        self.enrolled = False
+        self.etag: str | None = None
+        self.desired: Target | None = None
+        self.offline: tuple[float, float] | None = None
+        self.events: list[dict[str, Any]] = []
+        self.last_report: dict[str, Any] | None = None
+        self.telemetry: list[dict[str, Any]] = []
+        self.ever_served: set[str] = set()
+        self._partials: dict[str, _Partial] = {}
+        self._downloading = False
+        self._models: dict[tuple[str, str], VirtualModel] = {}
+        self._pending: dict[tuple[str, str], ModelStats] = {}
+        self._health: dict[str, float] = {}
+        self._traffic_at = world.now()
+        self._telemetry_at = world.now()
+        self._trial: tuple[tuple[str, str], ModelStats, list[dict[str, float | None]]] | None = None
+        self._baseline: ModelStats | None = None
+
+    # -- what the runner reads ------------------------------------------------------
+
+    @property
+    def serving(self) -> str | None:
+        """The version the device serves now."""
+        active = self.state.active_content
+        return active.version if active else None
+
+    def connected(self) -> bool:
+        now = self.world.now()
+        if self.offline is not None and self.offline[0] <= now < self.offline[1]:
+            return False
+        return self.link.connected(now)
+
+    @property
+    def settled(self) -> bool:
+        return self.state.state in SETTLED
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Enroll, then poll until the world stops. Never raises: a failure of the
+        simulator itself is recorded in the counters and ends this device."""
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("virtual device %s failed", self.spec.device_id)
+            self.world.counters.errors.append(f"{self.spec.device_id}: {exc!r}"[:300])
+
+    async def _loop(self) -> None:
+        world = self.world
+        failures = 0
+        # Devices do not all boot in the same instant.
+        await self._sleep(self.jitter.uniform(0, self.spec.poll_interval_s))
+        while not world.stopping.is_set():
+            try:
+                if not self.enrolled:
+                    await self._enroll()
+                await self.poll_once()
+                failures = 0
+            except Unreachable:
+                failures += 1
+            delay = (
+                self.spec.poll_interval_s
+                if not failures
+                else min(world.max_backoff_s, self.spec.poll_interval_s * 2 ** min(failures, 10))
+            )
+            await self._sleep(delay * self.jitter.uniform(0.9, 1.1))
+
+    async def _sleep(self, seconds: float) -> None:
+        # Wake early when the run stops.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.world.stopping.wait(), timeout=seconds)
+
+    async def poll_once(self) -> None:
+        """One check-in: telemetry when due, the desired state, acting on a change,
+        then the queued reports (as ``Agent.poll_once`` does)."""
+        now = self.world.now()
+        if now - self._telemetry_at >= self.world.telemetry_interval_s:
+            self._queue_telemetry()
+        headers = {"If-None-Match": self.etag} if self.etag else {}
+        response = await self._request("GET", "desired", headers=headers)
+        if response.status_code != 304:
+            self.etag = response.headers.get("etag")
+            target = Target.from_desired(response.json().get("desired"))
+            self.desired = target
+            if target is not None and self.state.target == target:
+                # The same update with new policies: keep them (as the agent does).
+                self.state = replace(self.state, target=target)
+            await self.handle(DesiredChanged(target))
+        elif (
+            self.state.state is State.DOWNLOADING
+            and self.state.target is not None
+            and not self._downloading
+        ):
+            # A download deferred or cut on an earlier poll: try again.
+            await self._execute([Download(self.state.target, self.state.inactive)])
+        await self.flush()
+
+    async def _enroll(self) -> None:
+        body = {
+            "device_id": self.spec.device_id,
+            "enrollment_token": self.world.enrollment_token,
+            "attributes": self.spec.attributes,
+            "poll_interval_s": max(1, round(self.spec.poll_interval_s)),
+        }
+        response = await self._request("POST", "enroll", json=body, authenticated=False)
+        data = response.json()
+        self.credential = data["credential"]
+        self.world.delivery.configure(
+            json.dumps(data["tuf_root"]).encode(),
+            data["urls"]["tuf_metadata"],
+            data["urls"]["tuf_targets"],
+        )
+        self.enrolled = True
+
+    # -- HTTP through the simulated network ------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        route: str,
+        *,
+        authenticated: bool = True,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        counters = self.world.counters
+        if not self.connected():
+            counters.count("offline")
+            raise Unreachable("no network")
+        await asyncio.sleep(self.link.request_delay())
+        if self.link.lost():
+            counters.count("lost")
+            raise Unreachable("connection reset")
+        url = (
+            f"{self.world.base_url}/api/v1/enroll"
+            if route == "enroll"
+            else f"{self.world.base_url}/api/v1/devices/{self.spec.device_id}/{route}"
+        )
+        all_headers = dict(headers or {})
+        if authenticated:
+            all_headers["Authorization"] = f"Bearer {self.credential}"
+        try:
+            response = await self.world.http.request(method, url, headers=all_headers, **kwargs)
+        except httpx.HTTPError as exc:
+            counters.count("server_unreachable")
+            raise Unreachable(str(exc)) from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            counters.count("server_error")
+            raise Unreachable(f"{method} {route}: {response.status_code}")
+        if response.status_code >= 400:
+            # A refusal is a bug of the simulator or the server, not the network.
+            counters.count("refused")
+            raise RuntimeError(f"{method} {route} answered {response.status_code}: {response.text}")
+        counters.count("ok")
+        return response
+
+    async def flush(self) -> None:
+        """Send queued events (in order), the reported state if it changed, telemetry."""
+        while self.events:
+            chunk = self.events[:500]
+            await self._request("POST", "events", json={"events": chunk})
+            del self.events[: len(chunk)]
+        report = reported_state(self.state)
+        if report != self.last_report:
+            await self._request("PUT", "reported", json=report)
+            self.last_report = report
+        if self.telemetry:
+            batch = self.telemetry[:1000]
+            await self._request("POST", "telemetry", json={"samples": batch})
+            del self.telemetry[: len(batch)]
+
+    # -- driving the core -----------------------------------------------------------
+
+    async def handle(self, event: Event) -> None:
+        state, commands, transitions = step(self.state, event)
+        self._apply(state, transitions)
+        await self._execute(commands)
+
+    def _apply(self, state: AgentState, transitions: list[Transition]) -> None:
+        self._account()  # traffic so far belongs to the model serving so far
+        self.state = state
+        if self.serving is not None:
+            self.ever_served.add(self.serving)
+        at = datetime.now(UTC).isoformat()
+        self.events.extend(t.to_event(at) for t in transitions)
+        for t in transitions:
+            if t.to_state is State.ROLLED_BACK and t.version is not None:
+                key = (t.version, self.spec.kind.revision)
+                rollbacks = self.world.counters.rollbacks
+                rollbacks[key] = rollbacks.get(key, 0) + 1
+
+    async def _execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            event = await self._run(command)
+            if event is not None:
+                await self.handle(event)
+
+    async def _run(self, command: Command) -> Event | None:
+        if isinstance(command, Download):
+            return await self._download(command.target, command.slot)
+        if isinstance(command, Verify):
+            return await self._verify(command.target, command.slot)
+        if isinstance(command, SmokeTest):
+            return self._smoke_test(command.target)
+        if isinstance(command, RunShadow):
+            # Shadow-first needs the candidate's answers beside the serving model's on
+            # the same inputs, which measured profiles do not give.
+            return ShadowFailed("not_simulated", {"message": "the simulator has no shadow mode"})
+        if isinstance(command, Activate):
+            self._baseline = self._replay_baseline()
+            return Activated()
+        if isinstance(command, RunTrial):
+            return await self._run_trial(command.target)
+        if isinstance(command, SwitchBack):
+            return None  # the state now names the slot served; traffic follows it
+        if isinstance(command, Discard):
+            self._partials.pop(command.slot, None)
+            return None
+        if isinstance(command, RetryLater):
+            await self._sleep(min(self.world.max_backoff_s, 2.0**command.attempt))
+            assert self.state.target is not None
+            return await self._download(self.state.target, self.state.inactive)
+        raise AssertionError(f"unknown command {command!r}")
+
+    # -- commands -------------------------------------------------------------------
+
+    async def _download(self, target: Target, slot: str) -> Event:
+        reason = unmet(
+            Preconditions.model_validate(target.preconditions),
+            target.size / 2**20,
+            Conditions(
+                free_disk_mb=FREE_DISK_MB,
+                battery_percent=None,
+                metered=self.spec.network.name.startswith("cellular"),
+                now_utc=datetime.now(UTC),
+            ),
+        )
+        if reason is not None:
+            return DownloadDeferred(reason)
+        if not self.connected():
+            self.world.counters.count("offline")
+            return DownloadFailed("network", True, {"message": "no network"})
+        try:
+            verified = await self.world.delivery.lookup(target.target_path)
+            check_target(verified, self.facts)
+        except DeliveryError as exc:
+            if exc.code == "network":
+                return DownloadFailed("network", True, {"message": exc.message[:200]})
+            return VerificationFailed(exc.reason, {"message": exc.message[:200]})
+        if verified.sha256 != target.sha256 or verified.length != target.size:
+            return VerificationFailed(
+                "desired_not_signed",
+                {"desired_sha256": target.sha256, "signed_sha256": verified.sha256},
+            )
+        partial = self._partials.get(slot)
+        if partial is None or partial.sha256 != target.sha256:
+            partial = self._partials[slot] = _Partial(target.sha256)
+        self._downloading = True
+        try:
+            cut = await self._fetch(verified.url, partial, target.size)
+        finally:
+            self._downloading = False
+        if cut is not None:
+            return DownloadFailed("network", True, {"message": cut})
+        if partial.offset != target.size:
+            return VerificationFailed("too_large", {"received": partial.offset})
+        try:
+            await self.world.delivery.verify_bytes(verified)
+        except DeliveryError as exc:
+            if exc.code == "network":
+                return DownloadFailed("network", True, {"message": exc.message[:200]})
+            self._partials.pop(slot, None)
+            return VerificationFailed(exc.reason, {"message": exc.message[:200]})
+        return Downloaded()
+
+    async def _fetch(self, url: str, partial: _Partial, size: int) -> str | None:
+        """Stream the rest of the artifact at this device's bandwidth; the reason it
+        was cut, or ``None`` when it is complete."""
+        counters = self.world.counters
+        if partial.offset >= size:
+            return None
+        await asyncio.sleep(self.link.request_delay())
+        if self.link.lost():
+            counters.count("lost")
+            return "connection reset"
+        headers = {"Authorization": f"Bearer {self.credential}"}
+        if partial.offset:
+            headers["Range"] = f"bytes={partial.offset}-"
+        bandwidth = self.spec.network.bandwidth_bps
+        loop = asyncio.get_running_loop()
+        try:
+            async with self.world.http.stream("GET", url, headers=headers) as response:
+                if response.status_code == httpx.codes.OK and partial.offset:
+                    # The server ignored the range: everything comes again.
+                    counters.bytes_repeated += partial.offset
+                    partial.offset = 0
+                elif response.status_code not in (httpx.codes.OK, httpx.codes.PARTIAL_CONTENT):
+                    counters.count("server_error")
+                    return f"HTTP {response.status_code}"
+                counters.count("ok")
+                started, received = loop.time(), 0
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+                    partial.offset += len(chunk)
+                    counters.bytes_received += len(chunk)
+                    ahead = received / bandwidth - (loop.time() - started)
+                    if ahead > 0.02:
+                        await asyncio.sleep(ahead)
+                    if not self.connected() or self.world.stopping.is_set():
+                        counters.interruptions += 1
+                        return f"connection lost at {partial.offset} of {size} bytes"
+        except httpx.HTTPError as exc:
+            counters.interruptions += 1
+            return f"download cut at {partial.offset} of {size} bytes: {exc}"
+        return None
+
+    async def _verify(self, target: Target, slot: str) -> Event:
+        partial = self._partials.get(slot)
+        if partial is None or partial.sha256 != target.sha256 or partial.offset != target.size:
+            return VerificationFailed("missing_file", {})
+        return Verified()
+
+    def _smoke_test(self, target: Target) -> Event:
+        behaviour = self.world.behaviours.get(target.version)
+        if behaviour is not None and self.spec.kind.revision in behaviour.load_fails_on:
+            return SmokeFailed(
+                "load_failed",
+                {"message": f"the model does not load on {self.spec.kind.revision} (scenario)"},
+            )
+        if (target.version, target.variant) not in self.world.models:
+            return SmokeFailed("load_failed", {"message": "no measured behaviour"})
+        return SmokePassed()
+
+    async def _run_trial(self, target: Target) -> Event:
+        policy = TrialPolicy.model_validate(target.trial) if target.trial else TrialPolicy()
+        key = (target.version, target.variant)
+        self._trial = (key, ModelStats(), [])
+        started = self.world.now()
+        try:
+            while True:
+                self._account()
+                _, stats, health = self._trial
+                verdict = judge(
+                    policy, stats, self._baseline, worst(health), self.world.now() - started
+                )
+                if verdict.passed is True:
+                    return TrialPassed(verdict.numbers)
+                if verdict.passed is False:
+                    return TrialFailed(verdict.check or "unknown", verdict.numbers)
+                await self._sleep(TRIAL_TICK_S)
+                if self.world.stopping.is_set():
+                    return TrialFailed("stopped", {})
+        finally:
+            self._trial = None
+
+    # -- simulated traffic ------------------------------------------------------------
+
+    def _model(self, version: str, variant: str) -> VirtualModel | None:
+        key = (version, variant)
+        model = self._models.get(key)
+        if model is None and key in self.world.models:
+            model = VirtualModel(self.world.models[key], self.noise, seed=self.spec.seed)
+            self._models[key] = model
+        return model
+
+    def _account(self) -> None:
+        """Count the requests the application sent since the last call, on the model
+        that served them."""
+        now = self.world.now()
+        seconds, self._traffic_at = now - self._traffic_at, now
+        active = self.state.active_content
+        if active is None or seconds <= 0:
+            return
+        model = self._model(active.version, active.variant)
+        if model is None:
+            return
+        requests = int(self.rng.poisson(self.world.requests_per_s * seconds))
+        metrics, health = model.interval(requests=requests, seconds=seconds, rng=self.rng)
+        stats = _stats(metrics)
+        key = (active.model, active.version)
+        self._pending.setdefault(key, ModelStats()).add(stats)
+        self._health = health
+        if self._trial is not None and self._trial[0] == (active.version, active.variant):
+            self._trial[1].add(stats)
+            self._trial[2].append(dict(health))
+
+    def _replay_baseline(self) -> ModelStats | None:
+        active = self.state.active_content
+        model = self._model(active.version, active.variant) if active else None
+        if model is None:
+            return None
+        metrics, _ = model.interval(requests=BASELINE_REQUESTS, seconds=1.0, rng=self.rng)
+        return _stats(metrics)
+
+    def _queue_telemetry(self) -> None:
+        self._account()
+        self._telemetry_at = self.world.now()
+        serving = self.state.active_content
+        first = (serving.model, serving.version) if serving is not None else None
+        # The serving model first: the server files the health sample under it.
+        ordered = sorted(self._pending.items(), key=lambda item: item[0] != first)
+        models = [
+            {"model": model, "version": version, **_counts(stats)}
+            for (model, version), stats in ordered
+        ][:8]
+        self._pending.clear()
+        if not models and not self._health:
+            return
+        self.telemetry.append(
+            {"at": datetime.now(UTC).isoformat(), "health": dict(self._health), "models": models}
+        )
+        # The agent's outbox is bounded too: the oldest samples go first.
+        del self.telemetry[:-1000]
+
+
+def _stats(metrics: dict[str, Any]) -> ModelStats:
+    return ModelStats(
+        inferences=metrics["inferences"],
+        requests=metrics["inferences"],
+        errors=dict(metrics["errors"]),
+        latency_counts=list(metrics["latency_counts"]),
+        confidence_counts=list(metrics["confidence_counts"]),
+        class_counts=list(metrics["class_counts"]),
+    )
+
+
+def _counts(stats: ModelStats) -> dict[str, Any]:
+    return {
+        "inferences": stats.inferences,
+        "errors": dict(stats.errors),
+        "latency_counts": stats.latency_counts,
+        "confidence_counts": stats.confidence_counts,
+        "class_counts": stats.class_counts,
+    }

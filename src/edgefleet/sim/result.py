@@ -1,0 +1,114 @@
+"""What a simulator run found: the timeline, each release's rollout, the checks of the
+scenario's expectations and the headline numbers (pure data, JSON-ready).
+
+The runner fills a ``RunResult``; the reports (``sim.report``) and ``--json`` read it::
+
+    result.to_dict()["passed"], result.exposed_share, result.releases[0].gate_looks
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TimelinePoint:
+    """The fleet at one moment (``t``: seconds since the run started)."""
+
+    t: float
+    #: virtual devices by agent state (IDLE, DOWNLOADING, ..., COMMITTED), plus OFFLINE
+    #: for devices inside a disconnect period
+    states: dict[str, int]
+    #: virtual devices by the version they serve ("none": no model yet)
+    versions: dict[str, int]
+    #: the current release's rollout devices by status, as the server reports them
+    rollout: dict[str, int] = field(default_factory=dict)
+    #: the release (version) whose rollout is running, if any
+    release: str | None = None
+
+
+@dataclass
+class GateLook:
+    """One gate's verdict as the rollout showed it at one moment."""
+
+    t: float
+    wave: int  # 0-based wave index
+    gate: str
+    metric: str
+    verdict: str  # pass, fail, inconclusive
+    #: the gate's numbers as the server computed them (limit, estimate, low, high, ...)
+    numbers: dict[str, Any]
+
+
+@dataclass
+class Check:
+    """One expectation of the scenario and what happened."""
+
+    name: str
+    passed: bool
+    expected: Any
+    actual: Any
+
+
+@dataclass
+class ReleaseResult:
+    """One release of the scenario: its rollout from start to end."""
+
+    version: str
+    rollout_id: str
+    bad: bool  # the scenario says this version misbehaves
+    started_t: float
+    ended_t: float | None
+    state: str  # the rollout's last state (succeeded, aborted, paused, running)
+    reason: str
+    waves_reached: int  # 1-based index of the last wave the rollout reached
+    devices: dict[str, int]  # rollout devices by status at the end
+    #: seconds from the rollout's start to the first gate failure (None: none failed)
+    time_to_detect_s: float | None
+    #: seconds from that failure until no device served this version any more
+    time_to_rollback_s: float | None
+    #: share of the fleet that ever served this version
+    exposed_share: float
+    failed_gates: list[str]
+    #: devices that rolled this version back on their own, by hardware revision
+    rollbacks_by_revision: dict[str, int]
+    gate_looks: list[GateLook] = field(default_factory=list)
+    #: the server's decision log of the rollout, as its API returns it
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    description: str
+    devices: int
+    server: str
+    duration_s: float
+    releases: list[ReleaseResult]
+    checks: list[Check]
+    #: share of the fleet that ever served a version the scenario marks bad
+    exposed_share: float
+    time_to_detect_s: float | None
+    time_to_rollback_s: float | None
+    #: model bytes the virtual devices received (all downloads, retries included)
+    bytes_transferred: int
+    #: bytes received beyond one copy of each artifact per device (re-downloads)
+    bytes_repeated: int
+    #: downloads cut by the network and resumed
+    interruptions: int
+    devices_committed: int
+    #: devices serving each version at the end
+    final_versions: dict[str, int]
+    #: requests the virtual devices sent, by outcome (ok, lost, offline, server_error)
+    requests: dict[str, int]
+    timeline: list[TimelinePoint] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data

@@ -1,0 +1,670 @@
+"""Running a scenario: models measured, a server, a virtual fleet, the releases, the
+result.
+
+``run_scenario`` builds (or reuses) the example bundles the scenario names, measures
+each artifact's behaviour in ONNX Runtime on the digits held-out data drawn with the
+scenario's class mix, starts an embedded server unless one is given, registers the
+bundles, enrolls the fleet, installs the baseline everywhere, then plays each release:
+creates its rollout, watches it (gate verdicts, decisions, device statuses) until it
+ends and the devices settle, and checks the scenario's expectations::
+
+    result = run_scenario(load_scenario("cpu-spike"), work_dir=Path("sim-work"))
+    result.passed, result.exposed_share, result.time_to_detect_s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from edgefleet.agent.statemachine import State
+from edgefleet.errors import EdgefleetError
+from edgefleet.progress import NO_PROGRESS, Progress
+from edgefleet.sim.behaviour import BehaviourProfile, measure
+from edgefleet.sim.delivery import SharedDelivery
+from edgefleet.sim.device import DeviceSpec, VirtualDevice, World
+from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
+from edgefleet.sim.network import NetworkProfile
+from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
+from edgefleet.sim.scenario import DEFAULT_TARGET, Release, Scenario
+from edgefleet.sim.server import EmbeddedServer, OperatorClient
+
+log = logging.getLogger("edgefleet.sim")
+
+FINAL = frozenset({"succeeded", "aborted", "failed"})
+#: The baseline install's trial: quick, it is the version every device starts from.
+BASELINE_TRIAL = {"min_inferences": 50, "min_seconds": 1.0, "max_latency_p95_ratio": 100.0}
+SAMPLE_EVERY_S = 1.0
+WATCH_EVERY_S = 0.5
+
+
+class SimulationError(EdgefleetError):
+    """The simulation could not run to the end (not: the scenario's checks failed)."""
+
+    code = "simulation_error"
+
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class Target:
+    """Where to run: an embedded server (default) or a running one."""
+
+    server: str | None = None
+    token: str | None = None
+    database_url: str | None = None
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    work_dir: Path,
+    target: Target | None = None,
+    progress: Progress = NO_PROGRESS,
+    say: Say = _quiet,
+    keep_running: Callable[[str, str], None] | None = None,
+) -> RunResult:
+    """Play ``scenario`` and return what happened.
+
+    ``keep_running(url, token)``, when given, is called after the releases with the
+    server and fleet still up; the run ends when it returns.
+
+    Raises:
+        SimulationError, SimServerError, ScenarioError, MissingDependencyError.
+    """
+    target = target or Target()
+    bundles = _bundles(scenario, work_dir / "bundles", progress)
+    say(f"measuring {len(scenario.versions)} model versions in ONNX Runtime")
+    models = _measure(scenario, bundles)
+    if target.server:
+        if not target.token:
+            raise SimulationError("--server needs an operator API key (--token)")
+        return asyncio.run(
+            _Run(scenario, work_dir, target.server, target.token, bundles, models, say).play(
+                progress, keep_running, None
+            )
+        )
+    server = EmbeddedServer(work_dir / "server", scenario.server, database_url=target.database_url)
+    say("starting an embedded server (SQLite, local files)")
+    with server:
+        say(f"server on {server.url}")
+        run = _Run(scenario, work_dir, server.url, server.token, bundles, models, say)
+        return asyncio.run(run.play(progress, keep_running, server))
+
+
+def _bundles(scenario: Scenario, cache: Path, progress: Progress) -> dict[str, Path]:
+    from edgefleet.examples.digits import ensure_examples
+
+    return ensure_examples(cache, scenario.versions, seed=0, progress=progress)
+
+
+def traffic_inputs(scenario: Scenario, count: int = 1000) -> np.ndarray:
+    """Held-out digits drawn with the scenario's class mix (the devices' traffic)."""
+    from edgefleet.examples.digits import load_split
+
+    _, x_test, _, y_test = load_split(0)
+    classes = sorted({int(c) for c in y_test})
+    fixed = {int(k): v for k, v in scenario.traffic.class_shares.items()}
+    unknown = sorted(set(fixed) - set(classes))
+    if unknown:
+        raise SimulationError(f"traffic.class_shares names classes {unknown} the model lacks")
+    rest = [c for c in classes if c not in fixed]
+    left = max(0.0, 1.0 - sum(fixed.values()))
+    shares = {c: fixed.get(c, left / len(rest) if rest else 0.0) for c in classes}
+    rng = np.random.default_rng(scenario.seed)
+    picked = []
+    for c, share in shares.items():
+        pool = np.flatnonzero(y_test == c)
+        picked.append(rng.choice(pool, size=round(share * count), replace=True))
+    index = rng.permutation(np.concatenate(picked))
+    return np.asarray(x_test[index])
+
+
+def _measure(
+    scenario: Scenario, bundles: dict[str, Path]
+) -> dict[tuple[str, str], BehaviourProfile]:
+    inputs = {"X": traffic_inputs(scenario)}
+    behaviours = {r.version: r.behaviour for r in scenario.releases}
+    profiles: dict[tuple[str, str], BehaviourProfile] = {}
+    for version, bundle in bundles.items():
+        manifest = yaml.safe_load((bundle / "edgefleet.yaml").read_text())
+        for variant in manifest["variants"]:
+            profile = measure(bundle / variant["file"], inputs)
+            behaviour = behaviours.get(version)
+            if behaviour is not None and behaviour.error_rate is not None:
+                profile = profile.scaled(error_rate=behaviour.error_rate)
+            profiles[(version, variant["name"])] = profile
+    return profiles
+
+
+def make_fleet(scenario: Scenario) -> list[DeviceSpec]:
+    """The scenario's devices: kinds, regions, sites and networks drawn by weight,
+    deterministically for the scenario's seed."""
+    rng = random.Random(scenario.seed)
+    fleet = scenario.fleet
+    networks = {
+        name: _network(NETWORK_PROFILES[name], fleet.network_overrides.get(name))
+        for name in fleet.networks
+    }
+    low, high = fleet.poll_interval_s
+    devices = []
+    for i in range(scenario.devices):
+        kind = rng.choices(fleet.kinds, weights=[k.weight for k in fleet.kinds])[0]
+        region = rng.choices(list(fleet.regions), weights=list(fleet.regions.values()))[0]
+        network = rng.choices(list(networks.values()), weights=list(fleet.networks.values()))[0]
+        devices.append(
+            DeviceSpec(
+                device_id=f"sim-{i:05d}",
+                kind=kind,
+                region=region,
+                site=f"{region}-site-{rng.randrange(fleet.sites_per_region)}",
+                network=network,
+                poll_interval_s=rng.uniform(low, high),
+                seed=scenario.seed * 1_000_003 + i,
+            )
+        )
+    return devices
+
+
+def _network(profile: NetworkProfile, override: Any) -> NetworkProfile:
+    if override is None:
+        return profile
+    from dataclasses import replace
+
+    return replace(profile, **override.model_dump(exclude_none=True))
+
+
+@dataclass
+class _Watch:
+    """What the run saw of one release while it ran."""
+
+    release: Release
+    rollout_id: str
+    started_t: float
+    ended_t: float | None = None
+    view: dict[str, Any] = field(default_factory=dict)
+    looks: list[GateLook] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    detected_t: float | None = None
+    gone_t: float | None = None  # when no device served the version any more
+    max_unreachable: int = 0
+
+
+class _Run:
+    def __init__(
+        self,
+        scenario: Scenario,
+        work_dir: Path,
+        url: str,
+        token: str,
+        bundles: dict[str, Path],
+        models: dict[tuple[str, str], BehaviourProfile],
+        say: Say,
+    ) -> None:
+        self.scenario = scenario
+        self.work_dir = work_dir
+        self.url = url
+        self.token = token
+        self.bundles = bundles
+        self.models = models
+        self.say = say
+        self.timeline: list[TimelinePoint] = []
+        self.watches: list[_Watch] = []
+        self.current: _Watch | None = None
+        self.wall_start = datetime.now(UTC)
+
+    async def play(
+        self,
+        progress: Progress,
+        keep_running: Callable[[str, str], None] | None,
+        server: EmbeddedServer | None,
+    ) -> RunResult:
+        scenario = self.scenario
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        timeout = httpx.Timeout(60.0, connect=30.0, pool=120.0)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+            operator = OperatorClient(self.url, self.token, http)
+            for version, bundle in self.bundles.items():
+                self.say(f"registering and signing {scenario.model} {version}")
+                await operator.upload(bundle)
+            delivery = SharedDelivery(self.work_dir / "delivery", self.token)
+            world = World(
+                base_url=self.url,
+                http=http,
+                delivery=delivery,
+                enrollment_token=await operator.enrollment_token(scenario.devices),
+                models=self.models,
+                behaviours={r.version: r.behaviour for r in scenario.releases},
+                telemetry_interval_s=scenario.fleet.telemetry_interval_s,
+                requests_per_s=scenario.fleet.requests_per_s,
+                max_backoff_s=scenario.fleet.max_backoff_s,
+            )
+            self.world = world
+            self.devices = [VirtualDevice(spec, world) for spec in make_fleet(scenario)]
+            tasks = [asyncio.create_task(d.run()) for d in self.devices]
+            sampler = asyncio.create_task(self._sample())
+            deadline = time.monotonic() + scenario.time_limit_s
+            try:
+                await self._enroll(progress, deadline)
+                await self._baseline(operator, progress, deadline)
+                for release in scenario.releases:
+                    await self._release(operator, release, progress, deadline)
+                if keep_running is not None:
+                    keep_running(self.url, self.token)
+            finally:
+                world.stopping.set()
+                sampler.cancel()
+                await asyncio.gather(*tasks, sampler, return_exceptions=True)
+                delivery.close()
+        return self._result(world)
+
+    # -- phases ---------------------------------------------------------------------
+
+    async def _until(
+        self,
+        what: str,
+        done: Callable[[], int],
+        total: int,
+        progress: Progress,
+        deadline: float,
+        limit_s: float | None = None,
+    ) -> bool:
+        """Wait until ``done()`` reaches ``total``, advancing a progress bar; whether it
+        got there before the deadline."""
+        advance = progress.task(what, total=total)
+        shown = 0
+        end = deadline if limit_s is None else min(deadline, time.monotonic() + limit_s)
+        while time.monotonic() < end:
+            now = done()
+            if now > shown:
+                advance(now - shown)
+                shown = now
+            if now >= total:
+                return True
+            if self.world.counters.errors:
+                raise SimulationError(
+                    f"virtual devices failed: {'; '.join(self.world.counters.errors[:3])}"
+                )
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _enroll(self, progress: Progress, deadline: float) -> None:
+        total = len(self.devices)
+        self.say(f"enrolling {total} virtual devices")
+        if not await self._until(
+            "enrolling", lambda: sum(d.enrolled for d in self.devices), total, progress, deadline
+        ):
+            raise SimulationError("the fleet did not finish enrolling within the time limit")
+
+    async def _baseline(
+        self, operator: OperatorClient, progress: Progress, deadline: float
+    ) -> None:
+        scenario = self.scenario
+        version = scenario.baseline
+        self.say(f"installing {scenario.model} {version} on every device")
+        await operator.set_desired(DEFAULT_TARGET, scenario.model, version, BASELINE_TRIAL)
+
+        def on_it() -> int:
+            return sum(
+                d.serving == version and d.state.state is State.COMMITTED for d in self.devices
+            )
+
+        if not await self._until(
+            f"installing {version}", on_it, len(self.devices), progress, deadline
+        ):
+            raise SimulationError(
+                f"only {on_it()} of {len(self.devices)} devices committed the baseline {version}"
+            )
+
+    async def _release(
+        self, operator: OperatorClient, release: Release, progress: Progress, deadline: float
+    ) -> None:
+        scenario = self.scenario
+        body = release.rollout.body(scenario.model, release.version)
+        created = await operator.create_rollout(body)
+        watch = _Watch(release, created["id"], self.world.now())
+        self.watches.append(watch)
+        self.current = watch
+        self.say(f"rollout {created['id']}: {scenario.model} {release.version} to {body['target']}")
+        if scenario.offline is not None:
+            self._take_offline(watch.started_t)
+        advance = progress.task(f"rollout {release.version}", total=len(self.devices))
+        shown = 0
+        while time.monotonic() < deadline:
+            view = await operator.rollout(watch.rollout_id)
+            await self._observe(operator, watch, view)
+            finished = sum(
+                n for s, n in view["devices"].items() if s not in ("assigned", "downloading")
+            ) - view["devices"].get("trial", 0)
+            if finished > shown:
+                advance(finished - shown)
+                shown = finished
+            if view["state"] in FINAL or view["state"] == "paused":
+                break
+            await asyncio.sleep(WATCH_EVERY_S)
+        else:
+            raise SimulationError(f"rollout {watch.rollout_id} did not end within the time limit")
+        watch.ended_t = self.world.now()
+        self.say(f"rollout {watch.rollout_id} {view['state']} ({view['reason'] or 'done'})")
+        await self._settle(watch, deadline)
+        await self._observe(operator, watch, await operator.rollout(watch.rollout_id))
+        self.current = None
+
+    def _take_offline(self, since: float) -> None:
+        fault = self.scenario.offline
+        assert fault is not None
+        rng = random.Random(self.scenario.seed + 17)
+        chosen = rng.sample(self.devices, max(1, round(fault.share * len(self.devices))))
+        start = since + fault.start_s
+        for device in chosen:
+            device.offline = (start, start + fault.duration_s)
+        self.say(
+            f"{len(chosen)} devices go offline {fault.start_s:.0f} s into the rollout "
+            f"for {fault.duration_s:.0f} s"
+        )
+
+    async def _settle(self, watch: _Watch, deadline: float) -> None:
+        """Wait until every device has done what the rollout's end asks of it."""
+        version = watch.release.version
+        key = f"{self.scenario.model}@{version}"
+        succeeded = watch.view.get("state") == "succeeded"
+        end = min(deadline, time.monotonic() + watch.release.settle_s)
+
+        def done(device: VirtualDevice) -> bool:
+            if not device.settled:
+                return False
+            if succeeded:
+                return device.serving == version or key in device.state.refused
+            return device.serving != version
+
+        while time.monotonic() < end:
+            if all(done(d) for d in self.devices):
+                return
+            await asyncio.sleep(0.25)
+        log.warning("devices still settling after rollout %s ended", watch.rollout_id)
+
+    async def _observe(self, operator: OperatorClient, watch: _Watch, view: dict[str, Any]) -> None:
+        watch.view = view
+        t = self.world.now()
+        for gate in view.get("gates") or []:
+            watch.looks.append(
+                GateLook(
+                    t=round(t, 3),
+                    wave=int(view["wave"]),
+                    gate=gate["gate"],
+                    metric=gate["metric"],
+                    verdict=gate["verdict"],
+                    numbers=gate.get("numbers", {}),
+                )
+            )
+        watch.max_unreachable = max(watch.max_unreachable, view["devices"].get("unreachable", 0))
+        entries = await operator.log(
+            watch.rollout_id, after=watch.log[-1]["id"] if watch.log else 0
+        )
+        watch.log.extend(entries)
+        for entry in entries:
+            at = self._at(entry["at"])
+            if watch.detected_t is None and str(entry["reason"]).startswith("gate_failed"):
+                watch.detected_t = at
+            if entry["kind"] not in ("assign", "create"):
+                self.say(
+                    f"  {watch.release.version} wave {int(entry['wave']) + 1}: {entry['kind']}"
+                    + (f" ({entry['reason']})" if entry["reason"] else "")
+                )
+
+    def _at(self, stamp: str) -> float:
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return round((moment - self.wall_start).total_seconds(), 3)
+
+    async def _sample(self) -> None:
+        while True:
+            states: dict[str, int] = {}
+            versions: dict[str, int] = {}
+            for device in self.devices:
+                state = "OFFLINE" if not device.connected() else device.state.state.value
+                states[state] = states.get(state, 0) + 1
+                version = device.serving or "none"
+                versions[version] = versions.get(version, 0) + 1
+            watch = self.current
+            t = round(self.world.now(), 3)
+            if watch is not None:
+                serving = versions.get(watch.release.version, 0)
+                if watch.detected_t is not None and watch.gone_t is None and not serving:
+                    watch.gone_t = t
+            self.timeline.append(
+                TimelinePoint(
+                    t=t,
+                    states=states,
+                    versions=versions,
+                    rollout=dict(watch.view.get("devices", {})) if watch else {},
+                    release=watch.release.version if watch else None,
+                )
+            )
+            await asyncio.sleep(SAMPLE_EVERY_S)
+
+    # -- the result -------------------------------------------------------------------
+
+    def _result(self, world: World) -> RunResult:
+        devices = self.devices
+        total = len(devices)
+        counters = world.counters
+        releases = [self._release_result(w) for w in self.watches]
+        bad = {w.release.version for w in self.watches if w.release.bad}
+        exposed = sum(bool(d.ever_served & bad) for d in devices)
+        final: dict[str, int] = {}
+        for device in devices:
+            name = device.serving or "none"
+            final[name] = final.get(name, 0) + 1
+        last = self.watches[-1].release.version if self.watches else None
+        checks = [
+            check
+            for watch, result in zip(self.watches, releases, strict=True)
+            for check in self._checks(watch, result)
+        ]
+        checks.append(Check("no simulator errors", not counters.errors, [], counters.errors[:5]))
+        detected = [r for r in releases if r.time_to_detect_s is not None]
+        return RunResult(
+            scenario=self.scenario.name,
+            description=self.scenario.description,
+            devices=total,
+            server=self.url,
+            duration_s=round(world.now(), 3),
+            releases=releases,
+            checks=checks,
+            exposed_share=round(exposed / total, 4) if total else 0.0,
+            time_to_detect_s=detected[0].time_to_detect_s if detected else None,
+            time_to_rollback_s=detected[0].time_to_rollback_s if detected else None,
+            bytes_transferred=counters.bytes_received,
+            bytes_repeated=counters.bytes_repeated,
+            interruptions=counters.interruptions,
+            devices_committed=sum(
+                d.serving == last and d.state.state is State.COMMITTED for d in devices
+            ),
+            final_versions=final,
+            requests=dict(counters.requests),
+            timeline=self.timeline,
+        )
+
+    def _release_result(self, watch: _Watch) -> ReleaseResult:
+        version = watch.release.version
+        view = watch.view
+        exposed = sum(version in d.ever_served for d in self.devices)
+        failed = sorted(
+            {look.gate for look in watch.looks if look.verdict == "fail"}
+            | _failed_in_log(view.get("reason", ""))
+        )
+        detect = (
+            round(watch.detected_t - watch.started_t, 3) if watch.detected_t is not None else None
+        )
+        rollback = (
+            round(watch.gone_t - watch.detected_t, 3)
+            if watch.detected_t is not None and watch.gone_t is not None
+            else None
+        )
+        rollbacks = {
+            revision: count
+            for (v, revision), count in self.world.counters.rollbacks.items()
+            if v == version
+        }
+        return ReleaseResult(
+            version=version,
+            rollout_id=watch.rollout_id,
+            bad=watch.release.bad,
+            started_t=round(watch.started_t, 3),
+            ended_t=round(watch.ended_t, 3) if watch.ended_t is not None else None,
+            state=str(view.get("state", "unknown")),
+            reason=str(view.get("reason", "")),
+            waves_reached=int(view.get("wave", 0)) + 1,
+            devices=dict(view.get("devices", {})),
+            time_to_detect_s=detect,
+            time_to_rollback_s=rollback,
+            exposed_share=round(exposed / len(self.devices), 4) if self.devices else 0.0,
+            failed_gates=failed,
+            rollbacks_by_revision=rollbacks,
+            gate_looks=watch.looks,
+            log=watch.log,
+        )
+
+    def _checks(self, watch: _Watch, result: ReleaseResult) -> list[Check]:
+        expect = watch.release.expect
+        version = result.version
+        label = f"{version}:"
+        checks: list[Check] = []
+        if expect.state is not None:
+            checks.append(
+                Check(
+                    f"{label} rollout state",
+                    result.state == expect.state,
+                    expect.state,
+                    result.state,
+                )
+            )
+        if expect.failed_gate is not None:
+            hit = sorted(set(expect.failed_gate) & set(result.failed_gates))
+            checks.append(
+                Check(
+                    f"{label} a gate failed",
+                    bool(hit),
+                    f"any of {expect.failed_gate}",
+                    result.failed_gates,
+                )
+            )
+        if expect.max_wave is not None:
+            checks.append(
+                Check(
+                    f"{label} stopped by wave",
+                    result.waves_reached <= expect.max_wave,
+                    f"<= {expect.max_wave}",
+                    result.waves_reached,
+                )
+            )
+        if expect.committed is not None:
+            committed = sum(
+                d.serving == version and d.state.state is State.COMMITTED for d in self.devices
+            )
+            wanted = len(self.devices) if expect.committed == "all" else expect.committed
+            checks.append(
+                Check(f"{label} devices committed", committed >= wanted, f">= {wanted}", committed)
+            )
+        if expect.max_exposed_share is not None:
+            checks.append(
+                Check(
+                    f"{label} share exposed",
+                    result.exposed_share <= expect.max_exposed_share,
+                    f"<= {expect.max_exposed_share}",
+                    result.exposed_share,
+                )
+            )
+        if expect.serving_at_end is not None:
+            wrong = sum(d.serving != expect.serving_at_end for d in self.devices)
+            checks.append(
+                Check(
+                    f"{label} every device serves {expect.serving_at_end}",
+                    wrong == 0,
+                    0,
+                    f"{wrong} devices serve something else",
+                )
+            )
+        if expect.rollbacks_only_on is not None:
+            revisions = set(result.rollbacks_by_revision)
+            checks.append(
+                Check(
+                    f"{label} on-device rollbacks only on {', '.join(expect.rollbacks_only_on)}",
+                    bool(revisions) and revisions <= set(expect.rollbacks_only_on),
+                    expect.rollbacks_only_on,
+                    result.rollbacks_by_revision,
+                )
+            )
+        counters = self.world.counters
+        if expect.max_repeated_chunks_per_interruption is not None:
+            # A resumed download may fetch again at most the chunk it was cut in.
+            allowed = int(expect.max_repeated_chunks_per_interruption * counters.interruptions)
+            allowed *= CHUNK_BYTES
+            checks.append(
+                Check(
+                    f"{label} bytes fetched twice",
+                    counters.bytes_repeated <= allowed,
+                    f"<= {allowed}",
+                    counters.bytes_repeated,
+                )
+            )
+        if expect.min_interruptions is not None:
+            checks.append(
+                Check(
+                    f"{label} downloads interrupted and resumed",
+                    counters.interruptions >= expect.min_interruptions,
+                    f">= {expect.min_interruptions}",
+                    counters.interruptions,
+                )
+            )
+        if expect.min_unreachable is not None:
+            checks.append(
+                Check(
+                    f"{label} devices counted unreachable",
+                    watch.max_unreachable >= expect.min_unreachable,
+                    f">= {expect.min_unreachable}",
+                    watch.max_unreachable,
+                )
+            )
+        for name, limit, value in (
+            ("time to detect", expect.max_time_to_detect_s, result.time_to_detect_s),
+            ("time to roll back", expect.max_time_to_rollback_s, result.time_to_rollback_s),
+        ):
+            if limit is not None:
+                checks.append(
+                    Check(
+                        f"{label} {name}",
+                        value is not None and value <= limit,
+                        f"<= {limit} s",
+                        value,
+                    )
+                )
+        return checks
+
+
+#: The most a download reads from the network at once (what a cut may waste).
+CHUNK_BYTES = 1 << 16
+
+
+def _failed_in_log(reason: str) -> set[str]:
+    if not reason.startswith("gate_failed:"):
+        return set()
+    return set(reason.removeprefix("gate_failed:").split(","))

@@ -1,0 +1,315 @@
+"""Scenario files: what the simulator releases, to which fleet, with what policy, and
+what must happen (documented field by field in docs/scenarios.md).
+
+A scenario is YAML. Built-in scenarios live in ``sim/scenarios/`` and are named by
+their file name; anything else is a path::
+
+    scenario = load_scenario("cpu-spike")            # built-in
+    scenario = load_scenario("my-scenario.yaml")     # a file of your own
+    scenario.releases[0].version                     # "1.2.0"
+
+Every problem is reported with the field it concerns (``ScenarioError``).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from edgefleet.errors import EdgefleetError
+from edgefleet.fleet.domain import Body, TrialPolicy
+from edgefleet.rollout.policy import GateSpec, RateLimits, WaveSpec
+from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
+
+#: The attribute every virtual device carries, so a target can select the whole fleet.
+FLEET_ATTRIBUTE = "simulated"
+DEFAULT_TARGET = f"{FLEET_ATTRIBUTE}:true"
+
+
+class ScenarioError(EdgefleetError):
+    """A scenario cannot be found or is invalid."""
+
+    code = "invalid_scenario"
+
+
+class DeviceKind(Body):
+    """One kind of device in the fleet mix."""
+
+    name: str = Field(min_length=1, max_length=64)
+    hardware: Literal["x86_64", "aarch64", "armv7l"] = Field(
+        description="the machine: decides the model variant the device gets"
+    )
+    revision: str = Field(
+        min_length=1, max_length=64, description="hardware revision (attribute `rev`)"
+    )
+    profile: str = Field(default="x86-cpu", description="runtime device profile it stands for")
+    speed: float = Field(
+        default=1.0, gt=0, description="inference time relative to where models were measured"
+    )
+    firmware: str = Field(default="2.0.0", max_length=32)
+    weight: float = Field(default=1.0, gt=0)
+
+
+def _default_kinds() -> list[DeviceKind]:
+    return [
+        DeviceKind(
+            name="gateway",
+            hardware="x86_64",
+            revision="gw-r2",
+            profile="x86-cpu",
+            speed=1.0,
+            weight=3,
+        ),
+        DeviceKind(
+            name="jetson",
+            hardware="aarch64",
+            revision="orin-a1",
+            profile="jetson",
+            speed=1.5,
+            weight=3,
+        ),
+        DeviceKind(
+            name="camera",
+            hardware="armv7l",
+            revision="rpi3-r1.2",
+            profile="raspberry-pi",
+            speed=6.0,
+            weight=4,
+        ),
+    ]
+
+
+class NetworkOverride(Body):
+    """Numbers of a network profile to change (for compressed time, faster links)."""
+
+    latency_s: float | None = Field(default=None, ge=0)
+    jitter_s: float | None = Field(default=None, ge=0)
+    loss: float | None = Field(default=None, ge=0, lt=1)
+    bandwidth_bps: float | None = Field(default=None, gt=0)
+    outage_every_s: float | None = Field(default=None, ge=0)
+    outage_s: float | None = Field(default=None, ge=0)
+
+
+class FleetSpec(Body):
+    kinds: list[DeviceKind] = Field(default_factory=_default_kinds, min_length=1, max_length=64)
+    regions: dict[str, float] = Field(
+        default_factory=lambda: {"eu-west": 3.0, "us-east": 2.0, "ap-south": 1.0},
+        min_length=1,
+        description="region -> weight",
+    )
+    sites_per_region: int = Field(default=4, ge=1, le=10_000)
+    networks: dict[str, float] = Field(
+        default_factory=lambda: {"ethernet": 3.0, "wifi": 4.0, "cellular-4g": 3.0},
+        min_length=1,
+        description="network profile -> weight",
+    )
+    network_overrides: dict[str, NetworkOverride] = Field(default_factory=dict)
+    poll_interval_s: tuple[float, float] = Field(
+        default=(2.0, 4.0), description="each device polls every [low, high] seconds"
+    )
+    telemetry_interval_s: float = Field(default=2.0, gt=0)
+    requests_per_s: float = Field(
+        default=1000.0, ge=0, description="inference requests per device per second"
+    )
+    max_backoff_s: float = Field(default=8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known(self) -> Self:
+        unknown = sorted((set(self.networks) | set(self.network_overrides)) - set(NETWORK_PROFILES))
+        if unknown:
+            raise ValueError(
+                f"unknown network profile(s) {', '.join(unknown)}; "
+                f"known: {', '.join(NETWORK_PROFILES)}"
+            )
+        low, high = self.poll_interval_s
+        if not 0 < low <= high:
+            raise ValueError("poll_interval_s is [low, high] with 0 < low <= high")
+        names = [k.name for k in self.kinds]
+        if len(set(names)) != len(names):
+            raise ValueError("device kind names must be unique")
+        return self
+
+
+class Traffic(Body):
+    """What the devices' applications send their models."""
+
+    class_shares: dict[str, float] = Field(
+        default_factory=dict,
+        description="share of requests of these classes (the rest share what is left evenly)",
+    )
+
+    @model_validator(mode="after")
+    def _shares(self) -> Self:
+        if any(not 0 <= v <= 1 for v in self.class_shares.values()):
+            raise ValueError("class shares are between 0 and 1")
+        if sum(self.class_shares.values()) > 1:
+            raise ValueError("class shares add up to more than 1")
+        return self
+
+
+class Behaviour(Body):
+    """How a release misbehaves beyond what its real model does (fault injection)."""
+
+    load_fails_on: list[str] = Field(
+        default_factory=list, description="hardware revisions on which the model fails to load"
+    )
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+
+
+class Offline(Body):
+    """A share of the fleet that loses its network for a while."""
+
+    share: float = Field(gt=0, le=1)
+    start_s: float = Field(default=0.0, ge=0, description="after the first release starts")
+    duration_s: float = Field(gt=0)
+
+
+class Expect(Body):
+    """What must hold when a release is over; each field given is one check."""
+
+    state: Literal["succeeded", "aborted", "paused"] | None = None
+    failed_gate: list[str] | None = Field(
+        default=None, description="at least one of these gates failed"
+    )
+    max_wave: int | None = Field(default=None, ge=1, description="stopped by this wave (1-based)")
+    committed: Literal["all"] | int | None = Field(
+        default=None, description="devices committed to this version at the end"
+    )
+    max_exposed_share: float | None = Field(default=None, ge=0, le=1)
+    serving_at_end: str | None = Field(
+        default=None, description="the version every device serves at the end"
+    )
+    rollbacks_only_on: list[str] | None = Field(
+        default=None, description="on-device rollbacks happened, and only on these revisions"
+    )
+    max_repeated_chunks_per_interruption: float | None = Field(default=None, ge=0)
+    min_interruptions: int | None = Field(default=None, ge=0)
+    min_unreachable: int | None = Field(
+        default=None, ge=0, description="devices the rollout counted as unreachable"
+    )
+    max_time_to_detect_s: float | None = Field(default=None, gt=0)
+    max_time_to_rollback_s: float | None = Field(default=None, gt=0)
+
+
+class Rollout(Body):
+    """The rollout definition of a release, less what the release says (model, version)."""
+
+    target: str = Field(default=DEFAULT_TARGET, min_length=1, max_length=4096)
+    waves: list[WaveSpec] | None = None
+    rate: RateLimits = RateLimits()
+    trial: TrialPolicy = TrialPolicy(min_inferences=200, min_seconds=3.0)
+    gates: list[GateSpec] | None = None
+    on_failure: Literal["abort", "pause"] = "abort"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+
+    def body(self, model: str, version: str) -> dict[str, Any]:
+        """The rollout API's request body."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return {"name": f"sim {model} {version}", "model": model, "version": version, **data}
+
+
+class Release(Body):
+    version: str = Field(min_length=1, max_length=128)
+    bad: bool = Field(default=False, description="the scenario knows this version misbehaves")
+    behaviour: Behaviour = Behaviour()
+    rollout: Rollout = Rollout()
+    expect: Expect = Expect()
+    settle_s: float = Field(
+        default=120.0, gt=0, description="how long to wait for devices after the rollout ends"
+    )
+
+
+class ServerSettings(Body):
+    """Settings of the embedded server (ignored with ``--server``)."""
+
+    rollout_tick_s: float = Field(default=0.5, gt=0)
+    rollout_analysis_interval_s: float = Field(default=1.0, ge=0)
+    offline_after_intervals: float = Field(default=3.0, gt=1)
+
+
+class Scenario(Body):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=4000)
+    devices: int = Field(default=200, ge=1, le=100_000)
+    seed: int = 0
+    model: str = Field(default="digits", description="the example model released")
+    baseline: str = Field(description="version installed everywhere before the releases")
+    fleet: FleetSpec = FleetSpec()
+    traffic: Traffic = Traffic()
+    offline: Offline | None = None
+    server: ServerSettings = ServerSettings()
+    releases: list[Release] = Field(min_length=1, max_length=16)
+    time_limit_s: float = Field(default=600.0, gt=0, description="the whole run, at most")
+
+    @property
+    def versions(self) -> list[str]:
+        """Every version the scenario uses, the baseline first."""
+        seen = [self.baseline]
+        for release in self.releases:
+            if release.version not in seen:
+                seen.append(release.version)
+        return seen
+
+
+def builtin_names() -> list[str]:
+    """The built-in scenarios, by name."""
+    folder = resources.files("edgefleet.sim") / "scenarios"
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_scenario(name_or_path: str, *, devices: int | None = None) -> Scenario:
+    """A built-in scenario by name, or a scenario file by path; ``devices`` overrides
+    the scenario's fleet size.
+
+    Raises:
+        ScenarioError: no such scenario, unreadable, not YAML, or invalid (each
+            problem with its field).
+    """
+    folder = resources.files("edgefleet.sim") / "scenarios"
+    builtin = folder / f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    if builtin.is_file():
+        text, source = builtin.read_text(encoding="utf-8"), f"built-in scenario {name_or_path}"
+    elif path.is_file():
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"cannot read scenario {path}: {exc}") from exc
+    else:
+        raise ScenarioError(
+            f"no scenario {name_or_path!r}: not a built-in ({', '.join(builtin_names())}) "
+            "and no such file",
+            details={"builtin": builtin_names()},
+        )
+    return parse_scenario(text, source, devices=devices)
+
+
+def parse_scenario(text: str, source: str = "scenario", *, devices: int | None = None) -> Scenario:
+    """Validate a scenario's YAML text.
+
+    Raises:
+        ScenarioError: not YAML, not a mapping, or invalid.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{source} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source} must be a mapping of scenario fields")
+    if devices is not None:
+        data["devices"] = devices
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'scenario'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ScenarioError(
+            f"{source} is invalid: {problems}", details={"errors": len(exc.errors())}
+        ) from exc
