@@ -1,65 +1,119 @@
 """``edgefleet demo``: the release story on this machine, no other service needed.
 
-For now: create the fleet's signing keys, build the example models, register and sign
-both versions in a fresh embedded home, put 1.0.0 in production and show how 1.1.0
-compares.
+Builds the example models, starts an embedded server (SQLite in a temporary home) on a
+free port, enrolls a simulated fleet of 200 devices that run the real agent core, and
+plays the ``demo`` scenario: 1.0.0 everywhere, 1.1.0 through its canary waves to the
+whole fleet, then the CPU-hungry 1.2.0 caught in its first wave and rolled back. It
+ends with the fleet's state, the decision logs and an HTML report.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.table import Table
 
-from edgefleet.cli.model import render_comparison, render_variants
 from edgefleet.cli.output import console, progress_bars
-from edgefleet.config import load_settings
+from edgefleet.cli.sim import cache_dir
+from edgefleet.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from edgefleet.sim.result import RunResult
 
 
 def demo(
+    devices: Annotated[int, typer.Option(min=1, max=100_000, help="Size of the fleet.")] = 200,
+    scenario: Annotated[
+        str, typer.Option(help="The scenario to play (a built-in name or a file).")
+    ] = "demo",
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            help="Leave the server and the fleet running at the end and print how to reach "
+            "them (Ctrl-C stops)."
+        ),
+    ] = False,
+    report: Annotated[Path, typer.Option(help="Where to write the HTML report.")] = Path(
+        "edgefleet-demo-report.html"
+    ),
     home: Annotated[
         Path | None,
-        typer.Option(help="Keep the demo's state here (default: a temporary directory, removed)."),
+        typer.Option(help="Keep the demo's server home here (default: a temporary directory)."),
     ] = None,
 ) -> None:
-    """Build example models, register them, promote one and compare the two."""
-    from edgefleet.examples.digits import build_examples
-    from edgefleet.signing.keys import Keyring
-    from edgefleet.signing.publish import Publisher, open_repository
-    from edgefleet.store.bootstrap import open_registry
-
+    """Play a release story on a simulated fleet: a good release, then a bad one caught."""
+    try:
+        # The report needs matplotlib: say so before the run, not after it.
+        import edgefleet.sim.report  # noqa: F401
+        from edgefleet.sim.runner import run_scenario
+        from edgefleet.sim.scenario import load_scenario
+    except ImportError as exc:
+        raise MissingDependencyError.for_extra("sim", exc.name or "matplotlib") from exc
+    story = load_scenario(scenario, devices=devices)
     workdir = home or Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
-    settings = load_settings(home=workdir, database_url_override=None)
+    started = time.monotonic()
     console.rule("edgefleet demo")
-    console.print(f"home: {settings.home} (SQLite + local artifact store)", highlight=False)
+    console.print(story.description.strip(), highlight=False)
+
+    def say(line: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] {line}", highlight=False)
+
+    async def stay(result: RunResult, url: str, token: str) -> None:
+        _finish(result, report)
+        console.rule("still running")
+        console.print(
+            f"server:    {url}  (API docs: {url}/docs, metrics: {url}/metrics)\n"
+            f"admin key: {token}\n"
+            f"try:       edgefleet --server {url} --token {token} rollout list\n"
+            f"           edgefleet --server {url} --token {token} devices list\n"
+            "Ctrl-C stops the server and the fleet.",
+            highlight=False,
+        )
+        await asyncio.Event().wait()
+
     try:
         with progress_bars() as progress:
-            bundles = build_examples(workdir / "bundles", progress=progress)
-        console.print(f"1. trained and exported {len(bundles)} example versions of 'digits'")
-        Keyring.generate(settings.home / "keys", {})
-        repository = open_repository(settings)
-        repository.initialise({})
-        console.print(f"2. created TUF keys and root metadata in {repository.metadata_dir}")
-        with open_registry(settings) as registry:
-            publisher = Publisher(repository, registry.artifacts)
-            for bundle in bundles:
-                with progress_bars() as progress:
-                    version = registry.register(bundle, author="demo", progress=progress)
-                publication = publisher.publish(version)
-                console.print(
-                    f"3. registered digits {version.version} (golden samples reproduced by every "
-                    f"variant) and signed it as release {publication.release}"
-                )
-                render_variants(version)
-            registry.promote("digits", "1.0.0", "production", actor="demo", reason="first release")
-            console.print("4. promoted digits 1.0.0 to production")
-            render_comparison(registry.compare("digits", "1.0.0", "1.1.0"))
+            result = run_scenario(
+                story,
+                work_dir=workdir,
+                bundle_cache=cache_dir() / "examples",
+                progress=progress,
+                say=say,
+                keep_running=stay if keep_running else None,
+            )
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return
     finally:
         if home is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    console.print(
-        "next: `edgefleet model list`, `edgefleet model show digits 1.1.0` in your own home"
-    )
+    _finish(result, report)
+    console.print(f"the story took {time.monotonic() - started:.0f} s", highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _finish(result: RunResult, report: Path) -> None:
+    """The fleet's state, the decision logs and the report."""
+    from edgefleet.sim.report import render_summary, write_html
+
+    render_summary(result, console)
+    for release in result.releases:
+        table = Table(title=f"decision log of {release.rollout_id} ({release.version})")
+        for column in ("at", "wave", "decision", "reason"):
+            table.add_column(column)
+        for entry in release.log:
+            if entry["kind"] == "assign":
+                continue
+            table.add_row(
+                str(entry["at"])[11:19], str(int(entry["wave"]) + 1), entry["kind"], entry["reason"]
+            )
+        console.print(table)
+    path = write_html(result, report)
+    console.print(f"HTML report: {path.resolve()}", highlight=False)

@@ -16,6 +16,7 @@ from edgefleet.cli import (
     repo,
     rollout,
     server,
+    sim,
     tokens,
 )
 from edgefleet.cli.output import REMOTE, EdgefleetGroup, console
@@ -39,6 +40,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
 app.command(name="server")(server.server)
 app.command(name="demo")(demo.demo)
+app.command(name="sim")(sim.sim)
 
 
 def _print_version(value: bool) -> None:

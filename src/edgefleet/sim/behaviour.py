@@ -98,7 +98,9 @@ def measure(
                 row = np.asarray(outputs[probs_name])[0]
                 top1.append(int(row.argmax()))
                 confidence.append(float(row.max()))
-    classes = np.bincount(top1, minlength=1) if top1 else np.ones(1)
+    # Every class the model can answer counts, also one it never predicts.
+    columns = int(np.asarray(outputs[probs_name]).shape[-1]) if probs_name is not None else 1
+    classes = np.bincount(top1, minlength=columns) if top1 else np.ones(1)
     conf = np.asarray(bin_counts(confidence, CONFIDENCE_EDGES), np.float64)
     return BehaviourProfile(
         latencies_ms=tuple(float(v) for v in latencies),
@@ -146,7 +148,10 @@ class VirtualModel:
         base = np.asarray(self.profile.latencies_ms, np.float64)
         latencies = base * self.noise.latency_factor * rng.lognormal(0.0, 0.05, size=base.size)
         counts = np.asarray(bin_counts(latencies, LATENCY_EDGES_MS), np.float64)
-        return counts / counts.sum(), float(latencies.mean())
+        # The CPU a request costs: the measured times less the slowest 1%, which are the
+        # measuring machine's hiccups (scheduler, page faults) more than the model.
+        typical = latencies[latencies <= np.percentile(latencies, 99)]
+        return counts / counts.sum(), float(typical.mean())
 
     def interval(
         self, *, requests: int, seconds: float, rng: np.random.Generator

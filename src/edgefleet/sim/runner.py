@@ -18,7 +18,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ class SimulationError(EdgefleetError):
 
 
 Say = Callable[[str], None]
+KeepRunning = Callable[[RunResult, str, str], Awaitable[None]]
 
 
 def _quiet(_: str) -> None:
@@ -75,21 +76,24 @@ def run_scenario(
     scenario: Scenario,
     *,
     work_dir: Path,
+    bundle_cache: Path | None = None,
     target: Target | None = None,
     progress: Progress = NO_PROGRESS,
     say: Say = _quiet,
-    keep_running: Callable[[str, str], None] | None = None,
+    keep_running: KeepRunning | None = None,
 ) -> RunResult:
     """Play ``scenario`` and return what happened.
 
-    ``keep_running(url, token)``, when given, is called after the releases with the
-    server and fleet still up; the run ends when it returns.
+    Example bundles are built into ``bundle_cache`` (default: under ``work_dir``) unless
+    they are there already. ``keep_running(result, url, token)``, when given, is
+    awaited after the releases with the server and the fleet still up; the run ends
+    when it returns.
 
     Raises:
         SimulationError, SimServerError, ScenarioError, MissingDependencyError.
     """
     target = target or Target()
-    bundles = _bundles(scenario, work_dir / "bundles", progress)
+    bundles = _bundles(scenario, bundle_cache or work_dir / "bundles", progress)
     say(f"measuring {len(scenario.versions)} model versions in ONNX Runtime")
     models = _measure(scenario, bundles)
     if target.server:
@@ -97,7 +101,7 @@ def run_scenario(
             raise SimulationError("--server needs an operator API key (--token)")
         return asyncio.run(
             _Run(scenario, work_dir, target.server, target.token, bundles, models, say).play(
-                progress, keep_running, None
+                progress, keep_running
             )
         )
     server = EmbeddedServer(work_dir / "server", scenario.server, database_url=target.database_url)
@@ -105,7 +109,7 @@ def run_scenario(
     with server:
         say(f"server on {server.url}")
         run = _Run(scenario, work_dir, server.url, server.token, bundles, models, say)
-        return asyncio.run(run.play(progress, keep_running, server))
+        return asyncio.run(run.play(progress, keep_running))
 
 
 def _bundles(scenario: Scenario, cache: Path, progress: Progress) -> dict[str, Path]:
@@ -232,8 +236,7 @@ class _Run:
     async def play(
         self,
         progress: Progress,
-        keep_running: Callable[[str, str], None] | None,
-        server: EmbeddedServer | None,
+        keep_running: KeepRunning | None,
     ) -> RunResult:
         scenario = self.scenario
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
@@ -265,14 +268,15 @@ class _Run:
                 await self._baseline(operator, progress, deadline)
                 for release in scenario.releases:
                     await self._release(operator, release, progress, deadline)
+                result = self._result(world)
                 if keep_running is not None:
-                    keep_running(self.url, self.token)
+                    await keep_running(result, self.url, self.token)
             finally:
                 world.stopping.set()
                 sampler.cancel()
                 await asyncio.gather(*tasks, sampler, return_exceptions=True)
                 delivery.close()
-        return self._result(world)
+        return result
 
     # -- phases ---------------------------------------------------------------------
 
@@ -394,10 +398,18 @@ class _Run:
             return device.serving != version
 
         while time.monotonic() < end:
+            self._track_gone(watch)
             if all(done(d) for d in self.devices):
                 return
             await asyncio.sleep(0.25)
         log.warning("devices still settling after rollout %s ended", watch.rollout_id)
+
+    def _track_gone(self, watch: _Watch) -> None:
+        """Note when, after a gate failed, the last device stopped serving the version."""
+        if watch.detected_t is None or watch.gone_t is not None:
+            return
+        if not any(d.serving == watch.release.version for d in self.devices):
+            watch.gone_t = round(self.world.now(), 3)
 
     async def _observe(self, operator: OperatorClient, watch: _Watch, view: dict[str, Any]) -> None:
         watch.view = view
@@ -446,9 +458,7 @@ class _Run:
             watch = self.current
             t = round(self.world.now(), 3)
             if watch is not None:
-                serving = versions.get(watch.release.version, 0)
-                if watch.detected_t is not None and watch.gone_t is None and not serving:
-                    watch.gone_t = t
+                self._track_gone(watch)
             self.timeline.append(
                 TimelinePoint(
                     t=t,
