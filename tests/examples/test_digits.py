@@ -79,20 +79,6 @@ def test_examples_build_command(tmp_path):
     assert "seed 3" in manifest(tmp_path / "digits-1.0.0")["data_version"]
 
 
-def test_demo_runs_the_story_on_embedded_storage(tmp_path, monkeypatch):
-    # The demo needs no database server, whatever the environment points at.
-    monkeypatch.setenv("EDGEFLEET_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
-    result = CliRunner().invoke(app, ["demo", "--home", str(tmp_path / "demo")])
-    assert result.exit_code == 0, result.output
-    assert "registered digits 1.0.0" in result.stdout
-    assert "registered digits 1.1.0" in result.stdout
-    assert "promoted digits 1.0.0 to production" in result.stdout
-    assert "signed it as release 2" in result.stdout
-    assert (tmp_path / "demo" / "tuf" / "metadata" / "1.root.json").exists()
-    assert "accuracy" in result.stdout
-    assert (tmp_path / "demo" / "edgefleet.db").exists()
-
-
 # -- the simulator's scenario models: 1.2.0 (heavy), 1.3.0 (missing class), 1.4.0 (large)
 
 SCENARIO_VERSIONS = ("1.2.0", "1.3.0", "1.4.0")

@@ -113,9 +113,22 @@ def run_scenario(
 
 
 def _bundles(scenario: Scenario, cache: Path, progress: Progress) -> dict[str, Path]:
+    """The example bundles of the scenario's versions and of their ancestors (the
+    registry accepts a version only after its parent), oldest first."""
+    from packaging.version import Version
+
     from edgefleet.examples.digits import ensure_examples
 
-    return ensure_examples(cache, scenario.versions, seed=0, progress=progress)
+    versions = list(scenario.versions)
+    while True:
+        bundles = ensure_examples(cache, versions, seed=0, progress=progress)
+        parents = {
+            yaml.safe_load((bundle / "edgefleet.yaml").read_text()).get("parent")
+            for bundle in bundles.values()
+        } - {None, *versions}
+        if not parents:
+            return dict(sorted(bundles.items(), key=lambda item: Version(item[0])))
+        versions.extend(sorted(parents))
 
 
 def traffic_inputs(scenario: Scenario, count: int = 1000) -> np.ndarray:
