@@ -174,6 +174,18 @@ def test_downloads_retry_then_give_up():
     assert state.state is State.FAILED and transitions[-1].reason == "too_large"
 
 
+def test_a_download_cut_after_progress_does_not_count_towards_giving_up():
+    # A flaky link cuts an 80 MB download again and again, but each attempt resumes
+    # further: the device never gives up while bytes keep arriving.
+    cut = DownloadFailed("network", True, progressed=True)
+    state, commands, _ = run(installed(), DesiredChanged(V2), *[cut] * 20)
+    assert state.state is State.DOWNLOADING and commands[-1] == RetryLater(1)
+    # Attempts that fetch nothing still end it.
+    stuck = DownloadFailed("network", True)
+    state, _, transitions = run(state, *[stuck] * 7)
+    assert state.state is State.FAILED and transitions[-1].details["attempts"] == 8
+
+
 def test_new_desired_supersedes_an_unfinished_download_but_not_a_live_trial():
     v3 = Target("digits", "1.2.0", "onnx-fp32", "p", "c" * 64, 300, 3)
     state, commands, transitions = run(installed(), DesiredChanged(V2), DesiredChanged(v3))

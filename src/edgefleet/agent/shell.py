@@ -351,6 +351,7 @@ class Agent:
         )
         if reason is not None:
             return DownloadDeferred(reason)
+        before = self._partial_size(slot, target.sha256)
         try:
             verified = self._delivery.resolve(target.target_path, self.facts)
             if verified.sha256 != target.sha256 or verified.length != target.size:
@@ -358,7 +359,6 @@ class Agent:
                     "desired_not_signed",
                     {"desired_sha256": target.sha256, "signed_sha256": verified.sha256},
                 )
-            before = self._partial_size(slot, verified.sha256)
             self._delivery.download(
                 verified,
                 self.store.model_file(slot),
@@ -371,7 +371,10 @@ class Agent:
                 golden = self._delivery.resolve(artifact.golden, self.facts)
                 self._delivery.download(golden, self.store.golden_file(slot))
         except NetworkError as exc:
-            return DownloadFailed("network", True, {"message": exc.message[:200]})
+            progressed = self._partial_size(slot, target.sha256) > before
+            return DownloadFailed(
+                "network", True, {"message": exc.message[:200]}, progressed=progressed
+            )
         except DeliveryError as exc:
             return VerificationFailed(exc.reason, {"message": exc.message[:200]})
         return Downloaded()

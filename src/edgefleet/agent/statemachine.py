@@ -148,9 +148,13 @@ class Downloaded:
 
 @dataclass(frozen=True)
 class DownloadFailed:
+    """The download stopped short. ``progressed``: bytes arrived before it was cut, so
+    the partial file grew; such an attempt does not count towards giving up."""
+
     reason: str
     retryable: bool
     details: dict[str, Any] = field(default_factory=dict)
+    progressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -432,7 +436,9 @@ def step(state: AgentState, event: Event) -> Result:
             new_state, record = _move(state, State.VERIFYING, "downloaded", download_attempts=0)
             return new_state, [Verify(state.target, state.inactive)], [record]  # type: ignore[arg-type]
         if isinstance(event, DownloadFailed):
-            attempts = state.download_attempts + 1
+            # A flaky link may cut a large download many times; only attempts that
+            # fetched nothing bring the device closer to giving up.
+            attempts = 1 if event.progressed else state.download_attempts + 1
             if event.retryable and attempts < MAX_DOWNLOAD_ATTEMPTS:
                 # Stay in DOWNLOADING; the partial file is kept for the resume.
                 return replace(state, download_attempts=attempts), [RetryLater(attempts)], []

@@ -100,6 +100,8 @@ class Counters:
     #: (version, hardware revision) -> devices that rolled it back on their own
     rollbacks: dict[tuple[str, str], int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: round-trip times of desired-state polls that the server answered (ms)
+    checkin_ms: list[float] = field(default_factory=list)
 
     def count(self, outcome: str) -> None:
         self.requests[outcome] = self.requests.get(outcome, 0) + 1
@@ -315,6 +317,7 @@ class VirtualDevice:
         all_headers = dict(headers or {})
         if authenticated:
             all_headers["Authorization"] = f"Bearer {self.credential}"
+        started = time.perf_counter()
         try:
             response = await self.world.http.request(method, url, headers=all_headers, **kwargs)
         except httpx.HTTPError as exc:
@@ -328,6 +331,8 @@ class VirtualDevice:
             counters.count("refused")
             raise RuntimeError(f"{method} {route} answered {response.status_code}: {response.text}")
         counters.count("ok")
+        if route == "desired":
+            counters.checkin_ms.append((time.perf_counter() - started) * 1000)
         return response
 
     async def flush(self) -> None:
@@ -431,13 +436,16 @@ class VirtualDevice:
         partial = self._partials.get(slot)
         if partial is None or partial.sha256 != target.sha256:
             partial = self._partials[slot] = _Partial(target.sha256)
+        before = partial.offset
         self._downloading = True
         try:
             cut = await self._fetch(verified.url, partial, target.size)
         finally:
             self._downloading = False
         if cut is not None:
-            return DownloadFailed("network", True, {"message": cut})
+            return DownloadFailed(
+                "network", True, {"message": cut}, progressed=partial.offset > before
+            )
         if partial.offset != target.size:
             return VerificationFailed("too_large", {"received": partial.offset})
         try:

@@ -103,6 +103,10 @@ class RunResult:
     #: requests the virtual devices sent, by outcome (ok, lost, offline, server_error)
     requests: dict[str, int]
     timeline: list[TimelinePoint] = field(default_factory=list)
+    #: desired-state polls the server answered, and their round trip as devices saw it
+    checkins: int = 0
+    checkin_p50_ms: float | None = None
+    checkin_p99_ms: float | None = None
 
     @property
     def passed(self) -> bool:

@@ -524,6 +524,9 @@ class _Run:
             final_versions=final,
             requests=dict(counters.requests),
             timeline=self.timeline,
+            checkins=len(counters.checkin_ms),
+            checkin_p50_ms=_percentile(counters.checkin_ms, 50),
+            checkin_p99_ms=_percentile(counters.checkin_ms, 99),
         )
 
     def _release_result(self, watch: _Watch) -> ReleaseResult:
@@ -685,6 +688,10 @@ class _Run:
 
 #: The most a download reads from the network at once (what a cut may waste).
 CHUNK_BYTES = 1 << 16
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
 
 
 def _failed_in_log(reason: str) -> set[str]:

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from edgefleet.errors import EdgefleetError
 from edgefleet.fleet.domain import Body, TrialPolicy
-from edgefleet.rollout.policy import GateSpec, RateLimits, WaveSpec
+from edgefleet.rollout.policy import GateSpec, RateLimits, RolloutSpec, WaveSpec
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 
 #: The attribute every virtual device carries, so a target can select the whole fleet.
@@ -245,6 +245,17 @@ class Scenario(Body):
     releases: list[Release] = Field(min_length=1, max_length=16)
     time_limit_s: float = Field(default=600.0, gt=0, description="the whole run, at most")
 
+    @model_validator(mode="after")
+    def _rollouts(self) -> Self:
+        # The whole rollout definition as the server will see it, so that a bad one
+        # is refused before any server starts.
+        for index, release in enumerate(self.releases):
+            try:
+                RolloutSpec.model_validate(release.rollout.body(self.model, release.version))
+            except ValidationError as exc:
+                raise ValueError(_problems(exc, f"releases.{index}.rollout")) from exc
+        return self
+
     @property
     def versions(self) -> list[str]:
         """Every version the scenario uses, the baseline first."""
@@ -307,9 +318,16 @@ def parse_scenario(text: str, source: str = "scenario", *, devices: int | None =
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'scenario'}: {e['msg']}" for e in exc.errors()
-        )
         raise ScenarioError(
-            f"{source} is invalid: {problems}", details={"errors": len(exc.errors())}
+            f"{source} is invalid: {_problems(exc)}", details={"errors": len(exc.errors())}
         ) from exc
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> str:
+    """Each validation problem as ``field.path: message``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)

@@ -1,0 +1,164 @@
+"""Benchmark: the largest simulated fleet one server process sustains during a rollout.
+
+For each fleet size, starts ``edgefleet server`` in its own process (embedded SQLite,
+or PostgreSQL with ``--database-url``), runs that many virtual devices (the real agent
+core over HTTP, in this process) polling every ``--poll`` seconds, installs digits
+1.0.0 everywhere and rolls 1.1.0 out to 100% of the fleet in five waves. A size is
+*sustained* when the rollout succeeds with every device COMMITTED, no virtual device
+failed and the p99 of check-ins (desired-state polls) stays under ``--p99-limit-ms``.
+Reports, per size: the time the rollout took, the server's CPU (share of one core,
+over the rollout), check-ins per second the server answered, their p50/p99 latency
+as the devices saw it, and every request outcome::
+
+    python benchmarks/fleet.py --devices 2000,5000,10000
+    python benchmarks/fleet.py --devices 10000 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
+
+Results go to stdout as a table and to ``benchmarks/results/fleet-<size>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edgefleet.sim import runner
+from edgefleet.sim.scenario import parse_scenario
+from edgefleet.sim.server import EmbeddedServer
+
+RESULTS = Path(__file__).parent / "results"
+
+SCENARIO = """
+name: fleet-benchmark
+description: digits 1.1.0 to every device of a large fleet in five waves
+baseline: 1.0.0
+fleet:
+  poll_interval_s: [{low}, {high}]
+  telemetry_interval_s: {telemetry}
+  requests_per_s: 1000
+  max_backoff_s: 30
+server:
+  rollout_tick_s: 1.0
+  rollout_analysis_interval_s: 5.0
+releases:
+  - version: 1.1.0
+    settle_s: 300
+    rollout:
+      waves:
+        - {{percent: 1, bake_s: 10, device_timeout_s: 300}}
+        - {{percent: 5, bake_s: 10, device_timeout_s: 300}}
+        - {{percent: 25, bake_s: 10, device_timeout_s: 300}}
+        - {{percent: 50, bake_s: 10, device_timeout_s: 300}}
+        - {{percent: 100, bake_s: 10, device_timeout_s: 300}}
+      trial: {{min_inferences: 500, min_seconds: 3, max_latency_p95_ratio: 3.0}}
+      gates:
+        - {{metric: download_failures, max: 0.1, min_samples: 10}}
+        - {{metric: rollbacks, max: 0.05, min_samples: 10}}
+        - {{metric: latency_p95, max_ratio: 2.5, min_samples: 5}}
+        - {{metric: cpu_percent, max_ratio: 2.0, min_samples: 5}}
+    expect:
+      state: succeeded
+      committed: all
+time_limit_s: 3600
+"""
+
+
+def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str, Any]:
+    scenario = parse_scenario(
+        SCENARIO.format(low=args.poll * 0.9, high=args.poll * 1.1, telemetry=args.telemetry),
+        devices=devices,
+    )
+    work = Path(tempfile.mkdtemp(prefix=f"edgefleet-fleet-{devices}-"))
+    server = EmbeddedServer(work / "server", scenario.server, database_url=args.database_url)
+    server.start()
+    marks: dict[str, float] = {}
+
+    def say(line: str) -> None:
+        print(f"  [{devices}] {line}", file=sys.stderr, flush=True)
+        if line.startswith("rollout ro-") and "rollout" not in marks:
+            marks["rollout"] = time.monotonic()
+            marks["cpu"] = server.cpu_seconds()
+
+    try:
+        started = time.monotonic()
+        result = runner.run_scenario(
+            scenario,
+            work_dir=work,
+            bundle_cache=bundles,
+            target=runner.Target(server=server.url, token=server.token),
+            say=say,
+        )
+        ended = time.monotonic()
+        cpu = server.cpu_seconds()
+    finally:
+        server.stop()
+    (release,) = result.releases
+    rollout_s = ended - marks["rollout"]
+    p99 = result.checkin_p99_ms
+    sustained = result.passed and p99 is not None and p99 <= args.p99_limit_ms
+    return {
+        "devices": devices,
+        "sustained": bool(sustained),
+        "passed": result.passed,
+        "failed_checks": [c.name for c in result.checks if not c.passed],
+        "devices_committed": result.devices_committed,
+        "rollout_state": release.state,
+        "rollout_s": round(rollout_s, 1),
+        "run_s": round(ended - started, 1),
+        "server_cpu_share": round((cpu - marks["cpu"]) / rollout_s, 3),
+        "checkins": result.checkins,
+        "checkins_per_s": round(result.checkins / result.duration_s, 1),
+        "checkin_p50_ms": result.checkin_p50_ms,
+        "checkin_p99_ms": p99,
+        "requests": result.requests,
+        "bytes_transferred": result.bytes_transferred,
+        "poll_interval_s": args.poll,
+        "telemetry_interval_s": args.telemetry,
+        "database": "postgresql" if args.database_url else "sqlite",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", default="2000,5000,10000", help="comma-separated sizes")
+    parser.add_argument("--poll", type=float, default=10.0, help="poll interval (s)")
+    parser.add_argument("--telemetry", type=float, default=30.0, help="telemetry interval (s)")
+    parser.add_argument("--p99-limit-ms", type=float, default=1000.0)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--bundles", type=Path, default=None, help="example bundle cache")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.devices.split(",") if s.strip()]
+    bundles = args.bundles or Path(tempfile.gettempdir()) / "edgefleet-bench-examples"
+    RESULTS.mkdir(exist_ok=True)
+    rows = []
+    for devices in sizes:
+        print(f"fleet of {devices} devices", file=sys.stderr, flush=True)
+        row = run_size(devices, args, bundles)
+        rows.append(row)
+        (RESULTS / f"fleet-{devices}.json").write_text(json.dumps(row, indent=2) + "\n")
+        if not row["sustained"]:
+            print(f"  {devices} devices not sustained: {row['failed_checks']}", file=sys.stderr)
+    header = (
+        f"{'devices':>8} {'sustained':>9} {'rollout s':>9} {'server cpu':>10} "
+        f"{'check-ins/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'committed':>9}"
+    )
+    print(header)
+    for row in rows:
+        print(
+            f"{row['devices']:>8} {row['sustained']!s:>9} {row['rollout_s']:>9} "
+            f"{row['server_cpu_share']:>10.0%} {row['checkins_per_s']:>11} "
+            f"{row['checkin_p50_ms']!s:>7} {row['checkin_p99_ms']!s:>7} "
+            f"{row['devices_committed']:>9}"
+        )
+
+
+if __name__ == "__main__":
+    main()

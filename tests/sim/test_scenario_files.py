@@ -1,0 +1,97 @@
+"""Scenario files: the built-ins validate, bad files are refused with the field named."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgefleet.sim.runner import make_fleet
+from edgefleet.sim.scenario import (
+    DEFAULT_TARGET,
+    ScenarioError,
+    builtin_names,
+    load_scenario,
+    parse_scenario,
+)
+
+MINIMAL = """
+name: tiny
+baseline: 1.0.0
+releases:
+  - version: 1.1.0
+"""
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_builtin_scenario_validates_and_says_what_it_expects(name):
+    scenario = load_scenario(name)
+    assert scenario.name == name and scenario.description
+    assert scenario.devices == 200
+    for release in scenario.releases:
+        body = release.rollout.body(scenario.model, release.version)
+        assert body["model"] == "digits" and body["version"] == release.version
+        # Every built-in release checks something about how it ended.
+        assert release.expect.state is not None
+    bad = [r for r in scenario.releases if r.bad]
+    assert all(r.expect.max_exposed_share is not None for r in bad)
+
+
+def test_a_minimal_file_gets_the_documented_defaults(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(MINIMAL)
+    scenario = load_scenario(str(path), devices=12)
+    assert scenario.devices == 12 and scenario.versions == ["1.0.0", "1.1.0"]
+    assert scenario.releases[0].rollout.target == DEFAULT_TARGET
+    assert scenario.fleet.poll_interval_s == (2.0, 4.0)
+
+
+def test_the_fleet_is_drawn_by_weight_and_is_the_same_for_a_seed():
+    scenario = parse_scenario(MINIMAL, devices=600)
+    fleet = make_fleet(scenario)
+    assert fleet == make_fleet(scenario)
+    assert len({d.device_id for d in fleet}) == 600
+    kinds = {k.name: sum(d.kind.name == k.name for d in fleet) for k in scenario.fleet.kinds}
+    # weights 3 : 3 : 4
+    assert 130 < kinds["gateway"] < 230 and 180 < kinds["camera"] < 300
+    low, high = scenario.fleet.poll_interval_s
+    assert all(low <= d.poll_interval_s <= high for d in fleet)
+    assert all(d.attributes["simulated"] is True for d in fleet)
+    other = make_fleet(parse_scenario(MINIMAL + "seed: 5\n", devices=600))
+    assert [d.kind.name for d in other] != [d.kind.name for d in fleet]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\nreleases: []\nbaseline: 1.0.0\n", "releases: List should have at least 1"),
+        (MINIMAL + "colour: red\n", "colour: Extra inputs are not permitted"),
+        (
+            MINIMAL + "fleet: {networks: {carrier-pigeon: 1}}\n",
+            "unknown network profile(s) carrier-pigeon",
+        ),
+        (
+            MINIMAL.replace("- version: 1.1.0", "- version: 1.1.0\n    expect: {state: fine}"),
+            "releases.0.expect.state",
+        ),
+        (
+            MINIMAL.replace(
+                "- version: 1.1.0",
+                "- version: 1.1.0\n    rollout: {waves: [{percent: 50}, {percent: 10}]}",
+            ),
+            "cumulative and must increase",
+        ),
+        (MINIMAL + "traffic: {class_shares: {'9': 1.5}}\n", "class shares are between 0 and 1"),
+        ("name: [unclosed\n", "is not valid YAML"),
+        ("- a list\n", "must be a mapping"),
+    ],
+)
+def test_bad_scenarios_are_refused_with_the_field_named(text, message):
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, "my.yaml")
+    assert message in caught.value.message
+    assert caught.value.message.startswith("my.yaml")
+
+
+def test_an_unknown_scenario_names_the_builtins():
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario("no-such-scenario")
+    assert "good-release" in caught.value.message and "no such file" in caught.value.message
