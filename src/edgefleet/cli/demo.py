@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from edgefleet.cli.output import console, progress_bars
-from edgefleet.cli.sim import cache_dir
+from edgefleet.cli.sim import cache_dir, narrator
 from edgefleet.errors import MissingDependencyError
 
 if TYPE_CHECKING:
@@ -61,8 +61,7 @@ def demo(
     console.rule("edgefleet demo")
     console.print(story.description.strip(), highlight=False)
 
-    def say(line: str) -> None:
-        console.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] {line}", highlight=False)
+    say = narrator(console)
 
     async def stay(result: RunResult, url: str, token: str) -> None:
         _finish(result, report)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from edgefleet.cli.output import REMOTE, console, err_console, json_option, progress_bars
@@ -26,6 +29,16 @@ def cache_dir() -> Path:
 
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "edgefleet"
+
+
+def narrator(out: Console) -> Callable[[str], None]:
+    """Print a run's progress lines with the seconds since the first one."""
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        out.print(f"[dim]{time.monotonic() - started:6.1f}s[/dim] {line}", highlight=False)
+
+    return say
 
 
 def sim(
@@ -63,7 +76,7 @@ def sim(
         return
     chosen = load_scenario(scenario, devices=devices)
     workdir = work_dir or Path(tempfile.mkdtemp(prefix="edgefleet-sim-"))
-    say = err_console.print if as_json else console.print
+    say = narrator(err_console if as_json else console)
     try:
         with progress_bars() as progress:
             result = run_scenario(
@@ -72,7 +85,7 @@ def sim(
                 bundle_cache=cache_dir() / "examples",
                 target=Target(server=REMOTE.server, token=REMOTE.token),
                 progress=progress,
-                say=lambda line: say(line, highlight=False),
+                say=say,
             )
     finally:
         if work_dir is None:

@@ -39,6 +39,8 @@ class GateLook:
     verdict: str  # pass, fail, inconclusive
     #: the gate's numbers as the server computed them (limit, estimate, low, high, ...)
     numbers: dict[str, Any]
+    #: a dry-run gate's verdict is reported, never acted on
+    dry_run: bool = False
 
 
 @dataclass
@@ -74,7 +76,8 @@ class ReleaseResult:
     #: devices that rolled this version back on their own, by hardware revision
     rollbacks_by_revision: dict[str, int]
     gate_looks: list[GateLook] = field(default_factory=list)
-    #: the server's decision log of the rollout, as its API returns it
+    #: the server's decision log of the rollout as its API returns it, each entry with
+    #: ``t`` (seconds since the run started) added
     log: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -436,6 +436,7 @@ class _Run:
                     metric=gate["metric"],
                     verdict=gate["verdict"],
                     numbers=gate.get("numbers", {}),
+                    dry_run=bool(gate.get("dry_run", False)),
                 )
             )
         watch.max_unreachable = max(watch.max_unreachable, view["devices"].get("unreachable", 0))
@@ -444,7 +445,7 @@ class _Run:
         )
         watch.log.extend(entries)
         for entry in entries:
-            at = self._at(entry["at"])
+            at = entry["t"] = self._at(entry["at"])
             if watch.detected_t is None and str(entry["reason"]).startswith("gate_failed"):
                 watch.detected_t = at
             if entry["kind"] not in ("assign", "create"):
@@ -534,7 +535,7 @@ class _Run:
         view = watch.view
         exposed = sum(version in d.ever_served for d in self.devices)
         failed = sorted(
-            {look.gate for look in watch.looks if look.verdict == "fail"}
+            {look.gate for look in watch.looks if look.verdict == "fail" and not look.dry_run}
             | _failed_in_log(view.get("reason", ""))
         )
         detect = (
