@@ -6,7 +6,6 @@ import pytest
 
 from edgefleet.sim.runner import make_fleet
 from edgefleet.sim.scenario import (
-    DEFAULT_TARGET,
     ScenarioError,
     builtin_names,
     load_scenario,
@@ -27,8 +26,9 @@ def test_every_builtin_scenario_validates_and_says_what_it_expects(name):
     assert scenario.name == name and scenario.description
     assert scenario.devices == 200
     for release in scenario.releases:
-        body = release.rollout.body(scenario.model, release.version)
+        body = release.rollout.body(scenario.model, release.version, "sim_run:abc")
         assert body["model"] == "digits" and body["version"] == release.version
+        assert body["target"].startswith("sim_run:abc")  # never beyond the run's devices
         # Every built-in release checks something about how it ended.
         assert release.expect.state is not None
     bad = [r for r in scenario.releases if r.bad]
@@ -40,14 +40,19 @@ def test_a_minimal_file_gets_the_documented_defaults(tmp_path):
     path.write_text(MINIMAL)
     scenario = load_scenario(str(path), devices=12)
     assert scenario.devices == 12 and scenario.versions == ["1.0.0", "1.1.0"]
-    assert scenario.releases[0].rollout.target == DEFAULT_TARGET
+    rollout = scenario.releases[0].rollout
+    assert rollout.target is None
+    assert rollout.body("digits", "1.1.0", "sim_run:abc")["target"] == "sim_run:abc"
+    rollout.target = "region:eu-west OR hw:x86_64"
+    body = rollout.body("digits", "1.1.0", "sim_run:abc")
+    assert body["target"] == "sim_run:abc AND (region:eu-west OR hw:x86_64)"
     assert scenario.fleet.poll_interval_s == (2.0, 4.0)
 
 
 def test_the_fleet_is_drawn_by_weight_and_is_the_same_for_a_seed():
     scenario = parse_scenario(MINIMAL, devices=600)
-    fleet = make_fleet(scenario)
-    assert fleet == make_fleet(scenario)
+    fleet = make_fleet(scenario, "r1")
+    assert fleet == make_fleet(scenario, "r1")
     assert len({d.device_id for d in fleet}) == 600
     kinds = {k.name: sum(d.kind.name == k.name for d in fleet) for k in scenario.fleet.kinds}
     # weights 3 : 3 : 4
@@ -55,7 +60,8 @@ def test_the_fleet_is_drawn_by_weight_and_is_the_same_for_a_seed():
     low, high = scenario.fleet.poll_interval_s
     assert all(low <= d.poll_interval_s <= high for d in fleet)
     assert all(d.attributes["simulated"] is True for d in fleet)
-    other = make_fleet(parse_scenario(MINIMAL + "seed: 5\n", devices=600))
+    assert all(d.attributes["sim_run"] == "r1" and "-r1-" in d.device_id for d in fleet)
+    other = make_fleet(parse_scenario(MINIMAL + "seed: 5\n", devices=600), "r1")
     assert [d.kind.name for d in other] != [d.kind.name for d in fleet]
 
 

@@ -72,7 +72,7 @@ from edgefleet.signing.policy import DeviceFacts
 from edgefleet.sim.behaviour import BehaviourProfile, DeviceNoise, VirtualModel
 from edgefleet.sim.delivery import SharedDelivery
 from edgefleet.sim.network import Link, NetworkProfile
-from edgefleet.sim.scenario import FLEET_ATTRIBUTE, Behaviour, DeviceKind
+from edgefleet.sim.scenario import RUN_ATTRIBUTE, Behaviour, DeviceKind
 
 log = logging.getLogger("edgefleet.sim")
 
@@ -139,6 +139,7 @@ class DeviceSpec:
     network: NetworkProfile
     poll_interval_s: float
     seed: int
+    run: str
 
     @property
     def attributes(self) -> dict[str, str | bool]:
@@ -151,7 +152,8 @@ class DeviceSpec:
             "site": self.site,
             "network": self.network.name,
             "firmware": self.kind.firmware,
-            FLEET_ATTRIBUTE: True,
+            "simulated": True,
+            RUN_ATTRIBUTE: self.run,
         }
 
 
@@ -183,7 +185,6 @@ class VirtualDevice:
         self.telemetry: list[dict[str, Any]] = []
         self.ever_served: set[str] = set()
         self._partials: dict[str, _Partial] = {}
-        self._downloading = False
         self._models: dict[tuple[str, str], VirtualModel] = {}
         self._pending: dict[tuple[str, str], ModelStats] = {}
         self._health: dict[str, float] = {}
@@ -264,11 +265,7 @@ class VirtualDevice:
                 # The same update with new policies: keep them (as the agent does).
                 self.state = replace(self.state, target=target)
             await self.handle(DesiredChanged(target))
-        elif (
-            self.state.state is State.DOWNLOADING
-            and self.state.target is not None
-            and not self._downloading
-        ):
+        elif self.state.state is State.DOWNLOADING and self.state.target is not None:
             # A download deferred or cut on an earlier poll: try again.
             await self._execute([Download(self.state.target, self.state.inactive)])
         await self.flush()
@@ -372,6 +369,8 @@ class VirtualDevice:
 
     async def _execute(self, commands: list[Command]) -> None:
         for command in commands:
+            if self.world.stopping.is_set():
+                return  # the run is over: leave the update where it is
             event = await self._run(command)
             if event is not None:
                 await self.handle(event)
@@ -437,11 +436,7 @@ class VirtualDevice:
         if partial is None or partial.sha256 != target.sha256:
             partial = self._partials[slot] = _Partial(target.sha256)
         before = partial.offset
-        self._downloading = True
-        try:
-            cut = await self._fetch(verified.url, partial, target.size)
-        finally:
-            self._downloading = False
+        cut = await self._fetch(verified.url, partial, target.size)
         if cut is not None:
             return DownloadFailed(
                 "network", True, {"message": cut}, progressed=partial.offset > before

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from edgefleet.sim.device import DeviceSpec, VirtualDevice, World
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
-from edgefleet.sim.scenario import DEFAULT_TARGET, Release, Scenario
+from edgefleet.sim.scenario import Release, Scenario, fleet_query
 from edgefleet.sim.server import EmbeddedServer, OperatorClient
 
 log = logging.getLogger("edgefleet.sim")
@@ -170,9 +171,10 @@ def _measure(
     return profiles
 
 
-def make_fleet(scenario: Scenario) -> list[DeviceSpec]:
+def make_fleet(scenario: Scenario, run_id: str) -> list[DeviceSpec]:
     """The scenario's devices: kinds, regions, sites and networks drawn by weight,
-    deterministically for the scenario's seed."""
+    deterministically for the scenario's seed; ids and the ``sim_run`` attribute name
+    the run."""
     rng = random.Random(scenario.seed)
     fleet = scenario.fleet
     networks = {
@@ -187,13 +189,14 @@ def make_fleet(scenario: Scenario) -> list[DeviceSpec]:
         network = rng.choices(list(networks.values()), weights=list(fleet.networks.values()))[0]
         devices.append(
             DeviceSpec(
-                device_id=f"sim-{i:05d}",
+                device_id=f"sim-{run_id}-{i:05d}",
                 kind=kind,
                 region=region,
                 site=f"{region}-site-{rng.randrange(fleet.sites_per_region)}",
                 network=network,
                 poll_interval_s=rng.uniform(low, high),
                 seed=scenario.seed * 1_000_003 + i,
+                run=run_id,
             )
         )
     return devices
@@ -245,6 +248,8 @@ class _Run:
         self.watches: list[_Watch] = []
         self.current: _Watch | None = None
         self.wall_start = datetime.now(UTC)
+        self.run_id = "r" + secrets.token_hex(3)  # a letter first: never read as a number
+        self.fleet = fleet_query(self.run_id)
 
     async def play(
         self,
@@ -272,7 +277,9 @@ class _Run:
                 max_backoff_s=scenario.fleet.max_backoff_s,
             )
             self.world = world
-            self.devices = [VirtualDevice(spec, world) for spec in make_fleet(scenario)]
+            self.devices = [
+                VirtualDevice(spec, world) for spec in make_fleet(scenario, self.run_id)
+            ]
             tasks = [asyncio.create_task(d.run()) for d in self.devices]
             sampler = asyncio.create_task(self._sample())
             deadline = time.monotonic() + scenario.time_limit_s
@@ -335,7 +342,7 @@ class _Run:
         scenario = self.scenario
         version = scenario.baseline
         self.say(f"installing {scenario.model} {version} on every device")
-        await operator.set_desired(DEFAULT_TARGET, scenario.model, version, BASELINE_TRIAL)
+        await operator.set_desired(self.fleet, scenario.model, version, BASELINE_TRIAL)
 
         def on_it() -> int:
             return sum(
@@ -353,7 +360,7 @@ class _Run:
         self, operator: OperatorClient, release: Release, progress: Progress, deadline: float
     ) -> None:
         scenario = self.scenario
-        body = release.rollout.body(scenario.model, release.version)
+        body = release.rollout.body(scenario.model, release.version, self.fleet)
         created = await operator.create_rollout(body)
         watch = _Watch(release, created["id"], self.world.now())
         self.watches.append(watch)

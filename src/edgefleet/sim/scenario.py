@@ -25,9 +25,14 @@ from edgefleet.fleet.domain import Body, TrialPolicy
 from edgefleet.rollout.policy import GateSpec, RateLimits, RolloutSpec, WaveSpec
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 
-#: The attribute every virtual device carries, so a target can select the whole fleet.
-FLEET_ATTRIBUTE = "simulated"
-DEFAULT_TARGET = f"{FLEET_ATTRIBUTE}:true"
+#: The attribute naming the run a virtual device belongs to: every rollout of a run
+#: is limited to its own devices, also on a server that has others.
+RUN_ATTRIBUTE = "sim_run"
+
+
+def fleet_query(run_id: str) -> str:
+    """The targeting query of one run's devices."""
+    return f"{RUN_ATTRIBUTE}:{run_id}"
 
 
 class ScenarioError(EdgefleetError):
@@ -198,7 +203,12 @@ class Expect(Body):
 class Rollout(Body):
     """The rollout definition of a release, less what the release says (model, version)."""
 
-    target: str = Field(default=DEFAULT_TARGET, min_length=1, max_length=4096)
+    target: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3072,
+        description="a targeting query within the run's own devices (default: all of them)",
+    )
     waves: list[WaveSpec] | None = None
     rate: RateLimits = RateLimits()
     trial: TrialPolicy = TrialPolicy(min_inferences=200, min_seconds=3.0)
@@ -206,9 +216,10 @@ class Rollout(Body):
     on_failure: Literal["abort", "pause"] = "abort"
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
 
-    def body(self, model: str, version: str) -> dict[str, Any]:
-        """The rollout API's request body."""
+    def body(self, model: str, version: str, fleet: str) -> dict[str, Any]:
+        """The rollout API's request body; ``fleet`` is the query of the run's devices."""
         data = self.model_dump(mode="json", exclude_none=True)
+        data["target"] = fleet if self.target is None else f"{fleet} AND ({self.target})"
         return {"name": f"sim {model} {version}", "model": model, "version": version, **data}
 
 
@@ -251,7 +262,9 @@ class Scenario(Body):
         # is refused before any server starts.
         for index, release in enumerate(self.releases):
             try:
-                RolloutSpec.model_validate(release.rollout.body(self.model, release.version))
+                RolloutSpec.model_validate(
+                    release.rollout.body(self.model, release.version, fleet_query("check"))
+                )
             except ValidationError as exc:
                 raise ValueError(_problems(exc, f"releases.{index}.rollout")) from exc
         return self
