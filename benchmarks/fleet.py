@@ -7,8 +7,10 @@ core over HTTP, in this process) polling every ``--poll`` seconds, installs digi
 *sustained* when the rollout succeeds with every device COMMITTED, no virtual device
 failed and the p99 of check-ins (desired-state polls) stays under ``--p99-limit-ms``.
 Reports, per size: the time the rollout took, the server's CPU (share of one core,
-over the rollout), check-ins per second the server answered, their p50/p99 latency
-as the devices saw it, and every request outcome::
+over the rollout), check-ins per second the server answered, their p50/p99 latency as
+the server measured it (its request histogram, so bucket edges) and as the devices saw
+it (which includes this process's own event-loop delays), and every request outcome.
+The p99 limit applies to the server's figure::
 
     python benchmarks/fleet.py --devices 2000,5000,10000
     python benchmarks/fleet.py --devices 10000 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
@@ -27,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from edgefleet.sim import runner
 from edgefleet.sim.scenario import parse_scenario
@@ -96,11 +100,12 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         )
         ended = time.monotonic()
         cpu = server.cpu_seconds()
+        served = server_checkins(server.url)
     finally:
         server.stop()
     (release,) = result.releases
     rollout_s = ended - marks["rollout"]
-    p99 = result.checkin_p99_ms
+    p99 = served["p99_ms"]
     sustained = result.passed and p99 is not None and p99 <= args.p99_limit_ms
     return {
         "devices": devices,
@@ -112,10 +117,16 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         "rollout_s": round(rollout_s, 1),
         "run_s": round(ended - started, 1),
         "server_cpu_share": round((cpu - marks["cpu"]) / rollout_s, 3),
-        "checkins": result.checkins,
-        "checkins_per_s": round(result.checkins / result.duration_s, 1),
-        "checkin_p50_ms": result.checkin_p50_ms,
+        # As the server measured them (its request-duration histogram: the upper edge
+        # of the bucket holding the quantile) ...
+        "checkins": served["count"],
+        "checkins_per_s": round(served["count"] / (ended - started), 1),
+        "checkin_p50_ms": served["p50_ms"],
         "checkin_p99_ms": p99,
+        # ... and as the virtual devices saw them, which includes the simulator's own
+        # event-loop delays on this shared 2-core machine.
+        "device_checkin_p50_ms": result.checkin_p50_ms,
+        "device_checkin_p99_ms": result.checkin_p99_ms,
         "requests": result.requests,
         "bytes_transferred": result.bytes_transferred,
         "poll_interval_s": args.poll,
@@ -124,6 +135,32 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
     }
+
+
+def server_checkins(url: str) -> dict[str, Any]:
+    """Check-ins the server answered and their latency quantiles, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "edgefleet_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_bucket") and labels.get("route", "").endswith("/desired"):
+                edge = float(labels["le"])
+                buckets[edge] = buckets.get(edge, 0.0) + sample.value
+    edges = sorted(buckets)
+    count = buckets.get(float("inf"), 0.0)
+
+    def quantile(q: float) -> float | None:
+        for edge in edges:
+            if count and buckets[edge] >= q * count:
+                return None if edge == float("inf") else edge * 1000
+        return None
+
+    return {"count": int(count), "p50_ms": quantile(0.5), "p99_ms": quantile(0.99)}
 
 
 def main() -> None:
@@ -148,7 +185,7 @@ def main() -> None:
             print(f"  {devices} devices not sustained: {row['failed_checks']}", file=sys.stderr)
     header = (
         f"{'devices':>8} {'sustained':>9} {'rollout s':>9} {'server cpu':>10} "
-        f"{'check-ins/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'committed':>9}"
+        f"{'check-ins/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'device p99':>10} {'committed':>9}"
     )
     print(header)
     for row in rows:
@@ -156,6 +193,7 @@ def main() -> None:
             f"{row['devices']:>8} {row['sustained']!s:>9} {row['rollout_s']:>9} "
             f"{row['server_cpu_share']:>10.0%} {row['checkins_per_s']:>11} "
             f"{row['checkin_p50_ms']!s:>7} {row['checkin_p99_ms']!s:>7} "
+            f"{row['device_checkin_p99_ms']!s:>10} "
             f"{row['devices_committed']:>9}"
         )
 

@@ -74,7 +74,8 @@ class SharedDelivery:
             DeliveryError: as ``DeliveryClient.lookup``.
         """
         client = self._require()
-        async with self._lock(f"lookup:{target_path}"):
+        # One look-up at a time: each refresh writes the shared trusted metadata files.
+        async with self._lock("lookup"):
             cached = self._lookups.get(target_path)
             if cached is None or cached[0] < time.monotonic():
                 try:

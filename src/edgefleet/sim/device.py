@@ -107,12 +107,33 @@ class Counters:
         self.requests[outcome] = self.requests.get(outcome, 0) + 1
 
 
+class Connections:
+    """The fleet's HTTP connections: several small pools rather than one large one,
+    since httpcore looks at every connection of a pool on each request, each behind a
+    semaphore so that requests wait here rather than queue inside a pool."""
+
+    def __init__(self, pools: int = 8, per_pool: int = 32) -> None:
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
+        timeout = httpx.Timeout(60.0, connect=30.0)
+        self.clients = [httpx.AsyncClient(limits=limits, timeout=timeout) for _ in range(pools)]
+        self.slots = [asyncio.Semaphore(per_pool) for _ in range(pools)]
+
+    def pick(self, key: int) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        """The pool of the device with ``key`` (always the same one)."""
+        index = key % len(self.clients)
+        return self.clients[index], self.slots[index]
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
 @dataclass
 class World:
     """What every virtual device of a run shares."""
 
     base_url: str
-    http: httpx.AsyncClient
+    connections: Connections
     delivery: SharedDelivery
     enrollment_token: str
     #: (version, variant) -> measured behaviour of that artifact
@@ -170,6 +191,7 @@ class VirtualDevice:
         self.spec = spec
         self.world = world
         self.link = Link(spec.network, seed=spec.seed)
+        self.http, self.slots = world.connections.pick(spec.seed)
         self.rng = np.random.default_rng(spec.seed)
         self.jitter = random.Random(spec.seed)
         self.noise = DeviceNoise.draw(self.rng, speed=spec.kind.speed)
@@ -314,9 +336,10 @@ class VirtualDevice:
         all_headers = dict(headers or {})
         if authenticated:
             all_headers["Authorization"] = f"Bearer {self.credential}"
-        started = time.perf_counter()
         try:
-            response = await self.world.http.request(method, url, headers=all_headers, **kwargs)
+            async with self.slots:
+                started = time.perf_counter()
+                response = await self.http.request(method, url, headers=all_headers, **kwargs)
         except httpx.HTTPError as exc:
             counters.count("server_unreachable")
             raise Unreachable(str(exc)) from exc
@@ -468,7 +491,10 @@ class VirtualDevice:
         bandwidth = self.spec.network.bandwidth_bps
         loop = asyncio.get_running_loop()
         try:
-            async with self.world.http.stream("GET", url, headers=headers) as response:
+            async with (
+                self.slots,
+                self.http.stream("GET", url, headers=headers) as response,
+            ):
                 if response.status_code == httpx.codes.OK and partial.offset:
                     # The server ignored the range: everything comes again.
                     counters.bytes_repeated += partial.offset

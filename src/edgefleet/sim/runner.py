@@ -34,7 +34,7 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.progress import NO_PROGRESS, Progress
 from edgefleet.sim.behaviour import BehaviourProfile, measure
 from edgefleet.sim.delivery import SharedDelivery
-from edgefleet.sim.device import DeviceSpec, VirtualDevice, World
+from edgefleet.sim.device import Connections, DeviceSpec, VirtualDevice, World
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
@@ -257,9 +257,8 @@ class _Run:
         keep_running: KeepRunning | None,
     ) -> RunResult:
         scenario = self.scenario
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        timeout = httpx.Timeout(60.0, connect=30.0, pool=120.0)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+        connections = Connections()
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=30.0)) as http:
             operator = OperatorClient(self.url, self.token, http)
             for version, bundle in self.bundles.items():
                 self.say(f"registering and signing {scenario.model} {version}")
@@ -267,7 +266,7 @@ class _Run:
             delivery = SharedDelivery(self.work_dir / "delivery", self.token)
             world = World(
                 base_url=self.url,
-                http=http,
+                connections=connections,
                 delivery=delivery,
                 enrollment_token=await operator.enrollment_token(scenario.devices),
                 models=self.models,
@@ -295,6 +294,7 @@ class _Run:
                 world.stopping.set()
                 sampler.cancel()
                 await asyncio.gather(*tasks, sampler, return_exceptions=True)
+                await connections.aclose()
                 delivery.close()
         return result
 
