@@ -34,7 +34,7 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.progress import NO_PROGRESS, Progress
 from edgefleet.sim.behaviour import BehaviourProfile, measure
 from edgefleet.sim.delivery import SharedDelivery
-from edgefleet.sim.device import Connections, DeviceSpec, VirtualDevice, World
+from edgefleet.sim.device import CHUNK_BYTES, Connections, DeviceSpec, VirtualDevice, World
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
@@ -292,6 +292,8 @@ class _Run:
                     await keep_running(result, self.url, self.token)
             finally:
                 world.stopping.set()
+                for task in tasks:
+                    task.cancel()
                 sampler.cancel()
                 await asyncio.gather(*tasks, sampler, return_exceptions=True)
                 await connections.aclose()
@@ -692,10 +694,6 @@ class _Run:
                     )
                 )
         return checks
-
-
-#: The most a download reads from the network at once (what a cut may waste).
-CHUNK_BYTES = 1 << 16
 
 
 def _percentile(values: list[float], q: float) -> float | None:
