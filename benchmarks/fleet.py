@@ -5,12 +5,14 @@ or PostgreSQL with ``--database-url``), runs that many virtual devices (the real
 core over HTTP, in this process) polling every ``--poll`` seconds, installs digits
 1.0.0 everywhere and rolls 1.1.0 out to 100% of the fleet in five waves. A size is
 *sustained* when the rollout succeeds with every device COMMITTED, no virtual device
-failed and the p99 of check-ins (desired-state polls) stays under ``--p99-limit-ms``.
+failed and the p99 of check-ins (desired-state polls) as the devices saw it stays
+under ``--p99-limit-ms``.
 Reports, per size: the time the rollout took, the server's CPU (share of one core,
 over the rollout), check-ins per second the server answered, their p50/p99 latency as
 the server measured it (its request histogram, so bucket edges) and as the devices saw
-it (which includes this process's own event-loop delays), and every request outcome.
-The p99 limit applies to the server's figure::
+it (which includes this process's own event-loop delays; its CPU share is reported
+too, to tell the two apart), and every request outcome. The p99 limit applies to the
+devices' figure::
 
     python benchmarks/fleet.py --devices 2000,5000,10000
     python benchmarks/fleet.py --devices 10000 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
@@ -88,6 +90,7 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         if line.startswith("rollout ro-") and "rollout" not in marks:
             marks["rollout"] = time.monotonic()
             marks["cpu"] = server.cpu_seconds()
+            marks["sim_cpu"] = time.process_time()
 
     try:
         started = time.monotonic()
@@ -100,13 +103,17 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         )
         ended = time.monotonic()
         cpu = server.cpu_seconds()
+        sim_cpu = time.process_time()
         served = server_checkins(server.url)
     finally:
         server.stop()
     (release,) = result.releases
     rollout_s = ended - marks["rollout"]
     p99 = served["p99_ms"]
-    sustained = result.passed and p99 is not None and p99 <= args.p99_limit_ms
+    # What the devices saw: the server's histogram starts when the application gets the
+    # request, so it misses the time a request waits while the server's loop is busy.
+    device_p99 = result.checkin_p99_ms
+    sustained = result.passed and device_p99 is not None and device_p99 <= args.p99_limit_ms
     return {
         "devices": devices,
         "sustained": bool(sustained),
@@ -117,6 +124,8 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         "rollout_s": round(rollout_s, 1),
         "run_s": round(ended - started, 1),
         "server_cpu_share": round((cpu - marks["cpu"]) / rollout_s, 3),
+        "simulator_cpu_share": round((sim_cpu - marks["sim_cpu"]) / rollout_s, 3),
+        "offered_checkins_per_s": round(devices / args.poll, 1),
         # As the server measured them (its request-duration histogram: the upper edge
         # of the bucket holding the quantile) ...
         "checkins": served["count"],
@@ -184,14 +193,15 @@ def main() -> None:
         if not row["sustained"]:
             print(f"  {devices} devices not sustained: {row['failed_checks']}", file=sys.stderr)
     header = (
-        f"{'devices':>8} {'sustained':>9} {'rollout s':>9} {'server cpu':>10} "
+        f"{'devices':>8} {'sustained':>9} {'rollout s':>9} {'server cpu':>10} {'sim cpu':>7} "
         f"{'check-ins/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'device p99':>10} {'committed':>9}"
     )
     print(header)
     for row in rows:
         print(
             f"{row['devices']:>8} {row['sustained']!s:>9} {row['rollout_s']:>9} "
-            f"{row['server_cpu_share']:>10.0%} {row['checkins_per_s']:>11} "
+            f"{row['server_cpu_share']:>10.0%} {row['simulator_cpu_share']:>7.0%} "
+            f"{row['checkins_per_s']:>11} "
             f"{row['checkin_p50_ms']!s:>7} {row['checkin_p99_ms']!s:>7} "
             f"{row['device_checkin_p99_ms']!s:>10} "
             f"{row['devices_committed']:>9}"
