@@ -359,3 +359,22 @@ def test_invariants_hold_for_any_event_sequence(events):
         for command in commands:
             if isinstance(command, Download):
                 assert command.target.key not in before.refused
+
+
+def test_a_desired_state_put_off_during_a_trial_is_taken_up_when_it_ends():
+    # A fleet abort reaches a device whose trial of the new version is running: the
+    # core finishes the trial first, and the shell offers the desired state again once
+    # settled (found by the simulator's cpu-spike scenario).
+    state, _, _ = run(installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed())
+    state, _, _ = run(state, Activated())
+    assert state.state is State.TRIAL
+    assert step(state, DesiredChanged(V1)) == (state, [], [])  # put off
+    state, _, _ = run(state, TrialPassed())
+    assert state.state is State.COMMITTED and state.active_content.version == "1.1.0"
+    state, commands, transitions = step(state, DesiredChanged(V1))
+    assert [t.reason for t in transitions] == ["desired_is_backup"]
+    assert commands == [Activate(state.inactive)]
+    state, _, _ = run(state, Activated(), TrialPassed())
+    assert state.state is State.COMMITTED and state.active_content.version == "1.0.0"
+    # Offered again when the device already follows it: nothing happens.
+    assert step(state, DesiredChanged(V1)) == (state, [], [])

@@ -209,7 +209,10 @@ class Agent:
                 self.state = replace(self.state, target=target)
                 self.store.save(self.state)
         seq = self.state.seq
-        if changed:
+        if changed or self.state.state in SETTLED:
+            # Also when settled: a desired state that arrived while a trial was running
+            # was put off (the core finishes the trial first) and is taken up now.
+            # On a device that already follows it this is a no-op.
             self.handle(DesiredChanged(self.desired_target))
         if (
             self.state.state is State.DOWNLOADING

@@ -304,6 +304,10 @@ class VirtualDevice:
                 # The same update with new policies: keep them (as the agent does).
                 self.state = replace(self.state, target=target)
             await self.handle(DesiredChanged(target))
+        elif self.state.state in SETTLED:
+            # A desired state put off while a trial ran is taken up now (a no-op when
+            # the device already follows it), as the agent does.
+            await self.handle(DesiredChanged(self.desired))
         elif self.state.state is State.DOWNLOADING and self.state.target is not None:
             # A download deferred or cut on an earlier poll: try again.
             await self._execute([Download(self.state.target, self.state.inactive)])
