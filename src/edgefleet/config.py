@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         le=86400,
         description="least time between two gate analyses of a rollout (each is one look)",
     )
+    rollout_membership_refresh_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="how long the controller reuses a rollout's target as read "
+        "(devices that join it wait up to this long; 0 reads it at every step)",
+    )
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     tuf_refresh_interval_s: int = Field(
         default=3600, ge=10, description="how often the server re-signs expiring snapshot/timestamp"

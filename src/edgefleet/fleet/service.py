@@ -18,14 +18,10 @@ from edgefleet.fleet.domain import (
     DesiredState,
     EventBatch,
     EventsAccepted,
-    ModelMetrics,
     ReportedState,
-    TelemetryAccepted,
-    TelemetryBatch,
 )
 from edgefleet.fleet.errors import DeviceExistsError, DeviceNotFoundError, FleetError
 from edgefleet.fleet.query import Node, parse_query
-from edgefleet.fleet.telemetry import NO_MODEL, bucket_of, merge, merge_buckets
 
 #: Resolves (model, version, device hardware) to the signed artifact that device should get.
 ModelResolver = Callable[[str, str, str | None], DesiredModel]
@@ -54,10 +50,10 @@ class DeviceRepository(Protocol):
     def set_reported(
         self, row: Any, reported: ReportedState, now: datetime, offline_after: float = 3.0
     ) -> None: ...
-    def add_events(self, row: Any, events: Sequence[Any], now: datetime) -> tuple[int, int]: ...
+    def add_events(
+        self, device_pk: int, events: Sequence[Any], now: datetime
+    ) -> tuple[int, int, int]: ...
     def events(self, row: Any, limit: int = 50) -> list[Any]: ...
-    def telemetry_bucket(self, row: Any, bucket: datetime, model: str, version: str) -> Any: ...
-    def add_telemetry(self, **fields: Any) -> None: ...
     def recent_telemetry(self, row: Any, limit: int = 12) -> list[Any]: ...
     def summary(self, now: datetime) -> dict[str, Any]: ...
 
@@ -145,47 +141,13 @@ class FleetService:
             uow.devices.set_reported(row, reported, now, self.offline_after_intervals)
             uow.commit()
 
-    def add_events(self, device_id: str, batch: EventBatch) -> EventsAccepted:
+    def add_events(self, device_pk: int, batch: EventBatch) -> EventsAccepted:
+        """Store a device's events (by the primary key its credential authenticated)."""
         now = _now()
         with self.uow_factory() as uow:
-            row = self._device(uow, device_id, for_update=True)
-            accepted, duplicates = uow.devices.add_events(row, batch.events, now)
-            last = row.last_event_seq
+            accepted, duplicates, last = uow.devices.add_events(device_pk, batch.events, now)
             uow.commit()
         return EventsAccepted(accepted=accepted, duplicates=duplicates, last_seq=last)
-
-    def add_telemetry(self, device_id: str, batch: TelemetryBatch) -> TelemetryAccepted:
-        buckets: dict[tuple[datetime, str, str], tuple[dict[str, Any], int]] = {}
-        for sample in batch.samples:
-            at = sample.at if sample.at.tzinfo else sample.at.replace(tzinfo=UTC)
-            bucket = bucket_of(at.astimezone(UTC))
-            entries: list[ModelMetrics | None] = list(sample.models) or [None]
-            for index, metrics in enumerate(entries):
-                model, version = (metrics.model, metrics.version) if metrics else NO_MODEL
-                key = (bucket, model, version)
-                data, samples = buckets.get(key, ({}, 0))
-                # Health is counted once per sample, with the first model entry (the
-                # agent lists the serving model first), so it is filed under what served.
-                health = sample.health if index == 0 else None
-                buckets[key] = (merge(data, health, metrics), samples + 1)
-        with self.uow_factory() as uow:
-            row = self._device(uow, device_id)
-            for (bucket, model, version), (data, samples) in buckets.items():
-                existing = uow.devices.telemetry_bucket(row, bucket, model, version)
-                if existing is None:
-                    uow.devices.add_telemetry(
-                        device_pk=row.id,
-                        bucket=bucket,
-                        model=model,
-                        version=version,
-                        samples=samples,
-                        data=data,
-                    )
-                else:
-                    existing.data = merge_buckets(existing.data, data)
-                    existing.samples += samples
-            uow.commit()
-        return TelemetryAccepted(samples=len(batch.samples), buckets=len(buckets))
 
     # -- operator side --------------------------------------------------------------
 

@@ -7,15 +7,19 @@ so a bucket costs the same whether the device sent one sample or fifty.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from edgefleet.fleet.domain import HealthSample, ModelMetrics
+from edgefleet.fleet.domain import HealthSample, ModelMetrics, TelemetrySample
 
 BUCKET = timedelta(minutes=5)
 #: The model name and version under which samples without model metrics are kept.
 NO_MODEL = ("-", "-")
 HEALTH_FIELDS = tuple(HealthSample.model_fields)
+
+#: A bucket's identity within one device: (bucket start, model, version).
+BucketKey = tuple[datetime, str, str]
 
 
 def bucket_of(at: datetime) -> datetime:
@@ -88,3 +92,23 @@ def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 k: v for k, v in merged[key].items() if k not in value
             }
     return merged
+
+
+def to_buckets(samples: Iterable[TelemetrySample]) -> dict[BucketKey, tuple[dict[str, Any], int]]:
+    """A batch of samples merged per bucket and model version: key -> (data, samples).
+
+    Health is counted once per sample, with its first model entry (the agent lists the
+    serving model first), so it is filed under what served.
+    """
+    buckets: dict[BucketKey, tuple[dict[str, Any], int]] = {}
+    for sample in samples:
+        at = sample.at if sample.at.tzinfo else sample.at.replace(tzinfo=UTC)
+        bucket = bucket_of(at.astimezone(UTC))
+        entries: list[ModelMetrics | None] = list(sample.models) or [None]
+        for index, metrics in enumerate(entries):
+            model, version = (metrics.model, metrics.version) if metrics else NO_MODEL
+            key = (bucket, model, version)
+            data, count = buckets.get(key, ({}, 0))
+            health = sample.health if index == 0 else None
+            buckets[key] = (merge(data, health, metrics), count + 1)
+    return buckets

@@ -88,12 +88,16 @@ class RolloutService:
         resolve_model: ModelResolver,
         *,
         analysis_interval_s: float = 30.0,
+        membership_refresh_s: float = 0.0,
         clock: Callable[[], datetime] = _now,
         read_uow_factory: Callable[[], RolloutUnitOfWork] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
         self.read_uow_factory = read_uow_factory or uow_factory
         self._ranks: dict[str, dict[str, int]] = {}
+        #: How long a rollout's target, as read, serves its ticks (see ``_target``).
+        self.membership_refresh_s = membership_refresh_s
+        self._targets: dict[str, tuple[int, datetime, list[Any]]] = {}
         self.resolve_model = resolve_model
         self.analysis_interval_s = analysis_interval_s
         self.clock = clock
@@ -390,6 +394,7 @@ class RolloutService:
         with self.read_uow_factory() as uow:
             row = self._get(uow, rollout_id)
             if row.state != RolloutState.RUNNING:
+                self._targets.pop(rollout_id, None)
                 return Decision(Kind.WAIT)
             spec = RolloutSpec.model_validate(row.spec)
             changes = self._status_changes(uow, row, spec, now)
@@ -402,12 +407,8 @@ class RolloutService:
             seen = _version(row)
             target = parse_query(spec.target)
             wave = spec.waves[row.wave]
-            if wave.percent is not None:
-                devices = uow.rollouts.target_devices(target, now, row.id)
-            else:
-                cohorts = " OR ".join(f"({w.cohort})" for w in spec.waves[: row.wave + 1])
-                within = parse_query(f"({spec.target}) AND ({cohorts})")
-                devices = uow.rollouts.target_devices(within, now, row.id)
+            selects = _selection(spec, row.wave)
+            devices = self._target(uow, row.id, row.wave, selects, now)
             order = self._ranked(row.id, [d.device_id for d in devices])
             wave_members = members(order, wave.percent) if wave.percent is not None else order
             by_id = {d.device_id: d for d in devices}
@@ -455,6 +456,27 @@ class RolloutService:
             self._carry_out(uow, row, spec, decision, eligible, now)
             uow.commit()
         return decision
+
+    def _target(
+        self, uow: RolloutUnitOfWork, rollout_id: str, wave: int, selects: Any, now: datetime
+    ) -> list[Any]:
+        """The devices the rollout's current wave draws from.
+
+        Reading a fleet-wide target is the largest read of a tick, so on a server the
+        list serves the ticks of ``membership_refresh_s`` (and is read again when the
+        wave changes): a device that joins the target waits that long for its place.
+        Devices are checked against the target again when they are assigned.
+        """
+        cached = self._targets.get(rollout_id)
+        if (
+            cached is not None
+            and cached[0] == wave
+            and 0 <= (now - cached[1]).total_seconds() < self.membership_refresh_s
+        ):
+            return cached[2]
+        devices: list[Any] = uow.rollouts.target_devices(selects, now, rollout_id)
+        self._targets[rollout_id] = (wave, now, devices)
+        return devices
 
     def _ranked(self, rollout_id: str, device_ids: list[str]) -> list[str]:
         """The rollout's order of ``device_ids``, hashing each device once per rollout."""
@@ -566,6 +588,17 @@ class RolloutService:
         details = dict(decision.details)
         if kind is Kind.ASSIGN:
             chosen = list(eligible[: decision.assign])
+            if self.membership_refresh_s > 0:
+                # The target may have been read a while ago: assign only devices it
+                # still selects and no other rollout has taken since (as they are now).
+                still = uow.rollouts.target_devices(
+                    _selection(spec, row.wave), now, row.id, among=[d.pk for d in chosen]
+                )
+                current = {d.pk: d for d in still}
+                chosen = [current[d.pk] for d in chosen if d.pk in current]
+                if not chosen:
+                    self._targets.pop(row.id, None)
+                    return
             details |= self._assign(uow, row, spec, chosen, now)
         elif kind is Kind.BAKE:
             row.phase, row.phase_started_at = Phase.BAKING.value, now
@@ -760,6 +793,15 @@ def _audit(
 #: sample by device key beyond it (a larger sample barely narrows the intervals, and
 #: reading every bucket of a large fleet at every analysis would cost seconds).
 MAX_ANALYSED_DEVICES = 5000
+
+
+def _selection(spec: RolloutSpec, wave: int) -> Any:
+    """The query of the devices wave ``wave`` draws from: the target, or for cohort
+    waves the target within the cohorts of the waves so far."""
+    if spec.waves[wave].percent is not None:
+        return parse_query(spec.target)
+    cohorts = " OR ".join(f"({w.cohort})" for w in spec.waves[: wave + 1])
+    return parse_query(f"({spec.target}) AND ({cohorts})")
 
 
 def _every(devices: int) -> int:

@@ -3,9 +3,9 @@
 Start-up opens the database (migrating it when allowed), creates the TUF keys and root
 on first run (embedded mode; see docs/security.md for keeping root and targets offline),
 writes a first admin key to ``EDGEFLEET_HOME/admin.token`` on an empty database, and
-starts three background loops: writing batched check-ins every second, re-signing
+starts background loops: writing batched check-ins and telemetry every second, re-signing
 snapshot/timestamp before they expire, and deleting telemetry past its retention.
-Shutdown stops the loops and writes the last check-ins.
+Shutdown stops the loops and writes the last check-ins and telemetry.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def _expire_telemetry(ctx: ServerContext) -> None:
 
 def _controller_step(ctx: ServerContext) -> None:
     if ctx.leadership.acquire():
+        ctx.telemetry.flush()  # the gates read this process's telemetry up to now
         ctx.rollouts.tick_all()
 
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
         webhook_client = httpx.Client(timeout=settings.webhook_timeout_s)
         tasks = [
             asyncio.create_task(_every(1.0, ctx.recorder.flush, "check-in flush")),
+            asyncio.create_task(_every(1.0, ctx.telemetry.flush, "telemetry flush")),
             asyncio.create_task(
                 _every(
                     settings.tuf_refresh_interval_s,
@@ -125,6 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
                     await task
             with suppress(Exception):
                 ctx.recorder.flush()
+            with suppress(Exception):
+                ctx.telemetry.flush()
             webhook_client.close()
             ctx.leadership.release()
             ctx.close()

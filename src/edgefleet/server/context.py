@@ -26,6 +26,7 @@ from edgefleet.store.database import describe_url, make_engine
 from edgefleet.store.devices import to_view
 from edgefleet.store.leader import Leadership
 from edgefleet.store.migrate import ensure_schema
+from edgefleet.store.telemetry import TelemetryWriter
 from edgefleet.store.uow import SqlUnitOfWork
 
 log = logging.getLogger("edgefleet.server")
@@ -94,6 +95,7 @@ class ServerContext:
             self.uow,
             self.resolve_model,
             analysis_interval_s=self.settings.rollout_analysis_interval_s,
+            membership_refresh_s=self.settings.rollout_membership_refresh_s,
             read_uow_factory=self.read_uow,
         )
 
@@ -108,6 +110,10 @@ class ServerContext:
     @cached_property
     def recorder(self) -> CheckinRecorder:
         return CheckinRecorder(self.engine, self.settings.offline_after_intervals)
+
+    @cached_property
+    def telemetry(self) -> TelemetryWriter:
+        return TelemetryWriter(self.engine)
 
     def repository(self) -> TufRepository:
         """The TUF repository (re-read each time: keys may be rotated by the CLI)."""

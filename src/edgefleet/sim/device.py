@@ -123,28 +123,43 @@ class Answer:
 
 
 class Connections:
-    """The fleet's HTTP connections: one aiohttp session with a bounded pool. The
+    """The fleet's HTTP connections: aiohttp sessions with bounded pools. The
     simulator spends its CPU on the client side of thousands of requests a second,
-    where aiohttp costs a fraction of what an httpx request does."""
+    where aiohttp costs a fraction of what an httpx request does.
+
+    Downloads have a pool of their own: a throttled download holds its connection for
+    as long as the device's bandwidth makes it last, and check-ins queued behind
+    thousands of them would measure the simulator's pool, not the server.
+    """
 
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     @property
-    def session(self) -> aiohttp.ClientSession:
+    def api(self) -> aiohttp.ClientSession:
+        """For the device API: enroll, check-ins, reports, events, telemetry."""
+        return self._session("api")
+
+    @property
+    def downloads(self) -> aiohttp.ClientSession:
+        """For artifact downloads."""
+        return self._session("downloads")
+
+    def _session(self, name: str) -> aiohttp.ClientSession:
         # Made on first use, inside the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
+        if name not in self._sessions:
+            self._sessions[name] = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=self.limit),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
                 auto_decompress=False,
             )
-        return self._session
+        return self._sessions[name]
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
 
 
 @dataclass
@@ -359,7 +374,7 @@ class VirtualDevice:
             all_headers["Authorization"] = f"Bearer {self.credential}"
         started = time.perf_counter()
         try:
-            async with self.world.connections.session.request(
+            async with self.world.connections.api.request(
                 method, url, headers=all_headers, **kwargs
             ) as response:
                 answer = Answer(response.status, response.headers, await response.read())
@@ -516,7 +531,7 @@ class VirtualDevice:
         bandwidth = self.spec.network.bandwidth_bps
         loop = asyncio.get_running_loop()
         try:
-            async with self.world.connections.session.get(url, headers=headers) as response:
+            async with self.world.connections.downloads.get(url, headers=headers) as response:
                 if response.status == HTTPStatus.OK and partial.offset:
                     # The server ignored the range: everything comes again.
                     counters.bytes_repeated += partial.offset

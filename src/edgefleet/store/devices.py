@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import (
@@ -155,43 +155,53 @@ class SqlDeviceRepository:
         self.session.flush()
 
     def add_events(
-        self, row: DeviceRow, events: Sequence[DeviceEvent], now: datetime
-    ) -> tuple[int, int]:
-        """Store events not stored yet; returns (accepted, duplicates)."""
+        self, device_pk: int, events: Sequence[DeviceEvent], now: datetime
+    ) -> tuple[int, int, int]:
+        """Store events not stored yet; returns (accepted, duplicates, last sequence).
+
+        Plain statements on the device's row and its events (this runs for every batch
+        a fleet sends during a rollout): the device row is locked first, so two batches
+        of one device are stored one after the other.
+        """
+        locked = select(DeviceRow.last_event_seq).where(DeviceRow.id == device_pk)
+        last = self.session.execute(locked.with_for_update()).scalar_one()
         seqs = [e.seq for e in events]
         existing = set(
             self.session.scalars(
                 select(DeviceEventRow.seq).where(
-                    DeviceEventRow.device_pk == row.id, DeviceEventRow.seq.in_(seqs)
+                    DeviceEventRow.device_pk == device_pk, DeviceEventRow.seq.in_(seqs)
                 )
             )
         )
-        accepted = 0
+        rows: list[dict[str, Any]] = []
         seen: set[int] = set()
         for event in sorted(events, key=lambda e: e.seq):
             if event.seq in existing or event.seq in seen:
                 continue
             seen.add(event.seq)
-            self.session.add(
-                DeviceEventRow(
-                    device_pk=row.id,
-                    seq=event.seq,
-                    kind=event.kind,
-                    from_state=event.from_state,
-                    to_state=event.to_state,
-                    reason=event.reason,
-                    model=event.model,
-                    version=event.version,
-                    details=event.details,
-                    at=event.at,
-                    received_at=now,
-                )
+            rows.append(
+                {
+                    "device_pk": device_pk,
+                    "seq": event.seq,
+                    "kind": event.kind,
+                    "from_state": event.from_state,
+                    "to_state": event.to_state,
+                    "reason": event.reason,
+                    "model": event.model,
+                    "version": event.version,
+                    "details": event.details,
+                    "at": event.at,
+                    "received_at": now,
+                }
             )
-            accepted += 1
-        if seen:
-            row.last_event_seq = max(row.last_event_seq, max(seen))
-        self.session.flush()
-        return accepted, len(events) - accepted
+        if rows:
+            self.session.execute(insert(DeviceEventRow), rows)
+            if max(seen) > last:
+                last = max(seen)
+                self.session.execute(
+                    update(DeviceRow).where(DeviceRow.id == device_pk).values(last_event_seq=last)
+                )
+        return len(rows), len(events) - len(rows), last
 
     def events(self, row: DeviceRow, limit: int = 50) -> list[DeviceEventRow]:
         query = (
@@ -201,24 +211,6 @@ class SqlDeviceRepository:
             .limit(limit)
         )
         return list(reversed(list(self.session.scalars(query))))
-
-    def telemetry_bucket(
-        self, row: DeviceRow, bucket: datetime, model: str, version: str
-    ) -> TelemetryRow | None:
-        return self.session.scalars(
-            select(TelemetryRow)
-            .where(
-                TelemetryRow.device_pk == row.id,
-                TelemetryRow.bucket == bucket,
-                TelemetryRow.model == model,
-                TelemetryRow.version == version,
-            )
-            .with_for_update()
-        ).one_or_none()
-
-    def add_telemetry(self, **fields: Any) -> None:
-        self.session.add(TelemetryRow(**fields))
-        self.session.flush()
 
     def recent_telemetry(self, row: DeviceRow, limit: int = 12) -> list[TelemetryRow]:
         query = (

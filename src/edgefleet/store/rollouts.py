@@ -89,8 +89,11 @@ class SqlRolloutRepository:
 
     # -- devices -------------------------------------------------------------------
 
-    def target_devices(self, node: Node, now: datetime, rollout_id: str) -> list[TargetDevice]:
-        """Devices the query selects that no other active rollout holds."""
+    def target_devices(
+        self, node: Node, now: datetime, rollout_id: str, among: Sequence[int] | None = None
+    ) -> list[TargetDevice]:
+        """Devices the query selects that no other active rollout holds (of ``among``,
+        by primary key, when given)."""
         claimed = (
             select(RolloutDeviceRow.device_pk)
             .join(RolloutRow, RolloutRow.id == RolloutDeviceRow.rollout_id)
@@ -103,6 +106,8 @@ class SqlRolloutRepository:
             DeviceRow.attributes["tz"].as_string(),
             DeviceRow.reported_version,
         ).where(compile_query(node, now=now), not_(DeviceRow.id.in_(claimed)))
+        if among is not None:
+            query = query.where(DeviceRow.id.in_(list(among)))
         return [TargetDevice(*row) for row in self.session.execute(query)]
 
     def touched_kinds(self, rollout_id: str) -> set[tuple[str | None, str | None]]:

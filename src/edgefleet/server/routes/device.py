@@ -23,6 +23,7 @@ from edgefleet.fleet.domain import (
     TelemetryAccepted,
     TelemetryBatch,
 )
+from edgefleet.fleet.telemetry import to_buckets
 from edgefleet.server.auth import authenticate_device, context
 
 router = APIRouter(prefix="/api/v1", tags=["device"])
@@ -165,8 +166,8 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
     responses=AUTH_ERRORS,
 )
 def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
-    authenticate_device(request, device_id)
-    return context(request).fleet.add_events(device_id, body)
+    row = authenticate_device(request, device_id)
+    return context(request).fleet.add_events(row.pk, body)
 
 
 @router.post(
@@ -175,6 +176,10 @@ def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted
     summary="Send a batch of health and model metrics",
     responses=AUTH_ERRORS,
 )
-def telemetry(device_id: str, body: TelemetryBatch, request: Request) -> TelemetryAccepted:
-    authenticate_device(request, device_id)
-    return context(request).fleet.add_telemetry(device_id, body)
+async def telemetry(device_id: str, body: TelemetryBatch, request: Request) -> TelemetryAccepted:
+    # Merged into the device's pending buckets in memory, on the event loop; written
+    # with the rest of the second's telemetry in one transaction (store/telemetry.py).
+    row = authenticate_device(request, device_id)
+    buckets = to_buckets(body.samples)
+    context(request).telemetry.add(row.pk, buckets)
+    return TelemetryAccepted(samples=len(body.samples), buckets=len(buckets))

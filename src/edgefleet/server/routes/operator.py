@@ -96,7 +96,9 @@ def list_devices(
     responses={404: {"description": "no such device"}},
 )
 def show_device(device_id: DeviceId, request: Request, _: Operator = Viewer) -> dict[str, Any]:
-    return context(request).fleet.show_device(device_id)
+    ctx = context(request)
+    ctx.telemetry.flush()  # show what this process has accepted, not a second behind
+    return ctx.fleet.show_device(device_id)
 
 
 @router.put(
