@@ -136,6 +136,10 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         # event-loop delays on this shared 2-core machine.
         "device_checkin_p50_ms": result.checkin_p50_ms,
         "device_checkin_p99_ms": result.checkin_p99_ms,
+        # The simulator's own event-loop delay: the part of the devices' figures that
+        # is this process, not the server.
+        "simulator_loop_lag_p50_ms": result.loop_lag_p50_ms,
+        "simulator_loop_lag_p99_ms": result.loop_lag_p99_ms,
         "requests": result.requests,
         "bytes_transferred": result.bytes_transferred,
         "poll_interval_s": args.poll,

@@ -251,3 +251,52 @@ def test_bad_bodies_get_envelopes_and_change_nothing(live: LiveServer):
     assert bad_seq.status_code == 422
     assert live.admin("GET", base).json()["events"] == []
     assert json.loads(live.admin("GET", base).content)["device"]["agent_state"] is None
+
+
+def test_telemetry_answered_before_the_framework_falls_back_on_anything_unusual(live: LiveServer):
+    """The telemetry fast path answers only a valid batch from the device itself; every
+    other request reaches the route with its body intact and gets the route's answer."""
+    device_id, credential, _ = live.enroll()
+    base = f"/api/v1/devices/{device_id}"
+    sample = {
+        "at": "2026-11-21T00:00:00Z",
+        "models": [{"model": "m", "version": "1", "inferences": 4}],
+    }
+    ok = live.api("POST", f"{base}/telemetry", credential, json={"samples": [sample, sample]})
+    assert ok.status_code == 200
+    assert ok.json() == {"samples": 2, "buckets": 1}
+    invalid = live.api("POST", f"{base}/telemetry", credential, json={"samples": [{"at": "soon"}]})
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["code"] == "invalid_request"
+    assert "samples" in invalid.text  # the route saw the body the fast path had read
+    empty = live.api("POST", f"{base}/telemetry", credential, json={"samples": []})
+    assert empty.status_code == 422
+    malformed = live.api(
+        "POST",
+        f"{base}/telemetry",
+        credential,
+        content=b'{"samples": [',
+        headers={"Content-Type": "application/json"},
+    )
+    assert malformed.status_code == 422
+    huge = live.api(
+        "POST",
+        f"{base}/telemetry",
+        credential,
+        content=b"x" * (2 << 20),
+        headers={"Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413
+    # Streamed without a length: the route reads it (and caps it) itself.
+    streamed = live.api(
+        "POST",
+        f"{base}/telemetry",
+        credential,
+        content=iter([json.dumps({"samples": [sample]}).encode()]),
+        headers={"Content-Type": "application/json"},
+    )
+    assert streamed.status_code == 200, streamed.text
+    shown = live.admin("GET", base).json()["telemetry"]
+    assert [(t["samples"], t["data"]["inferences"]) for t in shown] == [(3, 12)]
+    metrics = live.api("GET", "/metrics").text
+    assert 'route="/api/v1/devices/{device_id}/telemetry",status="200"' in metrics

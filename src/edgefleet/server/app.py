@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -25,13 +26,20 @@ from edgefleet.config import Settings
 from edgefleet.rollout.webhooks import deliver_due
 from edgefleet.server import errors
 from edgefleet.server.context import ServerContext
-from edgefleet.server.hotpath import NotModifiedFastPath
+from edgefleet.server.hotpath import DeviceFastPath
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
 from edgefleet.server.routes import device, health, operator, registry, rollouts, tuf
 
 log = logging.getLogger("edgefleet.server")
 
 UPLOAD_PATH = "/api/v1/models"
+
+#: The interpreter's thread switch interval while the server runs (the default is 5 ms).
+#: Every database read of a check-in releases the GIL, and while a background thread
+#: (the rollout controller, the batched writes) computes, the event loop then waits up
+#: to a whole interval to take it back: at a thousand check-ins a second that wait,
+#: not the work, fills the loop. A short interval bounds it (benchmarks/fleet.py).
+SWITCH_INTERVAL_S = 0.0005
 
 
 def ensure_signing(ctx: ServerContext) -> None:
@@ -84,6 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         ctx = ServerContext.open(settings)
         ensure_signing(ctx)
         token_file = ctx.access.bootstrap_admin(settings.home)
@@ -132,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
             webhook_client.close()
             ctx.leadership.release()
             ctx.close()
+            sys.setswitchinterval(switch_interval)
 
     app = FastAPI(
         title="edgefleet",
@@ -150,6 +161,6 @@ def create_app(settings: Settings) -> FastAPI:
         return settings.max_json_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    app.add_middleware(NotModifiedFastPath, state=lambda: app.state)
+    app.add_middleware(DeviceFastPath, state=lambda: app.state, max_body=settings.max_json_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.metrics)
     return app

@@ -105,6 +105,9 @@ class Counters:
     errors: list[str] = field(default_factory=list)
     #: round-trip times of desired-state polls that the server answered (ms)
     checkin_ms: list[float] = field(default_factory=list)
+    #: how late the simulator's event loop woke a 100 ms timer (ms): its own delays,
+    #: which every device-observed round trip includes
+    loop_lag_ms: list[float] = field(default_factory=list)
 
     def count(self, outcome: str) -> None:
         self.requests[outcome] = self.requests.get(outcome, 0) + 1

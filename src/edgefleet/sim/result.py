@@ -110,6 +110,10 @@ class RunResult:
     checkins: int = 0
     checkin_p50_ms: float | None = None
     checkin_p99_ms: float | None = None
+    #: the simulator's own event-loop delay (a 100 ms timer's lateness), to tell the
+    #: simulator's part of the devices' round trips from the server's
+    loop_lag_p50_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
 
     @property
     def passed(self) -> bool:
