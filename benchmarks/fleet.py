@@ -98,13 +98,14 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
             scenario,
             work_dir=work,
             bundle_cache=bundles,
-            target=runner.Target(server=server.url, token=server.token),
+            target=runner.RunTarget(server=server.url, token=server.token),
             say=say,
         )
         ended = time.monotonic()
         cpu = server.cpu_seconds()
         sim_cpu = time.process_time()
-        served = server_checkins(server.url)
+        routes = server_routes(server.url)
+        served = routes.get("GET desired", _quantiles({}))
     finally:
         server.stop()
     (release,) = result.releases
@@ -140,6 +141,10 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         # is this process, not the server.
         "simulator_loop_lag_p50_ms": result.loop_lag_p50_ms,
         "simulator_loop_lag_p99_ms": result.loop_lag_p99_ms,
+        "simulator_pool_waits": result.pool_waits,
+        "simulator_pool_wait_p99_ms": result.pool_wait_p99_ms,
+        # Every device route as the server measured it.
+        "server_routes": routes,
         "requests": result.requests,
         "bytes_transferred": result.bytes_transferred,
         "poll_interval_s": args.poll,
@@ -150,20 +155,28 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
     }
 
 
-def server_checkins(url: str) -> dict[str, Any]:
-    """Check-ins the server answered and their latency quantiles, from its /metrics."""
+def server_routes(url: str) -> dict[str, dict[str, Any]]:
+    """Requests the server answered per device route, with their latency quantiles
+    (the upper edge of the bucket holding each), from its /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    buckets: dict[float, float] = {}
+    buckets: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "edgefleet_http_request_duration_seconds":
             continue
         for sample in family.samples:
             labels = sample.labels
-            if sample.name.endswith("_bucket") and labels.get("route", "").endswith("/desired"):
+            route = labels.get("route", "")
+            if sample.name.endswith("_bucket") and route.startswith("/api/v1/devices/{"):
+                name = f"{labels.get('method')} {route.rsplit('/', 1)[-1]}"
+                edges = buckets.setdefault(name, {})
                 edge = float(labels["le"])
-                buckets[edge] = buckets.get(edge, 0.0) + sample.value
+                edges[edge] = edges.get(edge, 0.0) + sample.value
+    return {name: _quantiles(edges) for name, edges in buckets.items()}
+
+
+def _quantiles(buckets: dict[float, float]) -> dict[str, Any]:
     edges = sorted(buckets)
     count = buckets.get(float("inf"), 0.0)
 

@@ -64,7 +64,7 @@ def sim(
     """Run virtual devices (the real agent core over HTTP) through a scenario's releases."""
     try:
         from edgefleet.sim.report import render_summary, to_json, write_html
-        from edgefleet.sim.runner import Target, run_scenario
+        from edgefleet.sim.runner import RunTarget, run_scenario
         from edgefleet.sim.scenario import builtin_names, load_scenario
     except ImportError as exc:
         raise MissingDependencyError.for_extra("sim", exc.name or "matplotlib") from exc
@@ -83,7 +83,7 @@ def sim(
                 chosen,
                 work_dir=workdir,
                 bundle_cache=cache_dir() / "examples",
-                target=Target(server=REMOTE.server, token=REMOTE.token),
+                target=RunTarget(server=REMOTE.server, token=REMOTE.token),
                 progress=progress,
                 say=say,
             )

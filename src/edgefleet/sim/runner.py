@@ -20,7 +20,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,14 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.progress import NO_PROGRESS, Progress
 from edgefleet.sim.behaviour import BehaviourProfile, measure
 from edgefleet.sim.delivery import SharedDelivery
-from edgefleet.sim.device import CHUNK_BYTES, Connections, DeviceSpec, VirtualDevice, World
+from edgefleet.sim.device import (
+    CHUNK_BYTES,
+    Connections,
+    Counters,
+    DeviceSpec,
+    VirtualDevice,
+    World,
+)
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
@@ -65,7 +72,7 @@ def _quiet(_: str) -> None:
 
 
 @dataclass
-class Target:
+class RunTarget:
     """Where to run: an embedded server (default) or a running one."""
 
     server: str | None = None
@@ -78,7 +85,7 @@ def run_scenario(
     *,
     work_dir: Path,
     bundle_cache: Path | None = None,
-    target: Target | None = None,
+    target: RunTarget | None = None,
     progress: Progress = NO_PROGRESS,
     say: Say = _quiet,
     keep_running: KeepRunning | None = None,
@@ -93,7 +100,7 @@ def run_scenario(
     Raises:
         SimulationError, SimServerError, ScenarioError, MissingDependencyError.
     """
-    target = target or Target()
+    target = target or RunTarget()
     bundles = _bundles(scenario, bundle_cache or work_dir / "bundles", progress)
     say(f"measuring {len(scenario.versions)} model versions in ONNX Runtime")
     models = _measure(scenario, bundles)
@@ -227,8 +234,6 @@ def make_fleet(scenario: Scenario, run_id: str) -> list[DeviceSpec]:
 def _network(profile: NetworkProfile, override: Any) -> NetworkProfile:
     if override is None:
         return profile
-    from dataclasses import replace
-
     return replace(profile, **override.model_dump(exclude_none=True))
 
 
@@ -272,6 +277,16 @@ class _Run:
         self.wall_start = datetime.now(UTC)
         self.run_id = "r" + secrets.token_hex(3)  # a letter first: never read as a number
         self.fleet = fleet_query(self.run_id)
+        # Made when the run plays, inside its event loop.
+        self._world: World | None = None
+        self.devices: list[VirtualDevice] = []
+
+    @property
+    def world(self) -> World:
+        """What the devices of the playing run share."""
+        if self._world is None:
+            raise RuntimeError("the run has not started playing")
+        return self._world
 
     async def play(
         self,
@@ -279,7 +294,8 @@ class _Run:
         keep_running: KeepRunning | None,
     ) -> RunResult:
         scenario = self.scenario
-        connections = Connections()
+        counters = Counters()
+        connections = Connections(queued_ms=counters.pool_wait_ms)
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=30.0)) as http:
             operator = OperatorClient(self.url, self.token, http)
             for version, bundle in self.bundles.items():
@@ -296,8 +312,9 @@ class _Run:
                 telemetry_interval_s=scenario.fleet.telemetry_interval_s,
                 requests_per_s=scenario.fleet.requests_per_s,
                 max_backoff_s=scenario.fleet.max_backoff_s,
+                counters=counters,
             )
-            self.world = world
+            self._world = world
             self.devices = [
                 VirtualDevice(spec, world) for spec in make_fleet(scenario, self.run_id)
             ]
@@ -563,6 +580,8 @@ class _Run:
             checkin_p99_ms=_percentile(counters.checkin_ms, 99),
             loop_lag_p50_ms=_percentile(counters.loop_lag_ms, 50),
             loop_lag_p99_ms=_percentile(counters.loop_lag_ms, 99),
+            pool_waits=len(counters.pool_wait_ms),
+            pool_wait_p99_ms=_percentile(counters.pool_wait_ms, 99),
         )
 
     def _release_result(self, watch: _Watch) -> ReleaseResult:
