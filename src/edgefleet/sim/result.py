@@ -114,10 +114,6 @@ class RunResult:
     #: simulator's part of the devices' round trips from the server's
     loop_lag_p50_ms: float | None = None
     loop_lag_p99_ms: float | None = None
-    #: device API requests that waited for one of the simulator's pooled connections,
-    #: and that wait's p99: the other simulator-side part of the round trips
-    pool_waits: int = 0
-    pool_wait_p99_ms: float | None = None
 
     @property
     def passed(self) -> bool:

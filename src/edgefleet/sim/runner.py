@@ -15,6 +15,7 @@ ends and the devices settle, and checks the scenario's expectations::
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import secrets
@@ -34,14 +35,7 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.progress import NO_PROGRESS, Progress
 from edgefleet.sim.behaviour import BehaviourProfile, measure
 from edgefleet.sim.delivery import SharedDelivery
-from edgefleet.sim.device import (
-    CHUNK_BYTES,
-    Connections,
-    Counters,
-    DeviceSpec,
-    VirtualDevice,
-    World,
-)
+from edgefleet.sim.device import CHUNK_BYTES, Connections, DeviceSpec, VirtualDevice, World
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
@@ -294,8 +288,7 @@ class _Run:
         keep_running: KeepRunning | None,
     ) -> RunResult:
         scenario = self.scenario
-        counters = Counters()
-        connections = Connections(queued_ms=counters.pool_wait_ms)
+        connections = Connections()
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=30.0)) as http:
             operator = OperatorClient(self.url, self.token, http)
             for version, bundle in self.bundles.items():
@@ -312,7 +305,6 @@ class _Run:
                 telemetry_interval_s=scenario.fleet.telemetry_interval_s,
                 requests_per_s=scenario.fleet.requests_per_s,
                 max_backoff_s=scenario.fleet.max_backoff_s,
-                counters=counters,
             )
             self._world = world
             self.devices = [
@@ -324,6 +316,9 @@ class _Run:
             deadline = time.monotonic() + scenario.time_limit_s
             try:
                 await self._enroll(progress, deadline)
+                # The fleet's long-lived objects are made: keep the collector's full
+                # passes, which would walk all of them, from pausing the fleet's loop.
+                gc.freeze()
                 await self._baseline(operator, progress, deadline)
                 for release in scenario.releases:
                     await self._release(operator, release, progress, deadline)
@@ -337,6 +332,7 @@ class _Run:
                 sampler.cancel()
                 lag.cancel()
                 await asyncio.gather(*tasks, sampler, lag, return_exceptions=True)
+                gc.unfreeze()
                 await connections.aclose()
                 delivery.close()
         return result
@@ -580,8 +576,6 @@ class _Run:
             checkin_p99_ms=_percentile(counters.checkin_ms, 99),
             loop_lag_p50_ms=_percentile(counters.loop_lag_ms, 50),
             loop_lag_p99_ms=_percentile(counters.loop_lag_ms, 99),
-            pool_waits=len(counters.pool_wait_ms),
-            pool_wait_p99_ms=_percentile(counters.pool_wait_ms, 99),
         )
 
     def _release_result(self, watch: _Watch) -> ReleaseResult:
