@@ -16,6 +16,8 @@ from edgefleet.access.tokens import Role
 from edgefleet.fleet.domain import (
     DesiredModel,
     DesiredState,
+    EventBatch,
+    EventsAccepted,
     ReportedState,
 )
 from edgefleet.fleet.errors import DeviceExistsError, DeviceNotFoundError, FleetError
@@ -48,6 +50,9 @@ class DeviceRepository(Protocol):
     def set_reported(
         self, row: Any, reported: ReportedState, now: datetime, offline_after: float = 3.0
     ) -> None: ...
+    def add_events(
+        self, device_pk: int, events: Sequence[Any], now: datetime
+    ) -> tuple[int, int, int]: ...
     def events(self, row: Any, limit: int = 50) -> list[Any]: ...
     def recent_telemetry(self, row: Any, limit: int = 12) -> list[Any]: ...
     def summary(self, now: datetime) -> dict[str, Any]: ...
@@ -135,6 +140,14 @@ class FleetService:
             row = self._device(uow, device_id, for_update=True)
             uow.devices.set_reported(row, reported, now, self.offline_after_intervals)
             uow.commit()
+
+    def add_events(self, device_pk: int, batch: EventBatch) -> EventsAccepted:
+        """Store a device's events (by the primary key its credential authenticated)."""
+        now = _now()
+        with self.uow_factory() as uow:
+            accepted, duplicates, last = uow.devices.add_events(device_pk, batch.events, now)
+            uow.commit()
+        return EventsAccepted(accepted=accepted, duplicates=duplicates, last_seq=last)
 
     # -- operator side --------------------------------------------------------------
 

@@ -24,7 +24,6 @@ from edgefleet.signing.repository import TufRepository
 from edgefleet.store.checkin import CheckinReader, CheckinRecorder, ReportWriter
 from edgefleet.store.database import describe_url, make_engine
 from edgefleet.store.devices import to_view
-from edgefleet.store.groupcommit import GroupCommitter
 from edgefleet.store.leader import Leadership
 from edgefleet.store.migrate import ensure_schema
 from edgefleet.store.telemetry import TelemetryWriter
@@ -46,8 +45,6 @@ class ServerContext:
         return cls(settings, engine, make_engine(settings, read_only=True))
 
     def close(self) -> None:
-        if "writes" in self.__dict__:
-            self.writes.close()
         self.engine.dispose()
         self.read_engine.dispose()
 
@@ -108,12 +105,7 @@ class ServerContext:
 
     @cached_property
     def reports(self) -> ReportWriter:
-        return ReportWriter(self.settings.offline_after_intervals)
-
-    @cached_property
-    def writes(self) -> GroupCommitter:
-        """The device requests' short writes, many to a transaction."""
-        return GroupCommitter(self.engine)
+        return ReportWriter(self.read_engine, self.settings.offline_after_intervals)
 
     @cached_property
     def recorder(self) -> CheckinRecorder:

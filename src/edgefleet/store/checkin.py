@@ -136,16 +136,19 @@ class CheckinRecorder:
 class ReportWriter:
     """Stores a reported state in one UPDATE when it carries no attribute changes.
 
-    ``job`` gives the write for the server's group commit (store/groupcommit.py), where
-    the reports of a rollout wave share transactions. Reports that change attributes
-    (which must be merged into the stored ones) take the unit-of-work path instead; see
-    ``FleetService.report``.
+    Give it the hot-path (``read_only``) engine: the single statement needs no
+    transaction around it.
+
+    Reports that change attributes (which must be merged into the stored ones) take the
+    unit-of-work path instead; see ``FleetService.report``.
     """
 
-    def __init__(self, offline_after_intervals: float) -> None:
+    def __init__(self, engine: Engine, offline_after_intervals: float) -> None:
+        self.engine = engine
+        self.where = describe_url(engine)
         self.multiple = offline_after_intervals
 
-    def job(self, row: CheckinRow, reported: ReportedState, now: datetime) -> Any:
+    def write(self, row: CheckinRow, reported: ReportedState, now: datetime) -> None:
         values: dict[str, Any] = {
             "reported": reported.model_dump(mode="json"),
             "reported_at": now,
@@ -156,9 +159,11 @@ class ReportWriter:
             "last_seen_at": now,
             "offline_deadline": now + timedelta(seconds=row.poll_interval_s * self.multiple),
         }
-        statement = update(DeviceRow).where(DeviceRow.id == row.pk).values(**values)
-
-        def write(session: Session) -> None:
-            session.execute(statement)
-
-        return write
+        try:
+            # One statement on the hot-path engine (autocommit on PostgreSQL: one round
+            # trip, no pre-ping; a single-statement transaction on SQLite).
+            with self.engine.connect() as connection:
+                connection.execute(update(DeviceRow).where(DeviceRow.id == row.pk).values(**values))
+                connection.commit()
+        except DBAPIError as exc:
+            raise translate(exc, self.where) from exc

@@ -13,11 +13,9 @@ from edgefleet.fleet.domain import (
     DesiredState,
     DeviceEvent,
     DeviceView,
-    EventsAccepted,
     ReportedState,
     desired_etag,
 )
-from edgefleet.fleet.errors import DeviceNotFoundError
 from edgefleet.fleet.query import Node
 from edgefleet.fleet.versions import version_key
 from edgefleet.store.tables import DeviceEventRow, DeviceRow, TelemetryRow
@@ -166,9 +164,7 @@ class SqlDeviceRepository:
         of one device are stored one after the other.
         """
         locked = select(DeviceRow.last_event_seq).where(DeviceRow.id == device_pk)
-        last = self.session.execute(locked.with_for_update()).scalar_one_or_none()
-        if last is None:
-            raise DeviceNotFoundError("the device was deleted", details={"device_pk": device_pk})
+        last = self.session.execute(locked.with_for_update()).scalar_one()
         seqs = [e.seq for e in events]
         existing = set(
             self.session.scalars(
@@ -305,16 +301,3 @@ def record_checkins(
             "deadlines": [r[2] for r in rows],
         },
     )
-
-
-def events_job(device_pk: int, events: Sequence[DeviceEvent], now: datetime) -> Any:
-    """The storing of a device's events as a group-commit job (store/groupcommit.py).
-
-    Raises (from the job): DeviceNotFoundError when the device was deleted meanwhile.
-    """
-
-    def store(session: Session) -> EventsAccepted:
-        accepted, duplicates, last = SqlDeviceRepository(session).add_events(device_pk, events, now)
-        return EventsAccepted(accepted=accepted, duplicates=duplicates, last_seq=last)
-
-    return store

@@ -25,7 +25,6 @@ from edgefleet.fleet.domain import (
 )
 from edgefleet.fleet.telemetry import to_buckets
 from edgefleet.server.auth import authenticate_device, context
-from edgefleet.store.devices import events_job
 
 router = APIRouter(prefix="/api/v1", tags=["device"])
 
@@ -153,8 +152,9 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
         # Attributes are merged into the stored ones: a read-modify-write transaction.
         await run_in_threadpool(ctx.fleet.report, device_id, body)
     else:
-        # One short UPDATE, group-committed with the other devices' writes.
-        await ctx.writes.run(ctx.reports.job(row, body, datetime.now(UTC)))
+        # One short UPDATE; off the event loop all the same, since on SQLite it waits
+        # for the write lock while a batched write holds it.
+        await run_in_threadpool(ctx.reports.write, row, body, datetime.now(UTC))
     return Accepted()
 
 
@@ -164,12 +164,9 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
     summary="Report update-state transitions (idempotent by sequence number)",
     responses=AUTH_ERRORS,
 )
-async def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
+def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
     row = authenticate_device(request, device_id)
-    # Group-committed with the other devices' writes; answered once stored.
-    job = events_job(row.pk, body.events, datetime.now(UTC))
-    accepted: EventsAccepted = await context(request).writes.run(job)
-    return accepted
+    return context(request).fleet.add_events(row.pk, body)
 
 
 @router.post(
