@@ -133,11 +133,11 @@ class Connections:
     Downloads have a pool of their own: a throttled download holds its connection for
     as long as the device's bandwidth makes it last. The device API pool is bounded
     too, which real devices (one connection each) are not: at 10,000 devices nearly
-    every request waited for one of its 256 connections (p99 51 s) behind reports and
-    events the server took 1-5 s to store, so the devices' check-in latency there is
-    partly this pool's. A pool of 2,048 let through so many concurrent writes that
-    SQLite writers waited past their 5 s busy timeout (enrollments refused and retried,
-    the controller's steps failed and retried) and the run failed.
+    every request waited for one of its 256 connections (p99 51 s) behind slow reports
+    and events, so the devices' check-in latency there is partly this pool's. A pool
+    of 2,048 let through so many concurrent writes that SQLite writers waited past
+    their 5 s busy timeout (enrollments refused and retried, the controller's steps
+    failed and retried) and the run failed.
     """
 
     def __init__(self, api_limit: int = 256, download_limit: int = 256) -> None:
