@@ -24,7 +24,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from edgefleet.access import tokens
 from edgefleet.fleet.domain import TelemetryBatch
-from edgefleet.fleet.telemetry import to_buckets
 from edgefleet.store.checkin import CheckinRow
 
 PREFIX = "/api/v1/devices/"
@@ -138,10 +137,9 @@ class DeviceFastPath:
             batch = _BATCH.validate_json(body)
         except ValidationError:
             return False, replay
-        buckets = to_buckets(batch.samples)
-        state.ctx.telemetry.add(row.pk, buckets)
+        buckets = state.ctx.telemetry.add_samples(row.pk, batch.samples)
         scope["route"] = _TELEMETRY_ROUTE
-        answer = json.dumps({"samples": len(batch.samples), "buckets": len(buckets)}).encode()
+        answer = json.dumps({"samples": len(batch.samples), "buckets": buckets}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -12,6 +12,7 @@ never device state; a failed write keeps everything pending for the next flush.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,8 @@ from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from edgefleet.fleet.telemetry import BucketKey, merge_buckets
+from edgefleet.fleet.domain import TelemetrySample
+from edgefleet.fleet.telemetry import BucketKey, merge_buckets, to_buckets
 from edgefleet.store.devices import utc
 from edgefleet.store.tables import DeviceRow, TelemetryRow
 
@@ -52,6 +54,12 @@ class TelemetryWriter:
             for (bucket, model, version), entry in buckets.items():
                 key = (device_pk, bucket, model, version)
                 self._pending[key] = _combine(self._pending.get(key), entry)
+
+    def add_samples(self, device_pk: int, samples: Iterable[TelemetrySample]) -> int:
+        """Merge a device's batch into its pending buckets; returns how many buckets."""
+        buckets = to_buckets(samples)
+        self.add(device_pk, buckets)
+        return len(buckets)
 
     @property
     def pending(self) -> int:

@@ -23,7 +23,6 @@ from edgefleet.fleet.domain import (
     TelemetryAccepted,
     TelemetryBatch,
 )
-from edgefleet.fleet.telemetry import to_buckets
 from edgefleet.server.auth import authenticate_device, context
 
 router = APIRouter(prefix="/api/v1", tags=["device"])
@@ -181,6 +180,5 @@ async def telemetry(device_id: str, body: TelemetryBatch, request: Request) -> T
     # pending buckets in memory, written with the rest of the second's telemetry in one
     # transaction (store/telemetry.py).
     row = authenticate_device(request, device_id)
-    buckets = to_buckets(body.samples)
-    context(request).telemetry.add(row.pk, buckets)
-    return TelemetryAccepted(samples=len(body.samples), buckets=len(buckets))
+    buckets = context(request).telemetry.add_samples(row.pk, body.samples)
+    return TelemetryAccepted(samples=len(body.samples), buckets=buckets)
