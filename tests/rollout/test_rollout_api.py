@@ -150,6 +150,35 @@ def test_a_version_that_fails_trials_is_stopped_in_wave_one_and_reverted(live: L
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+def test_devices_not_heard_from_yet_are_reverted_to_what_they_were_told_before(
+    live: LiveServer,
+):
+    fleet = Fleet(live, 8, lambda device, version: "rollback" if version == "1.1.0" else "commit")
+    response = live.admin(
+        "POST",
+        "/api/v1/fleet/desired",
+        json={"query": "region:eu-west", "model": "digits", "version": "1.0.0"},
+    )
+    assert response.status_code == 200, response.text
+    # The first wave is chosen before any device has reported what it runs (their first
+    # reports still on their way): the revert has only what they were told to go on.
+    rollout = create(live)
+    deadline = time.monotonic() + 30
+    while live.admin("GET", f"/api/v1/rollouts/{rollout['id']}").json()["devices"] != {
+        "assigned": 2
+    }:
+        assert time.monotonic() < deadline, "the first wave was never assigned"
+        time.sleep(0.05)
+    devices = live.admin("GET", f"/api/v1/rollouts/{rollout['id']}/devices").json()
+    assert [d["previous_version"] for d in devices] == ["1.0.0", "1.0.0"]
+    view = run_until(live, fleet, rollout["id"], lambda v: v["state"] == "aborted")
+    assert view["devices"] == {"reverted": 2}
+    for device_id in fleet.devices:
+        desired = live.admin("GET", f"/api/v1/devices/{device_id}").json()["device"]["desired"]
+        assert desired["model"]["version"] == "1.0.0"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_manual_approval_pause_and_resume(live: LiveServer):
     fleet = Fleet(live, 4, lambda device, version: "commit")
     install_baseline(live, fleet)

@@ -657,7 +657,7 @@ class RolloutService:
                 model = self._resolve(row.model, row.version, hardware)
             except EdgefleetError as exc:
                 undeliverable[str(hardware)] = exc.message
-                uow.rollouts.assign(row.id, row.wave, group, now)
+                uow.rollouts.assign(row.id, row.model, row.wave, group, now)
                 uow.rollouts.set_statuses(row.id, {d.pk: ("failed", exc.code) for d in group}, now)
                 continue
             state = DesiredState(
@@ -668,7 +668,7 @@ class RolloutService:
                 rollout=row.id,
             )
             uow.devices.set_desired_many([d.pk for d in group], state, now)
-            uow.rollouts.assign(row.id, row.wave, group, now)
+            uow.rollouts.assign(row.id, row.model, row.wave, group, now)
         return {
             "assigned": len(chosen),
             "devices": [d.device_id for d in chosen[:20]],

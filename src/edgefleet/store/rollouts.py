@@ -43,7 +43,20 @@ class TargetDevice:
     device_id: str
     hardware: str | None
     timezone: str | None
+    reported_model: str | None
     reported_version: str | None
+    desired_model: str | None
+    desired_version: str | None
+
+    def previous_version(self, model: str) -> str | None:
+        """The version of ``model`` a revert sends the device back to: the one it
+        reported running, else (it has not reported one yet, say its first reports are
+        still on their way) the one it was told to run before."""
+        if self.reported_version is not None and self.reported_model in (None, model):
+            return self.reported_version
+        if self.desired_model == model:
+            return self.desired_version
+        return None
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,10 @@ class SqlRolloutRepository:
             DeviceRow.device_id,
             DeviceRow.hardware,
             DeviceRow.attributes["tz"].as_string(),
+            DeviceRow.reported_model,
             DeviceRow.reported_version,
+            DeviceRow.desired["model"]["name"].as_string(),
+            DeviceRow.desired["model"]["version"].as_string(),
         ).where(compile_query(node, now=now), not_(DeviceRow.id.in_(claimed)))
         if among is not None:
             query = query.where(DeviceRow.id.in_(list(among)))
@@ -125,7 +141,12 @@ class SqlRolloutRepository:
         return set(self.session.scalars(query))
 
     def assign(
-        self, rollout_id: str, wave: int, devices: Sequence[TargetDevice], now: datetime
+        self,
+        rollout_id: str,
+        model: str,
+        wave: int,
+        devices: Sequence[TargetDevice],
+        now: datetime,
     ) -> None:
         if not devices:
             return
@@ -138,7 +159,7 @@ class SqlRolloutRepository:
                     "wave": wave,
                     "status": "assigned",
                     "detail": "",
-                    "previous_version": d.reported_version,
+                    "previous_version": d.previous_version(model),
                     "assigned_at": now,
                     "updated_at": now,
                 }
