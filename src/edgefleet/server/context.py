@@ -105,7 +105,10 @@ class ServerContext:
 
     @cached_property
     def reports(self) -> ReportWriter:
-        return ReportWriter(self.read_engine, self.settings.offline_after_intervals)
+        # PostgreSQL: the autocommit hot-path engine (one round trip). SQLite: the write
+        # engine, so the report queues with the process's other writers.
+        engine = self.read_engine if self.engine.dialect.name == "postgresql" else self.engine
+        return ReportWriter(engine, self.settings.offline_after_intervals)
 
     @cached_property
     def recorder(self) -> CheckinRecorder:

@@ -136,8 +136,9 @@ class CheckinRecorder:
 class ReportWriter:
     """Stores a reported state in one UPDATE when it carries no attribute changes.
 
-    Give it the hot-path (``read_only``) engine: the single statement needs no
-    transaction around it.
+    On PostgreSQL give it the hot-path (``read_only``, autocommit) engine: the single
+    statement needs no transaction around it. On SQLite give it the write engine, where
+    the statement queues with the process's other writers (``store.database``).
 
     Reports that change attributes (which must be merged into the stored ones) take the
     unit-of-work path instead; see ``FleetService.report``.

@@ -3,10 +3,22 @@
 SQLite runs in WAL mode (readers never block the writer) with foreign keys on and a
 busy timeout; PostgreSQL gets a connect timeout and pre-ping. Driver errors are
 translated into ``StoreUnavailableError`` with a message that says what to do.
+
+SQLite has one writer at a time, and its busy timeout is no queue: a waiting writer
+sleeps and retries (up to 100 ms a nap), so among many writer threads the lucky ones
+take the lock again and again while others starve until the timeout says "database is
+locked". Writers of one process therefore queue on a ``WriterGate`` first, and only
+the one at its head asks SQLite for the lock; the busy timeout is left to writers of
+other processes (the CLI beside a running server).
 """
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+from collections import deque
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -68,11 +80,70 @@ def make_engine(settings: Settings, *, read_only: bool = False) -> Engine:
     )
 
 
-def _sqlite_engine(url: URL, settings: Settings, *, immediate: bool) -> Engine:
-    if url.database and url.database != ":memory:":
-        from pathlib import Path
+class WriterGate:
+    """The queue of one process's writers to one SQLite file (see the module).
 
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    First come, first served: a leaving writer hands the gate to the longest waiting
+    one, so a thread that writes again at once cannot barge ahead of the queue.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiting: deque[threading.Lock] = deque()
+
+    def enter(self, timeout_s: float) -> None:
+        """Wait to be the process's writer. Raises ``OperationalError`` ("database is
+        locked", as SQLite says it when its own timeout runs out) after ``timeout_s``."""
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiting.append(turn)
+        started = time.monotonic()
+        if turn.acquire(timeout=max(timeout_s, 0.0)):
+            return  # handed over by the writer before
+        with self._mutex:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+                waited = time.monotonic() - started
+                reason = f"database is locked (waited {waited:.1f} s behind this process's writers)"
+                raise OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(reason))
+        # Handed over just as the wait ran out: the gate is this writer's after all.
+
+    def leave(self) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().release()  # still held: it passes on
+            else:
+                self._held = False
+
+
+_GATES: dict[str, WriterGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def writer_gate(database: str) -> WriterGate:
+    """The process's gate for the SQLite file ``database`` (one per file)."""
+    key = str(Path(database).resolve())
+    with _GATES_LOCK:
+        gate = _GATES.get(key)
+        if gate is None:
+            gate = _GATES[key] = WriterGate(key)
+        return gate
+
+
+#: Key in a pooled connection's ``info``: it holds the writer gate.
+_HOLDS_GATE = "edgefleet_holds_writer_gate"
+
+
+def _sqlite_engine(url: URL, settings: Settings, *, immediate: bool) -> Engine:
+    on_file = bool(url.database) and url.database != ":memory:"
+    if on_file:
+        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
     busy_ms = int(settings.db_busy_timeout_s * 1000)
     engine = create_engine(url, connect_args={"timeout": settings.db_busy_timeout_s})
 
@@ -88,11 +159,33 @@ def _sqlite_engine(url: URL, settings: Settings, *, immediate: bool) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
-    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+    if not immediate:
+
+        @event.listens_for(engine, "begin")
+        def _begin_deferred(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+        return engine
+
+    gate = writer_gate(str(url.database)) if on_file else None
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        # The gate is held from the transaction's start until its connection is back
+        # in the pool (after the commit or rollback); a connection that begins again
+        # while checked out already holds it.
+        info = connection.info
+        if gate is not None and not info.get(_HOLDS_GATE):
+            gate.enter(settings.db_busy_timeout_s)
+            info[_HOLDS_GATE] = True
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    if gate is not None:
+
+        @event.listens_for(engine, "checkin")
+        def _checkin(_dbapi_connection: Any, record: Any) -> None:
+            if record.info.pop(_HOLDS_GATE, False):
+                gate.leave()
 
     return engine
 
