@@ -160,12 +160,19 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
 
 def server_routes(url: str) -> dict[str, dict[str, Any]]:
     """Requests the server answered per device route, with their latency quantiles
-    (the upper edge of the bucket holding each), from its /metrics."""
+    (the upper edge of the bucket holding each), from its /metrics; and, as
+    ``event loop lag``, how late its event loop woke a timer (its lag probes)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
     buckets: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
+        if family.name == "edgefleet_event_loop_lag_seconds":
+            lag = buckets.setdefault("event loop lag", {})
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    lag[float(sample.labels["le"])] = sample.value
+            continue
         if family.name != "edgefleet_http_request_duration_seconds":
             continue
         for sample in family.samples:

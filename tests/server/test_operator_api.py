@@ -2,6 +2,7 @@
 
 import hashlib
 import stat
+import time
 
 import pytest
 
@@ -180,6 +181,14 @@ def test_health_readiness_metrics_and_openapi(live: LiveServer):
     ):
         assert name in metrics, name
     assert 'route="/api/v1/devices/{device_id}/desired"' in metrics
+    # The loop-lag probe wakes every 100 ms from the start.
+    deadline = time.monotonic() + 5
+    while "edgefleet_event_loop_lag_seconds_count 0.0" in metrics or (
+        "edgefleet_event_loop_lag_seconds_count" not in metrics
+    ):
+        assert time.monotonic() < deadline, "the event-loop lag was never measured"
+        time.sleep(0.1)
+        metrics = live.api("GET", "/metrics").text
     spec = live.api("GET", "/openapi.json").json()
     for path, methods in spec["paths"].items():
         for method, operation in methods.items():

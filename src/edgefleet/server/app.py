@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from edgefleet import __version__
 from edgefleet.config import Settings
+from edgefleet.looplag import watch_loop_lag
 from edgefleet.rollout.webhooks import deliver_due
 from edgefleet.server import errors
 from edgefleet.server.context import ServerContext
@@ -125,6 +126,7 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(
                 _every(2.0, lambda: _deliver_webhooks(ctx, webhook_client), "webhooks")
             ),
+            asyncio.create_task(watch_loop_lag(app.state.metrics.loop_lag.observe)),
         ]
         try:
             await asyncio.to_thread(ctx.repository().refresh)

@@ -71,6 +71,13 @@ class ServerMetrics:
         self.enrollments = Counter(
             "edgefleet_enrollments", "Enrollment attempts", ["result"], registry=self.registry
         )
+        self.loop_lag = Histogram(
+            "edgefleet_event_loop_lag_seconds",
+            "How late the server's event loop wakes a 100 ms timer (time a ready request "
+            "waits while the loop runs others)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.artifact_bytes = Counter(
             "edgefleet_artifact_bytes_served", "Bytes of TUF targets served", registry=self.registry
         )

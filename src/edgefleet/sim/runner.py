@@ -32,6 +32,7 @@ import yaml
 
 from edgefleet.agent.statemachine import State
 from edgefleet.errors import EdgefleetError
+from edgefleet.looplag import watch_loop_lag
 from edgefleet.progress import NO_PROGRESS, Progress
 from edgefleet.sim.behaviour import BehaviourProfile, measure
 from edgefleet.sim.delivery import SharedDelivery
@@ -112,15 +113,6 @@ def run_scenario(
         say(f"server on {server.url}")
         run = _Run(scenario, work_dir, server.url, server.token, bundles, models, say)
         return _run_loop(run.play(progress, keep_running))
-
-
-async def _watch_lag(lags: list[float], every_s: float = 0.1) -> None:
-    """Record how late the event loop wakes a timer, until cancelled."""
-    loop = asyncio.get_running_loop()
-    while True:
-        expected = loop.time() + every_s
-        await asyncio.sleep(every_s)
-        lags.append(max(0.0, loop.time() - expected) * 1000)
 
 
 def _run_loop(main: Coroutine[Any, Any, RunResult]) -> RunResult:
@@ -312,7 +304,8 @@ class _Run:
             ]
             tasks = [asyncio.create_task(d.run()) for d in self.devices]
             sampler = asyncio.create_task(self._sample())
-            lag = asyncio.create_task(_watch_lag(world.counters.loop_lag_ms))
+            lags = world.counters.loop_lag_ms
+            lag = asyncio.create_task(watch_loop_lag(lambda s: lags.append(s * 1000)))
             deadline = time.monotonic() + scenario.time_limit_s
             try:
                 await self._enroll(progress, deadline)
