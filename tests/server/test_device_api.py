@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from tests.server.conftest import LiveServer
@@ -209,6 +210,26 @@ def test_reported_state_events_and_telemetry(live: LiveServer):
     summary = live.admin("GET", "/api/v1/fleet/summary").json()
     assert {"model": "digits", "version": "1.0.0", "devices": 1} in summary["by_version"]
     assert summary["by_state"]["COMMITTED"] == 1
+
+
+def test_reports_of_many_devices_at_once_are_all_stored(live: LiveServer):
+    # Reports without attribute changes are written many devices per transaction.
+    devices = [live.enroll(f"cam-{i:02d}") for i in range(12)]
+
+    def report(device, version: str) -> int:
+        device_id, credential, _ = device
+        body = {"agent_state": "COMMITTED", "model": "digits", "version": version}
+        path = f"/api/v1/devices/{device_id}/reported"
+        return live.api("PUT", path, credential, json=body).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        first = list(pool.map(lambda d: report(d, "1.0.0"), devices))
+        second = list(pool.map(lambda d: report(d, "1.1.0"), devices))
+    assert set(first) == set(second) == {200}
+    for device_id, _, _ in devices:
+        shown = live.admin("GET", f"/api/v1/devices/{device_id}").json()["device"]
+        assert shown["reported"]["version"] == "1.1.0", device_id
+        assert shown["agent_state"] == "COMMITTED" and shown["online"] is True
 
 
 def test_targeting_query_errors_point_at_the_position(live: LiveServer):

@@ -11,21 +11,11 @@ from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import TelemetrySample
 from edgefleet.fleet.telemetry import BUCKET, bucket_of, to_buckets
-from edgefleet.store.database import make_engine
 from edgefleet.store.devices import SqlDeviceRepository
-from edgefleet.store.migrate import ensure_schema
 from edgefleet.store.tables import DeviceRow, TelemetryRow
 from edgefleet.store.telemetry import TelemetryWriter
 
 AT = datetime(2026, 11, 30, 12, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(settings):
-    engine = make_engine(settings)
-    ensure_schema(engine, auto_migrate=True)
-    yield engine
-    engine.dispose()
 
 
 def _device(engine, device_id: str) -> int:

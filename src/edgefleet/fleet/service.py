@@ -50,9 +50,9 @@ class DeviceRepository(Protocol):
     def set_reported(
         self, row: Any, reported: ReportedState, now: datetime, offline_after: float = 3.0
     ) -> None: ...
-    def add_events(
-        self, device_pk: int, events: Sequence[Any], now: datetime
-    ) -> tuple[int, int, int]: ...
+    def add_events_many(
+        self, batches: Sequence[tuple[int, Sequence[Any]]], now: datetime
+    ) -> list[tuple[int, int, int] | None]: ...
     def events(self, row: Any, limit: int = 50) -> list[Any]: ...
     def recent_telemetry(self, row: Any, limit: int = 12) -> list[Any]: ...
     def summary(self, now: datetime) -> dict[str, Any]: ...
@@ -141,13 +141,22 @@ class FleetService:
             uow.devices.set_reported(row, reported, now, self.offline_after_intervals)
             uow.commit()
 
-    def add_events(self, device_pk: int, batch: EventBatch) -> EventsAccepted:
-        """Store a device's events (by the primary key its credential authenticated)."""
+    def add_events_many(
+        self, batches: Sequence[tuple[int, EventBatch]]
+    ) -> list[EventsAccepted | DeviceNotFoundError]:
+        """Store the event batches of many devices (idempotent by sequence number; by
+        the primary key each device's credential authenticated) in one transaction: per
+        batch, what was stored, or the error of a device deleted meanwhile."""
         now = _now()
         with self.uow_factory() as uow:
-            accepted, duplicates, last = uow.devices.add_events(device_pk, batch.events, now)
+            stored = uow.devices.add_events_many([(pk, b.events) for pk, b in batches], now)
             uow.commit()
-        return EventsAccepted(accepted=accepted, duplicates=duplicates, last_seq=last)
+        return [
+            EventsAccepted(accepted=r[0], duplicates=r[1], last_seq=r[2])
+            if r is not None
+            else DeviceNotFoundError("the device was deleted", details={"device_pk": pk})
+            for (pk, _), r in zip(batches, stored, strict=True)
+        ]
 
     # -- operator side --------------------------------------------------------------
 

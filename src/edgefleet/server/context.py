@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 
 from sqlalchemy import Engine
@@ -12,16 +14,17 @@ from sqlalchemy.orm import sessionmaker
 from edgefleet.access.service import AccessService
 from edgefleet.config import Settings
 from edgefleet.fleet.desired import choose_variant
-from edgefleet.fleet.domain import DesiredModel
+from edgefleet.fleet.domain import DesiredModel, EventBatch, EventsAccepted, ReportedState
 from edgefleet.fleet.service import FleetService
 from edgefleet.registry.artifacts import LocalArtifactStore
 from edgefleet.registry.service import RegistryService
 from edgefleet.rollout.service import RolloutService
+from edgefleet.server.batching import Batcher
 from edgefleet.signing.errors import KeysMissingError, RepositoryStateError
 from edgefleet.signing.layout import artifact_path
 from edgefleet.signing.publish import Publisher, open_repository
 from edgefleet.signing.repository import TufRepository
-from edgefleet.store.checkin import CheckinReader, CheckinRecorder, ReportWriter
+from edgefleet.store.checkin import CheckinReader, CheckinRecorder, CheckinRow, ReportWriter
 from edgefleet.store.database import describe_url, make_engine
 from edgefleet.store.devices import to_view
 from edgefleet.store.leader import Leadership
@@ -105,10 +108,22 @@ class ServerContext:
 
     @cached_property
     def reports(self) -> ReportWriter:
-        # PostgreSQL: the autocommit hot-path engine (one round trip). SQLite: the write
-        # engine, so the report queues with the process's other writers.
-        engine = self.read_engine if self.engine.dialect.name == "postgresql" else self.engine
-        return ReportWriter(engine, self.settings.offline_after_intervals)
+        return ReportWriter(self.engine, self.settings.offline_after_intervals)
+
+    @cached_property
+    def report_batches(self) -> Batcher[tuple[CheckinRow, ReportedState, datetime], None]:
+        """Reported states without attribute changes, many devices' per transaction."""
+
+        def write(reports: Sequence[tuple[CheckinRow, ReportedState, datetime]]) -> list[None]:
+            self.reports.write_many(reports)
+            return [None] * len(reports)
+
+        return Batcher(write)
+
+    @cached_property
+    def event_batches(self) -> Batcher[tuple[int, EventBatch], EventsAccepted]:
+        """Devices' event batches, many devices' per transaction."""
+        return Batcher(self.fleet.add_events_many)
 
     @cached_property
     def recorder(self) -> CheckinRecorder:

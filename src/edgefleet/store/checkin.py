@@ -12,11 +12,12 @@ check-in (a crash loses at most that second of liveness, never state).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -134,11 +135,8 @@ class CheckinRecorder:
 
 
 class ReportWriter:
-    """Stores a reported state in one UPDATE when it carries no attribute changes.
-
-    On PostgreSQL give it the hot-path (``read_only``, autocommit) engine: the single
-    statement needs no transaction around it. On SQLite give it the write engine, where
-    the statement queues with the process's other writers (``store.database``).
+    """Stores reported states that carry no attribute changes: those of many devices in
+    one transaction, one UPDATE statement run for each (``write_many``).
 
     Reports that change attributes (which must be merged into the stored ones) take the
     unit-of-work path instead; see ``FleetService.report``.
@@ -150,21 +148,49 @@ class ReportWriter:
         self.multiple = offline_after_intervals
 
     def write(self, row: CheckinRow, reported: ReportedState, now: datetime) -> None:
-        values: dict[str, Any] = {
-            "reported": reported.model_dump(mode="json"),
-            "reported_at": now,
-            "reported_model": reported.model,
-            "reported_version": reported.version,
-            "reported_version_key": version_key(reported.version),
-            "agent_state": reported.agent_state,
-            "last_seen_at": now,
-            "offline_deadline": now + timedelta(seconds=row.poll_interval_s * self.multiple),
-        }
+        self.write_many([(row, reported, now)])
+
+    def write_many(self, reports: Sequence[tuple[CheckinRow, ReportedState, datetime]]) -> None:
+        """Store each device's latest report of ``reports`` (in order: a later one of a
+        device wins). Raises StoreUnavailableError, StoreError; then none is stored."""
+        latest: dict[int, dict[str, Any]] = {}
+        for row, reported, now in reports:
+            latest[row.pk] = {
+                "b_pk": row.pk,
+                "reported": reported.model_dump(mode="json"),
+                "reported_at": now,
+                "reported_model": reported.model,
+                "reported_version": reported.version,
+                "reported_version_key": version_key(reported.version),
+                "agent_state": reported.agent_state,
+                "last_seen_at": now,
+                "offline_deadline": now + timedelta(seconds=row.poll_interval_s * self.multiple),
+            }
+        if not latest:
+            return
         try:
-            # One statement on the hot-path engine (autocommit on PostgreSQL: one round
-            # trip, no pre-ping; a single-statement transaction on SQLite).
-            with self.engine.connect() as connection:
-                connection.execute(update(DeviceRow).where(DeviceRow.id == row.pk).values(**values))
-                connection.commit()
+            with self.engine.begin() as connection:
+                connection.execute(_REPORT, list(latest.values()))
         except DBAPIError as exc:
             raise translate(exc, self.where) from exc
+
+
+_REPORT = (
+    update(DeviceRow)
+    .where(DeviceRow.id == bindparam("b_pk"))
+    .values(
+        {
+            column: bindparam(column)
+            for column in (
+                "reported",
+                "reported_at",
+                "reported_model",
+                "reported_version",
+                "reported_version_key",
+                "agent_state",
+                "last_seen_at",
+                "offline_deadline",
+            )
+        }
+    )
+)

@@ -154,54 +154,77 @@ class SqlDeviceRepository:
         apply_identity(row, attributes)
         self.session.flush()
 
-    def add_events(
-        self, device_pk: int, events: Sequence[DeviceEvent], now: datetime
-    ) -> tuple[int, int, int]:
-        """Store events not stored yet; returns (accepted, duplicates, last sequence).
-
-        Plain statements on the device's row and its events (this runs for every batch
-        a fleet sends during a rollout): the device row is locked first, so two batches
-        of one device are stored one after the other.
-        """
-        locked = select(DeviceRow.last_event_seq).where(DeviceRow.id == device_pk)
-        last = self.session.execute(locked.with_for_update()).scalar_one()
-        seqs = [e.seq for e in events]
-        existing = set(
-            self.session.scalars(
-                select(DeviceEventRow.seq).where(
-                    DeviceEventRow.device_pk == device_pk, DeviceEventRow.seq.in_(seqs)
+    def add_events_many(
+        self, batches: Sequence[tuple[int, Sequence[DeviceEvent]]], now: datetime
+    ) -> list[tuple[int, int, int] | None]:
+        """Store events not stored yet, for the batches of many devices (a device may
+        send several): per batch (accepted, duplicates, last sequence), or ``None`` when
+        its device is not enrolled. Five statements whatever the number of batches (this runs for
+        every batch a fleet sends during a rollout): the devices' rows are locked first
+        (in key order, so two writers never wait on each other crosswise), so batches of
+        one device from two server processes are stored one after the other."""
+        pks = sorted({pk for pk, _ in batches})
+        locked = (
+            select(DeviceRow.id, DeviceRow.last_event_seq)
+            .where(DeviceRow.id.in_(pks))
+            .order_by(DeviceRow.id)
+            .with_for_update()
+        )
+        last_seq: dict[int, int] = {}
+        for pk, last in self.session.execute(locked):
+            last_seq[pk] = last
+        wanted = {e.seq for _, events in batches for e in events}
+        stored: set[tuple[int, int]] = {
+            (pk, seq)
+            for pk, seq in self.session.execute(
+                select(DeviceEventRow.device_pk, DeviceEventRow.seq).where(
+                    DeviceEventRow.device_pk.in_(list(last_seq)), DeviceEventRow.seq.in_(wanted)
                 )
             )
-        )
+        }
+        results: list[tuple[int, int, int] | None] = []
         rows: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        for event in sorted(events, key=lambda e: e.seq):
-            if event.seq in existing or event.seq in seen:
+        first_last = dict(last_seq)
+        for pk, events in batches:
+            if pk not in last_seq:
+                results.append(None)
                 continue
-            seen.add(event.seq)
-            rows.append(
-                {
-                    "device_pk": device_pk,
-                    "seq": event.seq,
-                    "kind": event.kind,
-                    "from_state": event.from_state,
-                    "to_state": event.to_state,
-                    "reason": event.reason,
-                    "model": event.model,
-                    "version": event.version,
-                    "details": event.details,
-                    "at": event.at,
-                    "received_at": now,
-                }
-            )
+            accepted = 0
+            for event in sorted(events, key=lambda e: e.seq):
+                if (pk, event.seq) in stored:
+                    continue
+                stored.add((pk, event.seq))
+                accepted += 1
+                last_seq[pk] = max(last_seq[pk], event.seq)
+                rows.append(
+                    {
+                        "device_pk": pk,
+                        "seq": event.seq,
+                        "kind": event.kind,
+                        "from_state": event.from_state,
+                        "to_state": event.to_state,
+                        "reason": event.reason,
+                        "model": event.model,
+                        "version": event.version,
+                        "details": event.details,
+                        "at": event.at,
+                        "received_at": now,
+                    }
+                )
+            results.append((accepted, len(events) - accepted, last_seq[pk]))
         if rows:
             self.session.execute(insert(DeviceEventRow), rows)
-            if max(seen) > last:
-                last = max(seen)
-                self.session.execute(
-                    update(DeviceRow).where(DeviceRow.id == device_pk).values(last_event_seq=last)
-                )
-        return len(rows), len(events) - len(rows), last
+        moved = [
+            {"b_pk": pk, "b_last": last} for pk, last in last_seq.items() if last != first_last[pk]
+        ]
+        if moved:
+            self.session.connection().execute(  # Core executemany, not an ORM bulk update
+                update(DeviceRow)
+                .where(DeviceRow.id == bindparam("b_pk"))
+                .values(last_event_seq=bindparam("b_last")),
+                moved,
+            )
+        return results
 
     def events(self, row: DeviceRow, limit: int = 50) -> list[DeviceEventRow]:
         query = (

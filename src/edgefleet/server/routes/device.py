@@ -151,9 +151,9 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
         # Attributes are merged into the stored ones: a read-modify-write transaction.
         await run_in_threadpool(ctx.fleet.report, device_id, body)
     else:
-        # One short UPDATE; off the event loop all the same, since on SQLite it waits
-        # for the write lock while a batched write holds it.
-        await run_in_threadpool(ctx.reports.write, row, body, datetime.now(UTC))
+        # One row of an UPDATE run for many devices in one transaction, answered once it
+        # committed (server/batching.py).
+        await ctx.report_batches.submit((row, body, datetime.now(UTC)))
     return Accepted()
 
 
@@ -163,9 +163,11 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
     summary="Report update-state transitions (idempotent by sequence number)",
     responses=AUTH_ERRORS,
 )
-def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
+async def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
+    # Stored with other devices' batches in one transaction, answered once it committed
+    # (server/batching.py).
     row = authenticate_device(request, device_id)
-    return context(request).fleet.add_events(row.pk, body)
+    return await context(request).event_batches.submit((row.pk, body))
 
 
 @router.post(
