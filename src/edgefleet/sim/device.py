@@ -125,6 +125,12 @@ class Answer:
         return json.loads(self.body)
 
 
+def api_pool_size(devices: int) -> int:
+    """Connections of the device API pool for a fleet of ``devices``: one for every
+    device of a small fleet, up to 4,096 (the simulator's sockets)."""
+    return max(64, min(devices, 4096))
+
+
 class Connections:
     """The fleet's HTTP connections: aiohttp sessions with bounded pools. The
     simulator spends its CPU on the client side of thousands of requests a second,
@@ -132,12 +138,10 @@ class Connections:
 
     Downloads have a pool of their own: a throttled download holds its connection for
     as long as the device's bandwidth makes it last. The device API pool is bounded
-    too, which real devices (one connection each) are not: at 10,000 devices nearly
-    every request waited for one of its 256 connections (p99 51 s) behind slow reports
-    and events, so the devices' check-in latency there is partly this pool's. A pool
-    of 2,048 let through so many concurrent writes that SQLite writers waited past
-    their 5 s busy timeout (enrollments refused and retried, the controller's steps
-    failed and retried) and the run failed.
+    too, which real devices (one connection each) are not; a device's check-in that
+    waits for a connection behind other devices' reports counts in its latency, so the
+    pool is as large as the fleet up to ``api_pool_size``. (With 256 connections at
+    10,000 devices nearly every request waited for one, p99 51 s.)
     """
 
     def __init__(self, api_limit: int = 256, download_limit: int = 256) -> None:

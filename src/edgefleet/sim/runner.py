@@ -36,7 +36,14 @@ from edgefleet.looplag import watch_loop_lag
 from edgefleet.progress import NO_PROGRESS, Progress
 from edgefleet.sim.behaviour import BehaviourProfile, measure
 from edgefleet.sim.delivery import SharedDelivery
-from edgefleet.sim.device import CHUNK_BYTES, Connections, DeviceSpec, VirtualDevice, World
+from edgefleet.sim.device import (
+    CHUNK_BYTES,
+    Connections,
+    DeviceSpec,
+    VirtualDevice,
+    World,
+    api_pool_size,
+)
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
@@ -280,7 +287,7 @@ class _Run:
         keep_running: KeepRunning | None,
     ) -> RunResult:
         scenario = self.scenario
-        connections = Connections()
+        connections = Connections(api_limit=api_pool_size(scenario.devices))
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=30.0)) as http:
             operator = OperatorClient(self.url, self.token, http)
             for version, bundle in self.bundles.items():
