@@ -86,3 +86,32 @@ def test_network_profiles():
     assert all(two_g.request_delay() >= 0 for _ in range(100))
     with pytest.raises(ValueError, match="loss"):
         NetworkProfile("bad", 0.1, 0.0, 1.5, 1e6)
+
+
+def test_the_operator_client_tries_a_read_again_when_the_connection_drops(monkeypatch):
+    import asyncio
+
+    import httpx
+
+    from edgefleet.sim import server as sim_server
+    from edgefleet.sim.server import OperatorClient, SimServerError
+
+    monkeypatch.setattr(sim_server, "READ_RETRY_DELAYS_S", (0.0, 0.0))
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if len(calls) == 1 or request.method == "POST":
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json={"state": "running"})
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            client = OperatorClient("http://server", "token", http)
+            view = await client.call("GET", "/api/v1/rollouts/ro-1")
+            with pytest.raises(SimServerError, match="cannot reach"):
+                await client.call("POST", "/api/v1/rollouts", json={})
+            return view
+
+    assert asyncio.run(main()) == {"state": "running"}
+    assert calls == ["GET", "GET", "POST"]  # the read once more; the write never twice

@@ -12,7 +12,9 @@ set a desired version, create and watch a rollout::
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -27,6 +29,11 @@ import httpx
 
 from edgefleet.errors import EdgefleetError
 from edgefleet.sim.scenario import ServerSettings
+
+log = logging.getLogger("edgefleet.sim")
+
+#: Waits before trying a read again whose connection failed before an answer.
+READ_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
 
 
 class SimServerError(EdgefleetError):
@@ -174,12 +181,25 @@ class OperatorClient:
             SimServerError: unreachable, or answered with an error.
         """
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
-        try:
-            response = await self.http.request(
-                method, f"{self.url}{path}", headers=headers, **kwargs
-            )
-        except httpx.HTTPError as exc:
-            raise SimServerError(f"{method} {path}: cannot reach {self.url}: {exc}") from exc
+        # A read is tried again when the connection failed before an answer: a busy
+        # server closes an idle keep-alive connection just as the next request goes out
+        # on it ("disconnected without sending a response"). Writes are not.
+        delays = READ_RETRY_DELAYS_S if method == "GET" else ()
+        for delay in (*delays, None):
+            try:
+                response = await self.http.request(
+                    method, f"{self.url}{path}", headers=headers, **kwargs
+                )
+                break
+            except httpx.TransportError as exc:
+                if delay is None:
+                    raise SimServerError(
+                        f"{method} {path}: cannot reach {self.url}: {exc}"
+                    ) from exc
+                log.info("%s %s: %s; trying again in %.1f s", method, path, exc, delay)
+                await asyncio.sleep(delay)
+            except httpx.HTTPError as exc:
+                raise SimServerError(f"{method} {path}: cannot reach {self.url}: {exc}") from exc
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
