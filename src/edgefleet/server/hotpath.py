@@ -62,11 +62,7 @@ class DeviceFastPath:
         device_id = path[len(PREFIX) : -len(suffix)]
         if not device_id or "/" in device_id:
             return None
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value
-                break
+        authorization = _header(scope, b"authorization")
         if authorization is None:
             return None
         scheme, _, token = authorization.decode("latin-1").partition(" ")

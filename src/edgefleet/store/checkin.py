@@ -147,9 +147,6 @@ class ReportWriter:
         self.where = describe_url(engine)
         self.multiple = offline_after_intervals
 
-    def write(self, row: CheckinRow, reported: ReportedState, now: datetime) -> None:
-        self.write_many([(row, reported, now)])
-
     def write_many(self, reports: Sequence[tuple[CheckinRow, ReportedState, datetime]]) -> None:
         """Store each device's latest report of ``reports`` (in order: a later one of a
         device wins). Raises StoreUnavailableError, StoreError; then none is stored."""

@@ -87,8 +87,7 @@ class WriterGate:
     one, so a thread that writes again at once cannot barge ahead of the queue.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._held = False
         self._waiting: deque[threading.Lock] = deque()
@@ -132,7 +131,7 @@ def writer_gate(database: str) -> WriterGate:
     with _GATES_LOCK:
         gate = _GATES.get(key)
         if gate is None:
-            gate = _GATES[key] = WriterGate(key)
+            gate = _GATES[key] = WriterGate()
         return gate
 
 

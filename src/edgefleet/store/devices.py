@@ -159,10 +159,11 @@ class SqlDeviceRepository:
     ) -> list[tuple[int, int, int] | None]:
         """Store events not stored yet, for the batches of many devices (a device may
         send several): per batch (accepted, duplicates, last sequence), or ``None`` when
-        its device is not enrolled. Five statements whatever the number of batches (this runs for
-        every batch a fleet sends during a rollout): the devices' rows are locked first
-        (in key order, so two writers never wait on each other crosswise), so batches of
-        one device from two server processes are stored one after the other."""
+        its device is not enrolled. At most four statements whatever the number of
+        batches (this runs for every batch a fleet sends during a rollout). The devices'
+        rows are locked first, in key order (two writers never wait on each other
+        crosswise), so batches of one device from two server processes are stored one
+        after the other."""
         pks = sorted({pk for pk, _ in batches})
         locked = (
             select(DeviceRow.id, DeviceRow.last_event_seq)
