@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         gt=1,
         description="poll intervals without a check-in before a device is offline",
     )
+    http_keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="how long the server keeps an idle HTTP connection open: longer than "
+        "the devices' poll interval, so a poll reuses its connection (no new TCP or TLS "
+        "handshake each time)",
+    )
     telemetry_retention_hours: int = Field(
         default=48, ge=1, description="how long per-device telemetry buckets are kept"
     )

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import DeviceEvent, ReportedState
-from edgefleet.store.checkin import CheckinRow, ReportWriter
+from edgefleet.store.checkin import CheckinReader, CheckinRow, ReportWriter
 from edgefleet.store.devices import SqlDeviceRepository
 from edgefleet.store.tables import DeviceEventRow, DeviceRow
 from tests.store.test_telemetry_writer import AT, _device
@@ -79,3 +79,34 @@ def test_reported_states_of_many_devices_in_one_write_the_latest_wins(engine):
     assert stored[pks[0]].offline_deadline.replace(tzinfo=UTC) == later + timedelta(seconds=30)
     assert stored[pks[1]].reported_version == "1.0.0" and stored[pks[1]].agent_state == "COMMITTED"
     assert stored[pks[2]].reported_version is None  # not in the batch, untouched
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_thread_s_own_lookup_connection_sees_every_commit(engine, settings):
+    from edgefleet.store.database import make_engine
+
+    reader = CheckinReader(make_engine(settings, read_only=True))
+    try:
+        assert reader.lookup("id-cam-a", own_connection=True) is None
+        pk = _device(engine, "cam-a")  # committed after the connection was made
+        row = reader.lookup("id-cam-a", own_connection=True)
+        assert row is not None and (row.pk, row.device_id) == (pk, "cam-a")
+        with Session(engine) as session, session.begin():
+            session.get(DeviceRow, pk).desired_etag = "e2"  # type: ignore[union-attr]
+        assert reader.lookup("id-cam-a", own_connection=True).desired_etag == "e2"  # type: ignore[union-attr]
+        if engine.dialect.name == "postgresql":
+            # Autocommit, as the pool made it: no transaction left open between reads.
+            assert reader._own.connection.info.transaction_status == 0
+        # Out of the pool: every pooled connection can still be checked out.
+        pool = reader.engine.pool
+        held = [reader.engine.raw_connection() for _ in range(pool.size())]  # type: ignore[attr-defined]
+        assert reader.lookup("id-cam-a").device_id == "cam-a"  # type: ignore[union-attr]
+        for connection in held:
+            connection.close()
+        # A connection that failed is dropped and made again.
+        reader._own.connection.close()
+        assert reader.lookup("id-cam-a", own_connection=True).pk == pk  # type: ignore[union-attr]
+    finally:
+        reader.close()
+        reader.engine.dispose()
+    assert reader._owned == []

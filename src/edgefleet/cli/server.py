@@ -44,6 +44,7 @@ def server(
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.http_keep_alive_s,
         loop="auto",
         http="auto",
     )

@@ -98,6 +98,8 @@ class RolloutService:
         #: How long a rollout's target, as read, serves its ticks (see ``_target``).
         self.membership_refresh_s = membership_refresh_s
         self._targets: dict[str, tuple[int, datetime, list[Any]]] = {}
+        #: The rollout's order of the target as last read (sorted once per read).
+        self._orders: dict[str, tuple[list[Any], list[str]]] = {}
         self.resolve_model = resolve_model
         self.analysis_interval_s = analysis_interval_s
         self.clock = clock
@@ -395,6 +397,7 @@ class RolloutService:
             row = self._get(uow, rollout_id)
             if row.state != RolloutState.RUNNING:
                 self._targets.pop(rollout_id, None)
+                self._orders.pop(rollout_id, None)
                 return Decision(Kind.WAIT)
             spec = RolloutSpec.model_validate(row.spec)
             changes = self._status_changes(uow, row, spec, now)
@@ -409,7 +412,7 @@ class RolloutService:
             wave = spec.waves[row.wave]
             selects = _selection(spec, row.wave)
             devices = self._target(uow, row.id, row.wave, selects, now)
-            order = self._ranked(row.id, [d.device_id for d in devices])
+            order = self._order(row.id, devices)
             wave_members = members(order, wave.percent) if wave.percent is not None else order
             by_id = {d.device_id: d for d in devices}
             assigned = uow.rollouts.assigned(row.id)
@@ -477,6 +480,16 @@ class RolloutService:
         devices: list[Any] = uow.rollouts.target_devices(selects, now, rollout_id)
         self._targets[rollout_id] = (wave, now, devices)
         return devices
+
+    def _order(self, rollout_id: str, devices: list[Any]) -> list[str]:
+        """The rollout's order of ``devices`` (a list ``_target`` returned), sorted
+        once for each time the target is read, not at every step."""
+        cached = self._orders.get(rollout_id)
+        if cached is not None and cached[0] is devices:
+            return cached[1]
+        order = self._ranked(rollout_id, [d.device_id for d in devices])
+        self._orders[rollout_id] = (devices, order)
+        return order
 
     def _ranked(self, rollout_id: str, device_ids: list[str]) -> list[str]:
         """The rollout's order of ``device_ids``, hashing each device once per rollout."""

@@ -48,6 +48,8 @@ class ServerContext:
         return cls(settings, engine, make_engine(settings, read_only=True))
 
     def close(self) -> None:
+        if "checkin" in self.__dict__:
+            self.checkin.close()
         self.engine.dispose()
         self.read_engine.dispose()
 

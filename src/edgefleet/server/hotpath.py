@@ -70,7 +70,8 @@ class DeviceFastPath:
         if parsed is None or parsed.kind != tokens.DEVICE:
             return None
         state = self.state()
-        row = state.ctx.checkin.lookup(parsed.token_id)
+        # This runs on the event loop's thread, which keeps a connection of its own.
+        row = state.ctx.checkin.lookup(parsed.token_id, own_connection=True)
         if (
             row is None
             or row.device_id != device_id

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -78,10 +79,35 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.background = Histogram(
+            "edgefleet_background_task_duration_seconds",
+            "How long one run of a background task took (the rollout controller's step, "
+            "the check-in and telemetry flushes, ...)",
+            ["task"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.artifact_bytes = Counter(
             "edgefleet_artifact_bytes_served", "Bytes of TUF targets served", registry=self.registry
         )
         self.registry.register(FleetCollector(summary))
+        #: (method, route, status) -> the request counter's and histogram's children
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count and time one answered request (``route``: its template)."""
+        if method not in HTTP_METHODS:
+            method = "OTHER"  # a client's made-up method is not a new series
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            # Looked up once per series: ``labels`` costs more than the count itself.
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class MetricsMiddleware:
@@ -111,10 +137,7 @@ class MetricsMiddleware:
             if metrics is not None:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
-                metrics.requests.labels(scope["method"], template, str(status)).inc()
-                metrics.latency.labels(scope["method"], template).observe(
-                    time.perf_counter() - start
-                )
+                metrics.request_done(scope["method"], template, status, time.perf_counter() - start)
 
 
 class BodyLimitMiddleware:

@@ -11,6 +11,7 @@ check-in (a crash loses at most that second of liveness, never state).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,19 +55,34 @@ class CheckinReader:
             f"SELECT {_LOOKUP_COLUMNS} FROM {DeviceRow.__tablename__} "
             f"WHERE credential_id = {marker}"
         )
+        self._own = threading.local()
+        self._owned: list[Any] = []
+        self._owned_lock = threading.Lock()
 
-    def lookup(self, credential_id: str) -> CheckinRow | None:
-        """The device a credential id belongs to. Raises StoreUnavailableError."""
+    def lookup(self, credential_id: str, *, own_connection: bool = False) -> CheckinRow | None:
+        """The device a credential id belongs to. Raises StoreUnavailableError.
+
+        With ``own_connection`` the read goes on a connection this thread keeps for
+        itself, out of the pool: the event loop's check-ins, where checking a pooled
+        connection out and back in cost more than the indexed read. (Only the loop
+        asks for one, so the pool's size still bounds the worker threads.)
+        """
+        dbapi = self.engine.dialect.loaded_dbapi
+        fetch = self._fetch_own if own_connection else self._fetch
+        # A connection the server dropped (restart, idle timeout) has been discarded:
+        # one retry on a fresh one. A kept connection is retried on any driver error
+        # (it is a read; the connection may be what failed).
+        retried = dbapi.Error if own_connection else dbapi.OperationalError
         try:
-            row = self._fetch(credential_id)
-        except self.engine.dialect.loaded_dbapi.OperationalError:
-            # A pooled connection the server dropped (restart, idle timeout): the
-            # pool has discarded it; one retry on a fresh connection.
+            row = fetch(credential_id)
+        except retried:
             try:
-                row = self._fetch(credential_id)
-            except self.engine.dialect.loaded_dbapi.Error as exc:
+                row = fetch(credential_id)
+            except dbapi.Error as exc:
                 raise translate(_wrap(self._lookup_sql, exc), self.where) from exc
-        except self.engine.dialect.loaded_dbapi.Error as exc:
+            except DBAPIError as exc:
+                raise translate(exc, self.where) from exc
+        except dbapi.Error as exc:
             raise translate(_wrap(self._lookup_sql, exc), self.where) from exc
         except DBAPIError as exc:
             raise translate(exc, self.where) from exc
@@ -87,6 +103,42 @@ class CheckinReader:
         finally:
             connection.close()  # back to the pool (or discarded, if invalidated)
         return row
+
+    def _fetch_own(self, credential_id: str) -> Any:
+        connection: Any = getattr(self._own, "connection", None)
+        if connection is None:
+            pooled = self.engine.raw_connection()
+            # Made by the pool (so with its connect-time settings: SQLite's pragmas,
+            # PostgreSQL's autocommit), then taken out of it for good.
+            pooled.detach()
+            connection = self._own.connection = pooled.dbapi_connection
+            with self._owned_lock:
+                self._owned.append(connection)
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self._lookup_sql, (credential_id,))
+            row = cursor.fetchone()
+            cursor.close()
+        except BaseException:
+            self._own.connection = None
+            self._discard(connection)
+            raise
+        return row
+
+    def _discard(self, connection: Any) -> None:
+        with self._owned_lock:
+            if connection in self._owned:
+                self._owned.remove(connection)
+        with contextlib.suppress(Exception):
+            connection.close()
+
+    def close(self) -> None:
+        """Close the connections threads kept for themselves."""
+        with self._owned_lock:
+            owned, self._owned = self._owned, []
+        for connection in owned:
+            with contextlib.suppress(Exception):
+                connection.close()
 
     def desired(self, pk: int) -> tuple[dict[str, Any] | None, str]:
         """A device's desired state and its ETag (read together, so they agree)."""
