@@ -46,6 +46,11 @@ def test_good_release(tmp_path, bundle_cache):
     # Every gate passed on real telemetry at the last look.
     last_wave = [look for look in release.gate_looks if look.wave == 3]
     assert last_wave and {look.verdict for look in last_wave[-6:]} == {"pass"}
+    # The check-ins while the rollout ran are a part of the run's.
+    assert 0 < release.checkins < result.checkins
+    assert release.checkin_p50_ms is not None and release.checkin_p99_ms is not None
+    assert release.checkin_p50_ms <= release.checkin_p99_ms
+    assert release.loop_lag_p99_ms is not None
 
 
 def test_cpu_spike_is_halted_in_the_first_wave(tmp_path, bundle_cache):

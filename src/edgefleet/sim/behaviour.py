@@ -46,6 +46,20 @@ class BehaviourProfile:
     def mean_latency_ms(self) -> float:
         return float(np.mean(self.latencies_ms))
 
+    # As arrays, made once for all the devices that run the model, not from the tuples
+    # on every interval of every device.
+    @cached_property
+    def latency_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.latencies_ms, np.float64)
+
+    @cached_property
+    def class_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.class_shares, np.float64)
+
+    @cached_property
+    def confidence_array(self) -> npt.NDArray[np.float64]:
+        return np.asarray(self.confidence_shares, np.float64)
+
     def scaled(
         self,
         *,
@@ -145,7 +159,7 @@ class VirtualModel:
     @cached_property
     def _latency(self) -> tuple[npt.NDArray[np.float64], float]:
         rng = np.random.default_rng(self.seed)
-        base = np.asarray(self.profile.latencies_ms, np.float64)
+        base = self.profile.latency_array
         latencies = base * self.noise.latency_factor * rng.lognormal(0.0, 0.05, size=base.size)
         counts = np.asarray(bin_counts(latencies, LATENCY_EDGES_MS), np.float64)
         # The CPU a request costs: the measured times less the slowest 1%, which are the
@@ -165,8 +179,8 @@ class VirtualModel:
         # The load of the interval moves every request's latency a little together.
         load = float(rng.lognormal(0.0, 0.02))
         latency_counts = rng.multinomial(served, latency_shares).tolist()
-        confidence_counts = rng.multinomial(served, profile.confidence_shares).tolist()
-        class_counts = rng.multinomial(served, profile.class_shares).tolist()
+        confidence_counts = rng.multinomial(served, profile.confidence_array).tolist()
+        class_counts = rng.multinomial(served, profile.class_array).tolist()
         busy_ms = served * mean_ms * load
         cpu = noise.cpu_base_percent + 100.0 * busy_ms / max(seconds * 1000.0, 1e-9)
         cpu *= float(rng.lognormal(0.0, noise.cpu_jitter))

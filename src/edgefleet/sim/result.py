@@ -79,6 +79,12 @@ class ReleaseResult:
     #: the server's decision log of the rollout as its API returns it, each entry with
     #: ``t`` (seconds since the run started) added
     log: list[dict[str, Any]] = field(default_factory=list)
+    #: desired-state polls answered while the rollout ran, their round trip as the
+    #: devices saw it, and the simulator's own event-loop delay meanwhile
+    checkins: int = 0
+    checkin_p50_ms: float | None = None
+    checkin_p99_ms: float | None = None
+    loop_lag_p99_ms: float | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ ends and the devices settle, and checks the scenario's expectations::
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import logging
 import random
@@ -311,8 +312,7 @@ class _Run:
             ]
             tasks = [asyncio.create_task(d.run()) for d in self.devices]
             sampler = asyncio.create_task(self._sample())
-            lags = world.counters.loop_lag_ms
-            lag = asyncio.create_task(watch_loop_lag(lambda s: lags.append(s * 1000)))
+            lag = asyncio.create_task(watch_loop_lag(self._lagged))
             deadline = time.monotonic() + scenario.time_limit_s
             try:
                 await self._enroll(progress, deadline)
@@ -506,6 +506,11 @@ class _Run:
             moment = moment.replace(tzinfo=UTC)
         return round((moment - self.wall_start).total_seconds(), 3)
 
+    def _lagged(self, seconds: float) -> None:
+        counters = self.world.counters
+        counters.loop_lag_ms.append(seconds * 1000)
+        counters.loop_lag_t.append(self.world.now())
+
     async def _sample(self) -> None:
         while True:
             states: dict[str, int] = {}
@@ -599,6 +604,10 @@ class _Run:
             for (v, revision), count in self.world.counters.rollbacks.items()
             if v == version
         }
+        counters = self.world.counters
+        end = watch.ended_t if watch.ended_t is not None else self.world.now()
+        checkins = _between(counters.checkin_ms, counters.checkin_t, watch.started_t, end)
+        lags = _between(counters.loop_lag_ms, counters.loop_lag_t, watch.started_t, end)
         return ReleaseResult(
             version=version,
             rollout_id=watch.rollout_id,
@@ -616,6 +625,10 @@ class _Run:
             rollbacks_by_revision=rollbacks,
             gate_looks=watch.looks,
             log=watch.log,
+            checkins=len(checkins),
+            checkin_p50_ms=_percentile(checkins, 50),
+            checkin_p99_ms=_percentile(checkins, 99),
+            loop_lag_p99_ms=_percentile(lags, 99),
         )
 
     def _checks(self, watch: _Watch, result: ReleaseResult) -> list[Check]:
@@ -737,6 +750,14 @@ class _Run:
 
 def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _between(values: list[float], times: list[float], start: float, end: float) -> list[float]:
+    """The ``values`` whose ``times`` (in the order they were taken) fall in
+    ``[start, end]``."""
+    first = bisect.bisect_left(times, start)
+    last = bisect.bisect_right(times, end)
+    return values[first:last]
 
 
 def _failed_in_log(reason: str) -> set[str]:
