@@ -116,3 +116,52 @@ def test_a_failed_write_keeps_everything_for_the_next_flush(engine, settings):
     assert writer.flush() == 1
     ((samples, data),) = _stored(engine).values()
     assert (samples, data["inferences"]) == (2, 7)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_writers_extending_one_bucket_each_see_the_other(engine):
+    # Two server processes, say: each remembers what it wrote, and a row the other
+    # changed meanwhile is read again, not overwritten from memory.
+    pk = _device(engine, "cam-a")
+    first, second = TelemetryWriter(engine), TelemetryWriter(engine)
+    for step, writer in enumerate([first, second, first, first, second]):
+        writer.add(pk, to_buckets([_sample(AT + timedelta(seconds=step), 1 + step, 1.0)]))
+        assert writer.flush() == 1
+    ((samples, data),) = _stored(engine).values()
+    assert (samples, data["inferences"]) == (5, 1 + 2 + 3 + 4 + 5)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_extending_its_own_buckets_reads_no_stored_data(engine):
+    from sqlalchemy import event
+
+    a, b = _device(engine, "cam-a"), _device(engine, "cam-b")
+    writer = TelemetryWriter(engine)
+    statements: list[tuple[str, object]] = []
+    event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda _c, _cur, sql, params, *_: statements.append((sql, params)),
+    )
+    writer.add(a, to_buckets([_sample(AT, 1, 1.0)]))
+    writer.add(b, to_buckets([_sample(AT, 1, 1.0)]))
+    writer.flush()  # inserts
+    writer.add(a, to_buckets([_sample(AT, 2, 1.0)]))
+    writer.flush()  # reads a's new row once (inserted rows are not remembered)
+    statements.clear()
+    writer.add(a, to_buckets([_sample(AT, 3, 1.0)]))
+    writer.add(b, to_buckets([_sample(AT, 4, 1.0)]))
+    writer.flush()
+    data_reads = [
+        params
+        for sql, params in statements
+        if sql.lstrip().upper().startswith("SELECT") and "telemetry.data" in sql
+    ]
+    # One row's data read: b's. a's row is as this writer left it.
+    assert len(data_reads) == 1
+    params = data_reads[0]
+    values = list(params.values()) if isinstance(params, dict) else list(params)  # type: ignore[union-attr]
+    assert len(values) == 1
+    stored = _stored(engine)
+    assert stored[(a, bucket_of(AT), "1.0.0")][1]["inferences"] == 6
+    assert stored[(b, bucket_of(AT), "1.0.0")][1]["inferences"] == 5

@@ -138,7 +138,9 @@ class SqlRolloutRepository:
 
     def assigned(self, rollout_id: str) -> set[int]:
         query = select(RolloutDeviceRow.device_pk).where(RolloutDeviceRow.rollout_id == rollout_id)
-        return set(self.session.scalars(query))
+        # Plain rows (the connection, not the session): no ORM result machinery for the
+        # ten thousand keys of a large rollout, read at every controller step.
+        return set(self.session.connection().execute(query).scalars())
 
     def assign(
         self,
@@ -174,7 +176,9 @@ class SqlRolloutRepository:
             RolloutDeviceRow.rollout_id == rollout_id,
             RolloutDeviceRow.status.not_in(FINAL_STATUSES),
         )
-        rows = self.session.execute(
+        # Plain rows, as in ``assigned``: read at every step.
+        connection = self.session.connection()
+        rows = connection.execute(
             select(
                 RolloutDeviceRow.device_pk,
                 RolloutDeviceRow.wave,
@@ -189,7 +193,7 @@ class SqlRolloutRepository:
             .where(open_)
         ).all()
         outcomes: dict[int, tuple[int, str, str]] = {}
-        events = self.session.execute(
+        events = connection.execute(
             select(
                 DeviceEventRow.device_pk,
                 DeviceEventRow.seq,
@@ -317,7 +321,7 @@ class SqlRolloutRepository:
                 _sample(every),
             )
         )
-        return _per_device(self.session.execute(query))
+        return _per_device(self.session.connection().execute(query))
 
     def baseline_telemetry(
         self,
@@ -347,7 +351,7 @@ class SqlRolloutRepository:
                 _sample(every),
             )
         )
-        return _per_device(self.session.execute(query))
+        return _per_device(self.session.connection().execute(query))
 
     # -- decision log ------------------------------------------------------------------
 

@@ -21,16 +21,20 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import TelemetrySample
-from edgefleet.fleet.telemetry import BucketKey, merge_buckets, to_buckets
+from edgefleet.fleet.telemetry import BUCKET, BucketKey, merge_buckets, to_buckets
 from edgefleet.store.devices import utc
 from edgefleet.store.tables import DeviceRow, TelemetryRow
 
 #: (device primary key, bucket start, model, version)
 Key = tuple[int, datetime, str, str]
 Pending = dict[Key, tuple[dict[str, Any], int]]
+#: key -> (row id, data, samples) of stored buckets
+Written = dict[Key, tuple[int, dict[str, Any], int]]
 
 #: Rows per statement when reading the stored buckets a flush extends.
 CHUNK = 500
+#: Buckets a writer remembers as it wrote them (about 2 KB each).
+MAX_REMEMBERED = 200_000
 
 _UPDATE = (
     update(TelemetryRow)
@@ -40,7 +44,15 @@ _UPDATE = (
 
 
 class TelemetryWriter:
-    """Collects telemetry buckets in memory; ``flush`` writes them in one transaction."""
+    """Collects telemetry buckets in memory; ``flush`` writes them in one transaction.
+
+    It also remembers what it last wrote of each device's current buckets. A flush
+    that extends one of those reads only the stored row's sample count, not its data:
+    if the count is still what this writer wrote, nobody else has touched the row and
+    the remembered data is the stored data. (Decoding the stored JSON again was most
+    of a flush's time at 10,000 devices; any other writer, say another server process,
+    changes the count, and then the row's data is read.)
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -48,6 +60,8 @@ class TelemetryWriter:
         self._lock = threading.Lock()
         # One flush at a time: the background loop and a reader may both ask for one.
         self._flushing = threading.Lock()
+        #: key -> (row id, data, samples) as this writer last committed them
+        self._written: Written = {}
 
     def add(self, device_pk: int, buckets: dict[BucketKey, tuple[dict[str, Any], int]]) -> None:
         with self._lock:
@@ -85,21 +99,47 @@ class TelemetryWriter:
                     for key, entry in pending.items():
                         self._pending[key] = _combine(entry, self._pending.get(key))
                 raise
-            return written
+            count, rows = written
+            self._remember(rows)
+            return count
 
-    def _write(self, pending: Pending) -> int:
+    def _write(self, pending: Pending) -> tuple[int, Written]:
         with Session(self.engine) as session, session.begin():
-            return write_buckets(session, pending)
+            return write_buckets(session, pending, self._written)
+
+    def _remember(self, written: Written) -> None:
+        """Keep what was committed, for the current and the previous bucket only."""
+        self._written.update(written)
+        if not written:
+            return
+        newest = max(key[1] for key in written)
+        if len(self._written) > MAX_REMEMBERED or any(
+            key[1] < newest - BUCKET for key in self._written
+        ):
+            self._written = {
+                key: entry for key, entry in self._written.items() if key[1] >= newest - BUCKET
+            }
+            if len(self._written) > MAX_REMEMBERED:
+                self._written.clear()  # more devices than it may hold: read them instead
 
 
-def write_buckets(session: Session, pending: Pending) -> int:
-    """Merge ``pending`` into the stored buckets; buckets of deleted devices are dropped."""
+def write_buckets(
+    session: Session, pending: Pending, known: Written | None = None
+) -> tuple[int, Written]:
+    """Merge ``pending`` into the stored buckets; buckets of deleted devices are dropped.
+
+    ``known``: rows as this process last wrote them, used where the stored sample
+    count still matches (the rows are locked meanwhile: SQLite's write lock, PostgreSQL
+    ``FOR UPDATE``). Returns the updated rows as written (inserted ones are read the
+    next time), with how many buckets were written."""
+    known = known or {}
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
     pks = sorted({key[0] for key in pending})
     buckets = sorted({key[1] for key in pending})
     alive: set[int] = set()
     stored: dict[Key, tuple[int, dict[str, Any], int]] = {}
+    unknown: dict[int, tuple[Key, int]] = {}
     for start in range(0, len(pks), CHUNK):
         chunk = pks[start : start + CHUNK]
         alive.update(connection.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(chunk))))
@@ -109,15 +149,30 @@ def write_buckets(session: Session, pending: Pending) -> int:
             TelemetryRow.bucket,
             TelemetryRow.model,
             TelemetryRow.version,
-            TelemetryRow.data,
             TelemetryRow.samples,
         ).where(TelemetryRow.device_pk.in_(chunk), TelemetryRow.bucket.in_(buckets))
         if postgres:
             query = query.with_for_update()
-        for row_id, pk, bucket, model, version, data, samples in connection.execute(query):
-            stored[(pk, utc(bucket) or bucket, model, version)] = (row_id, data, samples)
+        for row_id, pk, bucket, model, version, samples in connection.execute(query):
+            key = (pk, utc(bucket) or bucket, model, version)
+            if key not in pending:
+                continue  # another model's bucket of the device: not extended now
+            mine = known.get(key)
+            if mine is not None and mine[0] == row_id and mine[2] == samples:
+                stored[key] = mine
+            else:
+                unknown[row_id] = (key, samples)
+    ids = sorted(unknown)
+    for start in range(0, len(ids), CHUNK):
+        query = select(TelemetryRow.id, TelemetryRow.data).where(
+            TelemetryRow.id.in_(ids[start : start + CHUNK])
+        )
+        for row_id, data in connection.execute(query):
+            key, samples = unknown[row_id]
+            stored[key] = (row_id, data, samples)
     updates: list[dict[str, Any]] = []
     inserts: list[dict[str, Any]] = []
+    written: Written = {}
     for key, (data, samples) in pending.items():
         pk, bucket, model, version = key
         if pk not in alive:
@@ -136,14 +191,14 @@ def write_buckets(session: Session, pending: Pending) -> int:
             )
         else:
             row_id, old, count = found
-            updates.append(
-                {"row_id": row_id, "merged": merge_buckets(old, data), "count": count + samples}
-            )
+            merged = merge_buckets(old, data)
+            updates.append({"row_id": row_id, "merged": merged, "count": count + samples})
+            written[key] = (row_id, merged, count + samples)
     if updates:
         connection.execute(_UPDATE, updates)
     if inserts:
         connection.execute(insert(TelemetryRow), inserts)
-    return len(updates) + len(inserts)
+    return len(updates) + len(inserts), written
 
 
 def _combine(
