@@ -154,6 +154,14 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         "simulator_loop_lag_p99_ms": release.loop_lag_p99_ms,
         "run_simulator_loop_lag_p50_ms": result.loop_lag_p50_ms,
         "run_simulator_loop_lag_p99_ms": result.loop_lag_p99_ms,
+        # The devices' check-ins during the rollout, 10 s at a time (t: seconds since
+        # the rollout started): where the slow ones were.
+        "rollout_checkin_windows": [
+            {**w, "t": round(w["t"] - release.started_t, 1)}  # type: ignore[operator]
+            for w in result.checkin_windows
+            if w["t"] is not None
+            and release.started_t - 10 < w["t"] <= (release.ended_t or float("inf"))
+        ],
         # Every device route as the server measured it.
         "server_routes": routes,
         "requests": result.requests,

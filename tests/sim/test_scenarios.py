@@ -51,6 +51,9 @@ def test_good_release(tmp_path, bundle_cache):
     assert release.checkin_p50_ms is not None and release.checkin_p99_ms is not None
     assert release.checkin_p50_ms <= release.checkin_p99_ms
     assert release.loop_lag_p99_ms is not None
+    windows = result.checkin_windows
+    assert sum(w["checkins"] for w in windows) == result.checkins
+    assert [w["t"] for w in windows] == [10.0 * i for i in range(len(windows))]
 
 
 def test_cpu_spike_is_halted_in_the_first_wave(tmp_path, bundle_cache):

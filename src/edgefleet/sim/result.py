@@ -120,6 +120,9 @@ class RunResult:
     #: simulator's part of the devices' round trips from the server's
     loop_lag_p50_ms: float | None = None
     loop_lag_p99_ms: float | None = None
+    #: check-ins over time: one entry per ``CHECKIN_WINDOW_S`` seconds of the run with
+    #: its start ``t``, the count and the p50/p99 round trip as the devices saw it
+    checkin_windows: list[dict[str, float | None]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

@@ -57,6 +57,8 @@ FINAL = frozenset({"succeeded", "aborted", "failed"})
 #: The baseline install's trial: quick, it is the version every device starts from.
 BASELINE_TRIAL = {"min_inferences": 50, "min_seconds": 1.0, "max_latency_p95_ratio": 100.0}
 SAMPLE_EVERY_S = 1.0
+#: The width of the result's check-in latency windows (s).
+CHECKIN_WINDOW_S = 10.0
 WATCH_EVERY_S = 0.5
 
 
@@ -581,6 +583,7 @@ class _Run:
             checkin_p99_ms=_percentile(counters.checkin_ms, 99),
             loop_lag_p50_ms=_percentile(counters.loop_lag_ms, 50),
             loop_lag_p99_ms=_percentile(counters.loop_lag_ms, 99),
+            checkin_windows=_windows(counters.checkin_ms, counters.checkin_t),
         )
 
     def _release_result(self, watch: _Watch) -> ReleaseResult:
@@ -750,6 +753,26 @@ class _Run:
 
 def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def _windows(values: list[float], times: list[float]) -> list[dict[str, float | None]]:
+    """``values`` (taken at ``times``, in order) per ``CHECKIN_WINDOW_S`` window."""
+    if not times:
+        return []
+    windows = []
+    for index in range(int(times[-1] // CHECKIN_WINDOW_S) + 1):
+        start = index * CHECKIN_WINDOW_S
+        first = bisect.bisect_left(times, start)
+        part = values[first : bisect.bisect_left(times, start + CHECKIN_WINDOW_S)]
+        windows.append(
+            {
+                "t": start,
+                "checkins": len(part),
+                "p50_ms": _percentile(part, 50),
+                "p99_ms": _percentile(part, 99),
+            }
+        )
+    return windows
 
 
 def _between(values: list[float], times: list[float], start: float, end: float) -> list[float]:

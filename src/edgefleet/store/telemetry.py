@@ -164,10 +164,10 @@ def write_buckets(
                 unknown[row_id] = (key, samples)
     ids = sorted(unknown)
     for start in range(0, len(ids), CHUNK):
-        query = select(TelemetryRow.id, TelemetryRow.data).where(
+        data_query = select(TelemetryRow.id, TelemetryRow.data).where(
             TelemetryRow.id.in_(ids[start : start + CHUNK])
         )
-        for row_id, data in connection.execute(query):
+        for row_id, data in connection.execute(data_query):
             key, samples = unknown[row_id]
             stored[key] = (row_id, data, samples)
     updates: list[dict[str, Any]] = []
