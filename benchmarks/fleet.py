@@ -17,7 +17,9 @@ devices' figure::
     python benchmarks/fleet.py --devices 2000,5000,10000
     python benchmarks/fleet.py --devices 10000 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
 
-Results go to stdout as a table and to ``benchmarks/results/fleet-<size>.json``.
+Results go to stdout as a table and to ``benchmarks/results/fleet-<size>.json``
+(``fleet-<size>-tick<s>-analysis<s>.json`` with other controller timings, e.g. the
+server's defaults: ``--tick 2 --analysis-interval 30``).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ fleet:
   requests_per_s: 1000
   max_backoff_s: 30
 server:
-  rollout_tick_s: 1.0
-  rollout_analysis_interval_s: 5.0
+  rollout_tick_s: {tick}
+  rollout_analysis_interval_s: {analysis}
 releases:
   - version: 1.1.0
     settle_s: 300
@@ -78,7 +80,13 @@ time_limit_s: 3600
 
 def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str, Any]:
     scenario = parse_scenario(
-        SCENARIO.format(low=args.poll * 0.9, high=args.poll * 1.1, telemetry=args.telemetry),
+        SCENARIO.format(
+            low=args.poll * 0.9,
+            high=args.poll * 1.1,
+            telemetry=args.telemetry,
+            tick=args.tick,
+            analysis=args.analysis_interval,
+        ),
         devices=devices,
     )
     work = Path(tempfile.mkdtemp(prefix=f"edgefleet-fleet-{devices}-"))
@@ -168,6 +176,8 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         "bytes_transferred": result.bytes_transferred,
         "poll_interval_s": args.poll,
         "telemetry_interval_s": args.telemetry,
+        "rollout_tick_s": args.tick,
+        "rollout_analysis_interval_s": args.analysis_interval,
         "database": "postgresql" if args.database_url else "sqlite",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
@@ -230,6 +240,12 @@ def main() -> None:
     parser.add_argument("--devices", default="2000,5000,10000", help="comma-separated sizes")
     parser.add_argument("--poll", type=float, default=10.0, help="poll interval (s)")
     parser.add_argument("--telemetry", type=float, default=30.0, help="telemetry interval (s)")
+    # Time compressed as in the scenarios (10 s bakes): a controller step every second
+    # and a gate analysis every 5 s. The server's own defaults are 2 s and 30 s.
+    parser.add_argument("--tick", type=float, default=1.0, help="controller step (s)")
+    parser.add_argument(
+        "--analysis-interval", type=float, default=5.0, help="least time between analyses (s)"
+    )
     parser.add_argument("--p99-limit-ms", type=float, default=1000.0)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--bundles", type=Path, default=None, help="example bundle cache")
@@ -245,7 +261,10 @@ def main() -> None:
         print(f"fleet of {devices} devices", file=sys.stderr, flush=True)
         row = run_size(devices, args, bundles)
         rows.append(row)
-        (RESULTS / f"fleet-{devices}.json").write_text(json.dumps(row, indent=2) + "\n")
+        name = f"fleet-{devices}"
+        if (args.tick, args.analysis_interval) != (1.0, 5.0):
+            name += f"-tick{args.tick:g}-analysis{args.analysis_interval:g}"
+        (RESULTS / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
         if not row["sustained"]:
             print(f"  {devices} devices not sustained: {row['failed_checks']}", file=sys.stderr)
     header = (
