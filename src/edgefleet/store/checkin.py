@@ -93,15 +93,18 @@ class CheckinReader:
     def _fetch(self, credential_id: str) -> Any:
         connection = self.engine.raw_connection()
         try:
-            cursor = connection.cursor()
-            cursor.execute(self._lookup_sql, (credential_id,))
-            row = cursor.fetchone()
-            cursor.close()
+            return self._read(connection, credential_id)
         except BaseException:
             connection.invalidate()
             raise
         finally:
             connection.close()  # back to the pool (or discarded, if invalidated)
+
+    def _read(self, connection: Any, credential_id: str) -> Any:
+        cursor = connection.cursor()
+        cursor.execute(self._lookup_sql, (credential_id,))
+        row = cursor.fetchone()
+        cursor.close()
         return row
 
     def _fetch_own(self, credential_id: str) -> Any:
@@ -115,15 +118,11 @@ class CheckinReader:
             with self._owned_lock:
                 self._owned.append(connection)
         try:
-            cursor = connection.cursor()
-            cursor.execute(self._lookup_sql, (credential_id,))
-            row = cursor.fetchone()
-            cursor.close()
+            return self._read(connection, credential_id)
         except BaseException:
             self._own.connection = None
             self._discard(connection)
             raise
-        return row
 
     def _discard(self, connection: Any) -> None:
         with self._owned_lock:
