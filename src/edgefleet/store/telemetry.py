@@ -62,6 +62,8 @@ class TelemetryWriter:
         self._flushing = threading.Lock()
         #: key -> (row id, data, samples) as this writer last committed them
         self._written: Written = {}
+        #: the newest bucket remembered (older than the one before it are dropped)
+        self._newest: datetime | None = None
 
     def add(self, device_pk: int, buckets: dict[BucketKey, tuple[dict[str, Any], int]]) -> None:
         with self._lock:
@@ -113,11 +115,13 @@ class TelemetryWriter:
         if not written:
             return
         newest = max(key[1] for key in written)
-        if len(self._written) > MAX_REMEMBERED or any(
-            key[1] < newest - BUCKET for key in self._written
-        ):
+        # Old buckets go when a new one opens (not a walk over all of them each flush).
+        if self._newest is None or newest > self._newest or len(self._written) > MAX_REMEMBERED:
+            self._newest = max(newest, self._newest or newest)
             self._written = {
-                key: entry for key, entry in self._written.items() if key[1] >= newest - BUCKET
+                key: entry
+                for key, entry in self._written.items()
+                if key[1] >= self._newest - BUCKET
             }
             if len(self._written) > MAX_REMEMBERED:
                 self._written.clear()  # more devices than it may hold: read them instead
