@@ -6,7 +6,7 @@ import pytest
 
 from edgefleet.examples.digits import load_split
 from edgefleet.fleet.domain import ModelMetrics
-from edgefleet.sim.behaviour import DeviceNoise, VirtualModel, measure, shares
+from edgefleet.sim.behaviour import DeviceNoise, VirtualModel, measure, measure_together, shares
 from edgefleet.sim.network import PROFILES, Link, NetworkProfile
 
 
@@ -19,10 +19,10 @@ def held_out():
 @pytest.fixture(scope="module")
 def profiles(example_bundles, held_out):
     inputs, _ = held_out
-    return {
-        version: measure(example_bundles[version] / "model-fp32.onnx", inputs, repeats=1)
-        for version in ("1.0.0", "1.1.0")
+    paths = {
+        version: example_bundles[version] / "model-fp32.onnx" for version in ("1.0.0", "1.1.0")
     }
+    return measure_together(paths, inputs, repeats=1)
 
 
 def test_measured_profile_matches_the_model_on_held_out_data(profiles, held_out):
@@ -35,6 +35,17 @@ def test_measured_profile_matches_the_model_on_held_out_data(profiles, held_out)
     assert sum(profile.confidence_shares) == pytest.approx(1.0)
     assert profile.confidence_shares[-1] > 0.5  # mostly confident
     assert profile.error_rate == 0.0 and profile.ram_mb > 0
+
+
+def test_models_measured_together_are_each_their_own(profiles, example_bundles, held_out):
+    inputs, _ = held_out
+    alone = measure(example_bundles["1.0.0"] / "model-fp32.onnx", inputs, repeats=2)
+    assert len(alone.latencies_ms) == 600
+    # Taking turns changes the timing, never what a model answers.
+    assert alone.class_shares == profiles["1.0.0"].class_shares
+    assert alone.confidence_shares == profiles["1.0.0"].confidence_shares
+    assert profiles["1.0.0"].class_shares != profiles["1.1.0"].class_shares
+    assert profiles["1.0.0"].ram_mb < profiles["1.1.0"].ram_mb
 
 
 def test_a_virtual_device_sends_telemetry_shaped_like_the_profile(profiles):

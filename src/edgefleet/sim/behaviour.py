@@ -20,13 +20,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from edgefleet.registry.profile import CONFIDENCE_EDGES, bin_counts
 from edgefleet.runtime.metrics import LATENCY_EDGES_MS
+
+K = TypeVar("K")
 
 #: CPU share (percent of one core) a device spends besides inference.
 IDLE_CPU_PERCENT = 4.0
@@ -93,35 +95,66 @@ def measure(
     Raises:
         ModelLoadError, InferenceError (runtime errors): the model does not run.
     """
+    return measure_together({path: path}, inputs, probabilities=probabilities, repeats=repeats)[
+        path
+    ]
+
+
+def measure_together(
+    paths: Mapping[K, Path],
+    inputs: Mapping[str, npt.NDArray[Any]],
+    *,
+    probabilities: str | None = None,
+    repeats: int = 3,
+) -> dict[K, BehaviourProfile]:
+    """Profile several models on the same ``inputs``, taking turns sample by sample.
+
+    A request to a small model takes tens of microseconds, so whatever else the
+    machine does while one model is measured moves its latency by as much as the
+    difference between two models. Interleaved, every model sees the same machine,
+    and the ratio of their latencies (what the fleet's gates compare) is the models'.
+
+    Raises:
+        ModelLoadError, InferenceError (runtime errors): a model does not run.
+    """
     from edgefleet.runtime.backend import OnnxBackend
     from edgefleet.runtime.runtime import output_roles
 
-    session = OnnxBackend().load(path)
-    probs_name = probabilities or output_roles(session.outputs)[0]
+    backend = OnnxBackend()
+    sessions = {key: backend.load(path) for key, path in paths.items()}
+    names = {
+        key: probabilities or output_roles(session.outputs)[0] for key, session in sessions.items()
+    }
     count = next(iter(inputs.values())).shape[0]
-    latencies: list[float] = []
-    top1: list[int] = []
-    confidence: list[float] = []
-    for _ in range(repeats):
+    latencies: dict[K, list[float]] = {key: [] for key in sessions}
+    top1: dict[K, list[int]] = {key: [] for key in sessions}
+    confidence: dict[K, list[float]] = {key: [] for key in sessions}
+    columns: dict[K, int] = dict.fromkeys(sessions, 1)
+    for repeat in range(repeats):
         for i in range(count):
             feeds = {name: batch[i : i + 1] for name, batch in inputs.items()}
-            start = time.perf_counter()
-            outputs = session.run(feeds)
-            latencies.append((time.perf_counter() - start) * 1000)
-            if probs_name is not None and len(top1) < count:
-                row = np.asarray(outputs[probs_name])[0]
-                top1.append(int(row.argmax()))
-                confidence.append(float(row.max()))
-    # Every class the model can answer counts, also one it never predicts.
-    columns = int(np.asarray(outputs[probs_name]).shape[-1]) if probs_name is not None else 1
-    classes = np.bincount(top1, minlength=columns) if top1 else np.ones(1)
-    conf = np.asarray(bin_counts(confidence, CONFIDENCE_EDGES), np.float64)
-    return BehaviourProfile(
-        latencies_ms=tuple(float(v) for v in latencies),
-        class_shares=tuple(float(c) for c in classes / classes.sum()),
-        confidence_shares=tuple(float(c) for c in conf / max(conf.sum(), 1.0)),
-        ram_mb=path.stat().st_size / 2**20,
-    )
+            for key, session in sessions.items():
+                start = time.perf_counter()
+                outputs = session.run(feeds)
+                latencies[key].append((time.perf_counter() - start) * 1000)
+                probs_name = names[key]
+                if repeat == 0 and probs_name is not None:
+                    row = np.asarray(outputs[probs_name])[0]
+                    top1[key].append(int(row.argmax()))
+                    confidence[key].append(float(row.max()))
+                    # Every class the model can answer counts, also one it never predicts.
+                    columns[key] = int(row.shape[-1])
+    profiles = {}
+    for key, path in paths.items():
+        classes = np.bincount(top1[key], minlength=columns[key]) if top1[key] else np.ones(1)
+        conf = np.asarray(bin_counts(confidence[key], CONFIDENCE_EDGES), np.float64)
+        profiles[key] = BehaviourProfile(
+            latencies_ms=tuple(latencies[key]),
+            class_shares=tuple(float(c) for c in classes / classes.sum()),
+            confidence_shares=tuple(float(c) for c in conf / max(conf.sum(), 1.0)),
+            ram_mb=path.stat().st_size / 2**20,
+        )
+    return profiles
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from edgefleet.agent.statemachine import State
 from edgefleet.errors import EdgefleetError
 from edgefleet.looplag import watch_loop_lag
 from edgefleet.progress import NO_PROGRESS, Progress
-from edgefleet.sim.behaviour import BehaviourProfile, measure
+from edgefleet.sim.behaviour import BehaviourProfile, measure_together
 from edgefleet.sim.delivery import SharedDelivery
 from edgefleet.sim.device import (
     CHUNK_BYTES,
@@ -182,17 +182,19 @@ def traffic_inputs(scenario: Scenario, count: int = 1000) -> np.ndarray:
 def _measure(
     scenario: Scenario, bundles: dict[str, Path]
 ) -> dict[tuple[str, str], BehaviourProfile]:
+    """Every variant of every version, measured together: the gates compare them."""
     inputs = {"X": traffic_inputs(scenario)}
     behaviours = {r.version: r.behaviour for r in scenario.releases}
-    profiles: dict[tuple[str, str], BehaviourProfile] = {}
+    paths: dict[tuple[str, str], Path] = {}
     for version, bundle in bundles.items():
         manifest = yaml.safe_load((bundle / "edgefleet.yaml").read_text())
         for variant in manifest["variants"]:
-            profile = measure(bundle / variant["file"], inputs)
-            behaviour = behaviours.get(version)
-            if behaviour is not None and behaviour.error_rate is not None:
-                profile = profile.scaled(error_rate=behaviour.error_rate)
-            profiles[(version, variant["name"])] = profile
+            paths[(version, variant["name"])] = bundle / variant["file"]
+    profiles = measure_together(paths, inputs)
+    for (version, name), profile in profiles.items():
+        behaviour = behaviours.get(version)
+        if behaviour is not None and behaviour.error_rate is not None:
+            profiles[(version, name)] = profile.scaled(error_rate=behaviour.error_rate)
     return profiles
 
 
