@@ -65,6 +65,14 @@ def test_the_fleet_is_drawn_by_weight_and_is_the_same_for_a_seed():
     assert [d.kind.name for d in other] != [d.kind.name for d in fleet]
 
 
+def test_a_large_fleet_boots_over_time_so_its_enrollment_is_not_one_storm():
+    # 600 devices at 200 a second boot within 3 s: within their poll interval.
+    small = make_fleet(parse_scenario(MINIMAL, devices=600), "r1")
+    assert {d.boot_within_s for d in small} == {3.0}
+    large = make_fleet(parse_scenario(MINIMAL + "fleet: {enroll_per_s: 100}\n", devices=5000), "r1")
+    assert {d.boot_within_s for d in large} == {50.0}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -211,6 +211,9 @@ class DeviceSpec:
     poll_interval_s: float
     seed: int
     run: str
+    #: The device boots (and enrolls) at a random time within this many seconds of the
+    #: start, or within its poll interval when that is longer.
+    boot_within_s: float = 0.0
 
     @property
     def attributes(self) -> dict[str, str | bool]:
@@ -300,7 +303,8 @@ class VirtualDevice:
         world = self.world
         failures = 0
         # Devices do not all boot in the same instant.
-        await self._sleep(self.jitter.uniform(0, self.spec.poll_interval_s))
+        boot = max(self.spec.poll_interval_s, self.spec.boot_within_s)
+        await self._sleep(self.jitter.uniform(0, boot))
         while not world.stopping.is_set():
             try:
                 if not self.enrolled:

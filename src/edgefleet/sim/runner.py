@@ -209,6 +209,7 @@ def make_fleet(scenario: Scenario, run_id: str) -> list[DeviceSpec]:
         for name in fleet.networks
     }
     low, high = fleet.poll_interval_s
+    boot_within = scenario.devices / fleet.enroll_per_s
     devices = []
     for i in range(scenario.devices):
         kind = rng.choices(fleet.kinds, weights=[k.weight for k in fleet.kinds])[0]
@@ -224,6 +225,7 @@ def make_fleet(scenario: Scenario, run_id: str) -> list[DeviceSpec]:
                 poll_interval_s=rng.uniform(low, high),
                 seed=scenario.seed * 1_000_003 + i,
                 run=run_id,
+                boot_within_s=boot_within,
             )
         )
     return devices

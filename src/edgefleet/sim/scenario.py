@@ -121,6 +121,14 @@ class FleetSpec(Body):
         default=1000.0, ge=0, description="inference requests per device per second"
     )
     max_backoff_s: float = Field(default=8.0, gt=0)
+    enroll_per_s: float = Field(
+        default=200.0,
+        gt=0,
+        description=(
+            "devices that boot and enroll per second at the start: the fleet boots over "
+            "devices / enroll_per_s seconds, or over the poll interval when that is longer"
+        ),
+    )
 
     @model_validator(mode="after")
     def _known(self) -> Self:
