@@ -22,7 +22,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -30,7 +29,6 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from yarl import URL
 
 from edgefleet.agent.preconditions import Conditions, unmet
 from edgefleet.agent.statemachine import (
@@ -73,6 +71,7 @@ from edgefleet.signing.errors import DeliveryError
 from edgefleet.signing.policy import DeviceFacts
 from edgefleet.sim.behaviour import BehaviourProfile, DeviceNoise, VirtualModel
 from edgefleet.sim.delivery import SharedDelivery
+from edgefleet.sim.httpclient import Answer, ConnectionPool, HttpError
 from edgefleet.sim.network import Link, NetworkProfile
 from edgefleet.sim.scenario import RUN_ATTRIBUTE, Behaviour, DeviceKind
 
@@ -117,16 +116,8 @@ class Counters:
         self.requests[outcome] = self.requests.get(outcome, 0) + 1
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A server's answer to a virtual device (read whole)."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+#: See ``World.enrolling``.
+ENROLLMENTS_IN_FLIGHT = 16
 
 
 def api_pool_size(devices: int) -> int:
@@ -136,9 +127,8 @@ def api_pool_size(devices: int) -> int:
 
 
 class Connections:
-    """The fleet's HTTP connections: aiohttp sessions with bounded pools. The
-    simulator spends its CPU on the client side of thousands of requests a second,
-    where aiohttp costs a fraction of what an httpx request does.
+    """The fleet's HTTP connections, in bounded pools: the device API's on the
+    simulator's own client (sim/httpclient.py), downloads on aiohttp, which streams them.
 
     Downloads have a pool of their own: a throttled download holds its connection for
     as long as the device's bandwidth makes it last. The device API pool is bounded
@@ -148,34 +138,38 @@ class Connections:
     10,000 devices nearly every request waited for one, p99 51 s.)
     """
 
-    def __init__(self, api_limit: int = 256, download_limit: int = 256) -> None:
+    def __init__(self, base_url: str, api_limit: int = 256, download_limit: int = 256) -> None:
+        self.base_url = base_url
         self.limits = {"api": api_limit, "downloads": download_limit}
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._api: ConnectionPool | None = None
+        self._downloads: aiohttp.ClientSession | None = None
 
     @property
-    def api(self) -> aiohttp.ClientSession:
+    def api(self) -> ConnectionPool:
         """For the device API: enroll, check-ins, reports, events, telemetry."""
-        return self._session("api")
+        # Made on first use, inside the running event loop.
+        if self._api is None:
+            self._api = ConnectionPool(self.base_url, limit=self.limits["api"])
+        return self._api
 
     @property
     def downloads(self) -> aiohttp.ClientSession:
         """For artifact downloads."""
-        return self._session("downloads")
-
-    def _session(self, name: str) -> aiohttp.ClientSession:
-        # Made on first use, inside the running event loop.
-        if name not in self._sessions:
-            self._sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.limits[name], limit_per_host=0),
+        if self._downloads is None:
+            self._downloads = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.limits["downloads"], limit_per_host=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
                 auto_decompress=False,
             )
-        return self._sessions[name]
+        return self._downloads
 
     async def aclose(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+        if self._downloads is not None:
+            await self._downloads.close()
+            self._downloads = None
 
 
 @dataclass
@@ -193,6 +187,14 @@ class World:
     requests_per_s: float
     max_backoff_s: float
     counters: Counters = field(default_factory=Counters)
+    #: Enrollments in flight at once, fleet-wide (as a provisioning line paces them):
+    #: the server does them one transaction each, and ten thousand devices booting
+    #: together queued some for longer than the client waits for an answer. Such a
+    #: device enrolled but never saw its credential (shown once), and its retry found
+    #: the enrollment token used up.
+    enrolling: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(ENROLLMENTS_IN_FLIGHT)
+    )
     started: float = field(default_factory=time.monotonic)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -259,7 +261,7 @@ class VirtualDevice:
         self.telemetry: list[dict[str, Any]] = []
         self.ever_served: set[str] = set()
         self._partials: dict[str, _Partial] = {}
-        self._urls: dict[str, URL] = {}
+        self._paths: dict[str, str] = {}
         self._models: dict[tuple[str, str], VirtualModel] = {}
         self._pending: dict[tuple[str, str], ModelStats] = {}
         self._health: dict[str, float] = {}
@@ -356,7 +358,8 @@ class VirtualDevice:
             "attributes": self.spec.attributes,
             "poll_interval_s": max(1, round(self.spec.poll_interval_s)),
         }
-        response = await self._request("POST", "enroll", json=body, authenticated=False)
+        async with self.world.enrolling:
+            response = await self._request("POST", "enroll", json_body=body, authenticated=False)
         data = response.json()
         self.credential = data["credential"]
         self.world.delivery.configure(
@@ -375,7 +378,7 @@ class VirtualDevice:
         *,
         authenticated: bool = True,
         headers: dict[str, str] | None = None,
-        **kwargs: Any,
+        json_body: Any = None,
     ) -> Answer:
         counters = self.world.counters
         if not self.connected():
@@ -385,24 +388,21 @@ class VirtualDevice:
         if self.link.lost():
             counters.count("lost")
             raise Unreachable("connection reset")
-        url = self._urls.get(route)
-        if url is None:
-            # Parsed once per device and route: aiohttp parses a string URL per request.
-            url = self._urls[route] = URL(
-                f"{self.world.base_url}/api/v1/enroll"
+        path = self._paths.get(route)
+        if path is None:
+            path = self._paths[route] = (
+                "/api/v1/enroll"
                 if route == "enroll"
-                else f"{self.world.base_url}/api/v1/devices/{self.spec.device_id}/{route}"
+                else f"/api/v1/devices/{self.spec.device_id}/{route}"
             )
         all_headers = dict(headers or {})
         if authenticated:
             all_headers["Authorization"] = f"Bearer {self.credential}"
+        body = None if json_body is None else json.dumps(json_body).encode()
         started = time.perf_counter()
         try:
-            async with self.world.connections.api.request(
-                method, url, headers=all_headers, **kwargs
-            ) as response:
-                answer = Answer(response.status, response.headers, await response.read())
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            answer = await self.world.connections.api.request(method, path, all_headers, body)
+        except HttpError as exc:
             counters.count("server_unreachable")
             raise Unreachable(str(exc)) from exc
         if answer.status_code >= 500 or answer.status_code == 429:
@@ -424,15 +424,15 @@ class VirtualDevice:
         """Send queued events (in order), the reported state if it changed, telemetry."""
         while self.events:
             chunk = self.events[:500]
-            await self._request("POST", "events", json={"events": chunk})
+            await self._request("POST", "events", json_body={"events": chunk})
             del self.events[: len(chunk)]
         report = reported_state(self.state)
         if report != self.last_report:
-            await self._request("PUT", "reported", json=report)
+            await self._request("PUT", "reported", json_body=report)
             self.last_report = report
         if self.telemetry:
             batch = self.telemetry[:1000]
-            await self._request("POST", "telemetry", json={"samples": batch})
+            await self._request("POST", "telemetry", json_body={"samples": batch})
             del self.telemetry[: len(batch)]
 
     # -- driving the core -----------------------------------------------------------

@@ -294,7 +294,7 @@ class _Run:
         keep_running: KeepRunning | None,
     ) -> RunResult:
         scenario = self.scenario
-        connections = Connections(api_limit=api_pool_size(scenario.devices))
+        connections = Connections(self.url, api_limit=api_pool_size(scenario.devices))
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=30.0)) as http:
             operator = OperatorClient(self.url, self.token, http)
             for version, bundle in self.bundles.items():
