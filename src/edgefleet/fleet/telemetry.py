@@ -7,8 +7,11 @@ so a bucket costs the same whether the device sent one sample or fifty.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import zip_longest
 from typing import Any
 
 from edgefleet.fleet.domain import HealthSample, ModelMetrics, TelemetrySample
@@ -24,15 +27,26 @@ BucketKey = tuple[datetime, str, str]
 
 def bucket_of(at: datetime) -> datetime:
     """The start of the bucket ``at`` falls in."""
-    seconds = int(BUCKET.total_seconds())
     epoch = int(at.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, tz=at.tzinfo)
+    return _bucket_start(epoch - epoch % _BUCKET_S, at.tzinfo)
+
+
+_BUCKET_S = int(BUCKET.total_seconds())
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_start(epoch: int, tz: tzinfo | None) -> datetime:
+    # The server files every sample of a few minutes under the same few buckets.
+    return datetime.fromtimestamp(epoch, tz=tz)
 
 
 def add_counts(a: list[int], b: list[int]) -> list[int]:
     """Element-wise sum; the shorter list counts as zeros beyond its end."""
-    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
-    return [x + (shorter[i] if i < len(shorter) else 0) for i, x in enumerate(longer)]
+    if len(a) == len(b):  # nearly always: the same histogram's edges
+        return list(map(operator.add, a, b))
+    if not a or not b:  # the first of a bucket
+        return list(a or b)
+    return [x + y for x, y in zip_longest(a, b, fillvalue=0)]
 
 
 def merge(

@@ -94,7 +94,7 @@ class RolloutService:
     ) -> None:
         self.uow_factory = uow_factory
         self.read_uow_factory = read_uow_factory or uow_factory
-        self._ranks: dict[str, dict[str, int]] = {}
+        self._ranks: dict[str, dict[str, tuple[int, str]]] = {}
         #: How long a rollout's target, as read, serves its ticks (see ``_target``).
         self.membership_refresh_s = membership_refresh_s
         self._targets: dict[str, tuple[int, datetime, list[Any]]] = {}
@@ -496,8 +496,10 @@ class RolloutService:
         ranks = self._ranks.setdefault(rollout_id, {})
         for device_id in device_ids:
             if device_id not in ranks:
-                ranks[device_id] = rank(rollout_id, device_id)
-        return sorted(device_ids, key=lambda d: (ranks[d], d))
+                ranks[device_id] = (rank(rollout_id, device_id), device_id)
+        # The sort keys are made once per device, not per sort (a third of the sort's
+        # time at 10,000 devices went to building them).
+        return sorted(device_ids, key=ranks.__getitem__)
 
     # -- the shell's steps -------------------------------------------------------------------
 
