@@ -119,6 +119,25 @@ async def test_a_reused_connection_closed_before_answering_is_tried_again_once()
 
 
 @run
+async def test_a_reused_connection_that_times_out_is_not_tried_again():
+    # The server may be doing the request, only slowly: sending it again would do it
+    # twice.
+    seen = []
+
+    def second_request_never_answered(head, body):
+        seen.append(head)
+        return ok() if len(seen) == 1 else b""
+
+    async with Server(second_request_never_answered) as server:
+        pool = ConnectionPool(server.url, read_timeout_s=0.2)
+        await pool.request("GET", "/a")
+        with pytest.raises(HttpError, match="no answer within"):
+            await pool.request("GET", "/b")
+        await pool.aclose()
+    assert len(seen) == 2 and server.connections == 1
+
+
+@run
 async def test_an_answer_with_connection_close_is_not_kept():
     async with Server(lambda head, body: ok(close=True)) as server:
         pool = ConnectionPool(server.url)

@@ -25,13 +25,13 @@ HEALTH_FIELDS = tuple(HealthSample.model_fields)
 BucketKey = tuple[datetime, str, str]
 
 
+_BUCKET_S = int(BUCKET.total_seconds())
+
+
 def bucket_of(at: datetime) -> datetime:
     """The start of the bucket ``at`` falls in."""
     epoch = int(at.timestamp())
     return _bucket_start(epoch - epoch % _BUCKET_S, at.tzinfo)
-
-
-_BUCKET_S = int(BUCKET.total_seconds())
 
 
 @functools.lru_cache(maxsize=64)

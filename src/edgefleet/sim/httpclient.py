@@ -58,6 +58,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.received = False
+        #: The server closed the connection while a request waited, before sending
+        #: any of the answer (as one does with a connection it kept idle too long).
+        self.dropped = False
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[Answer] | None = None
         self._headers: dict[str, str] = {}
@@ -81,6 +84,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.dropped = self._answer is not None and not self.received
         self._fail(HttpError(f"connection closed: {exc}" if exc else "connection closed"))
 
     # -- httptools callbacks --------------------------------------------------------------
@@ -178,8 +182,8 @@ class ConnectionPool:
                 try:
                     return await self._exchange(connection, request)
                 except HttpError:
-                    if connection.received:
-                        raise
+                    if not connection.dropped:
+                        raise  # timed out, malformed, or cut mid-answer: maybe done
                     # Closed by the server while idle, before it read the request.
             return await self._exchange(await self._connect(), request)
 

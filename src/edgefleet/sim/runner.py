@@ -532,7 +532,7 @@ class _Run:
                 agent = device.state
                 state = names[agent.state] if device.connected() else "OFFLINE"
                 states[state] = states.get(state, 0) + 1
-                content = agent.slots.get(agent.active) if agent.active else None
+                content = agent.active_content
                 version = content.version if content else "none"
                 versions[version] = versions.get(version, 0) + 1
             watch = self.current
