@@ -321,3 +321,21 @@ def test_telemetry_answered_before_the_framework_falls_back_on_anything_unusual(
     assert [(t["samples"], t["data"]["inferences"]) for t in shown] == [(3, 12)]
     metrics = live.api("GET", "/metrics").text
     assert 'route="/api/v1/devices/{device_id}/telemetry",status="200"' in metrics
+
+
+def test_answers_before_the_framework_are_counted_and_timed_like_the_routes(live: LiveServer):
+    device_id, credential, _ = live.enroll()
+    base = f"/api/v1/devices/{device_id}"
+    etag = live.api("GET", f"{base}/desired", credential).headers["etag"]
+    for _ in range(3):
+        polled = live.api("GET", f"{base}/desired", credential, headers={"If-None-Match": etag})
+        assert polled.status_code == 304
+    sample = {"at": "2026-11-21T00:00:00Z"}
+    assert live.api("POST", f"{base}/telemetry", credential, json={"samples": [sample]}).is_success
+    metrics = live.api("GET", "/metrics").text
+    desired = 'method="GET",route="/api/v1/devices/{device_id}/desired"'
+    assert f"edgefleet_http_requests_total{{{desired},status=\"304\"}} 3.0" in metrics
+    assert f"edgefleet_http_request_duration_seconds_count{{{desired}}} 4.0" in metrics
+    assert 'edgefleet_checkins_total{result="not_modified"} 3.0' in metrics
+    telemetry = 'method="POST",route="/api/v1/devices/{device_id}/telemetry",status="200"'
+    assert f"edgefleet_http_requests_total{{{telemetry}}} 1.0" in metrics

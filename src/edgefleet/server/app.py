@@ -29,7 +29,7 @@ from edgefleet.looplag import watch_loop_lag
 from edgefleet.rollout.webhooks import deliver_due
 from edgefleet.server import errors
 from edgefleet.server.context import ServerContext
-from edgefleet.server.hotpath import DeviceFastPath
+from edgefleet.server.hotpath import DeviceFastPath, EdgefleetApp
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
 from edgefleet.server.routes import device, health, operator, registry, rollouts, tuf
 
@@ -123,7 +123,7 @@ def _placeholder(name: str) -> bool:
     return "Proxy" in name or name.startswith("NoOp")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> EdgefleetApp:
     """The edgefleet server as an ASGI application."""
 
     @asynccontextmanager
@@ -184,7 +184,7 @@ def create_app(settings: Settings) -> FastAPI:
             ctx.close()
             sys.setswitchinterval(switch_interval)
 
-    app = FastAPI(
+    app = EdgefleetApp(
         title="edgefleet",
         version=__version__,
         description="Control plane: model registry, signed delivery, device fleet.",
@@ -202,6 +202,6 @@ def create_app(settings: Settings) -> FastAPI:
         return settings.max_json_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
-    app.add_middleware(DeviceFastPath, state=lambda: app.state, max_body=settings.max_json_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.metrics)
+    app.fast_path = DeviceFastPath(state=lambda: app.state, max_body=settings.max_json_bytes)
     return app

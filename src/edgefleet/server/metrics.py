@@ -69,6 +69,7 @@ class ServerMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.not_modified = self.checkins.labels("not_modified")
         self.enrollments = Counter(
             "edgefleet_enrollments", "Enrollment attempts", ["result"], registry=self.registry
         )

@@ -126,7 +126,7 @@ async def desired(device_id: str, request: Request, response: Response) -> Any:
     metrics = request.app.state.metrics
     tag = f'"{row.desired_etag}"'
     if request.headers.get("if-none-match") in (tag, row.desired_etag, f"W/{tag}"):
-        metrics.checkins.labels("not_modified").inc()
+        metrics.not_modified.inc()
         return Response(status_code=304, headers={"ETag": tag})
     state, etag = ctx.checkin.desired(row.pk)
     metrics.checkins.labels("changed").inc()
