@@ -334,7 +334,7 @@ def test_answers_before_the_framework_are_counted_and_timed_like_the_routes(live
     assert live.api("POST", f"{base}/telemetry", credential, json={"samples": [sample]}).is_success
     metrics = live.api("GET", "/metrics").text
     desired = 'method="GET",route="/api/v1/devices/{device_id}/desired"'
-    assert f"edgefleet_http_requests_total{{{desired},status=\"304\"}} 3.0" in metrics
+    assert f'edgefleet_http_requests_total{{{desired},status="304"}} 3.0' in metrics
     assert f"edgefleet_http_request_duration_seconds_count{{{desired}}} 4.0" in metrics
     assert 'edgefleet_checkins_total{result="not_modified"} 3.0' in metrics
     telemetry = 'method="POST",route="/api/v1/devices/{device_id}/telemetry",status="200"'
