@@ -3,7 +3,8 @@
 For each fleet size, starts ``edgefleet server`` in its own process (embedded SQLite,
 or PostgreSQL with ``--database-url``), runs that many virtual devices (the real agent
 core over HTTP, in this process) polling every ``--poll`` seconds, installs digits
-1.0.0 everywhere and rolls 1.1.0 out to 100% of the fleet in five waves. A size is
+1.0.0 everywhere and rolls 1.1.0 out to 100% of the fleet in five waves, assigning at
+most ``--assign-per-minute`` devices a minute (pro rata over any 10 s). A size is
 *sustained* when the rollout succeeds with every device COMMITTED, no virtual device
 failed and the p99 of check-ins (desired-state polls) as the devices saw it stays
 under ``--p99-limit-ms`` while the rollout runs.
@@ -59,6 +60,7 @@ releases:
   - version: 1.1.0
     settle_s: 300
     rollout:
+      rate: {{max_assign_per_minute: {per_minute}}}
       waves:
         - {{percent: 1, bake_s: 10, device_timeout_s: 300}}
         - {{percent: 5, bake_s: 10, device_timeout_s: 300}}
@@ -86,6 +88,7 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
             telemetry=args.telemetry,
             tick=args.tick,
             analysis=args.analysis_interval,
+            per_minute=args.assign_per_minute,
         ),
         devices=devices,
     )
@@ -178,6 +181,7 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
         "telemetry_interval_s": args.telemetry,
         "rollout_tick_s": args.tick,
         "rollout_analysis_interval_s": args.analysis_interval,
+        "max_assign_per_minute": args.assign_per_minute,
         "database": "postgresql" if args.database_url else "sqlite",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
@@ -245,6 +249,12 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=1.0, help="controller step (s)")
     parser.add_argument(
         "--analysis-interval", type=float, default=5.0, help="least time between analyses (s)"
+    )
+    parser.add_argument(
+        "--assign-per-minute",
+        type=int,
+        default=6000,
+        help="the rollout's max_assign_per_minute (pro rata over any 10 s: 1,000)",
     )
     parser.add_argument("--p99-limit-ms", type=float, default=1000.0)
     parser.add_argument("--database-url", default=None)

@@ -257,6 +257,14 @@ def test_rate_limits_and_schedule_hold_assignments_back(live: LiveServer):
     view = run_until(live, fleet, rid, lambda v: v["state"] == "succeeded")
     assert view["devices"] == {"committed": 8}
 
+    # A per-minute rate holds pro rata over any 10 s: 30 a minute is 5 in 10 s.
+    paced = create(live, version="1.0.0", waves=one_wave, rate={"max_assign_per_minute": 30})
+    time.sleep(1.0)
+    view = live.admin("GET", f"/api/v1/rollouts/{paced['id']}").json()
+    assert view["devices"] == {"assigned": 5}
+    view = run_until(live, fleet, paced["id"], lambda v: v["state"] == "succeeded")
+    assert view["devices"] == {"committed": 8}
+
     later = {"start_at": "2099-01-01T00:00:00Z"}
     scheduled = create(live, version="1.0.0", waves=one_wave, schedule=later)
     time.sleep(0.5)

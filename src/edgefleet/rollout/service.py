@@ -46,6 +46,9 @@ from edgefleet.rollout.waves import members, rank
 
 #: How long a resolved artifact (or the error resolving it) is reused.
 RESOLVE_TTL_S = 10.0
+#: ``max_assign_per_minute`` also holds, pro rata, over any window this long: a rate of
+#: 6,000 a minute assigns at most 1,000 in 10 s, not a wave of 6,000 in one step.
+RATE_SMOOTHING_S = 10
 ModelResolver = Callable[[str, str, str | None], DesiredModel]
 #: Called with (event, payload) after a state change or a gate failure is committed.
 Notifier = Callable[[str, dict[str, Any]], None]
@@ -537,9 +540,15 @@ class RolloutService:
         if any(_aware(b.start) <= now < _aware(b.end) for b in schedule.blackouts):
             return 0
         allowed = 1 << 30
-        if spec.rate.max_assign_per_minute is not None:
+        per_minute = spec.rate.max_assign_per_minute
+        if per_minute is not None:
             recent = uow.rollouts.assigned_since(rollout_id, now - timedelta(seconds=60))
-            allowed = min(allowed, max(0, spec.rate.max_assign_per_minute - recent))
+            allowed = min(allowed, max(0, per_minute - recent))
+            burst = -(-per_minute * RATE_SMOOTHING_S // 60)  # rounded up: at least 1
+            lately = uow.rollouts.assigned_since(
+                rollout_id, now - timedelta(seconds=RATE_SMOOTHING_S)
+            )
+            allowed = min(allowed, max(0, burst - lately))
         if spec.rate.max_concurrent_downloads is not None:
             in_flight = counts.get(DeviceStatus.ASSIGNED, 0) + counts.get(
                 DeviceStatus.DOWNLOADING, 0
