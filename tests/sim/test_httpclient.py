@@ -24,8 +24,9 @@ class Server:
     """An HTTP/1.1 server on a free port that answers each request with
     ``answer(request_head, body)`` (raw bytes; ``None``: close without answering)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, delay_s: float = 0.0):
         self.answer = answer
+        self.delay_s = delay_s
         self.connections = 0
         self.requests: list[bytes] = []
         self.writers: list[asyncio.StreamWriter] = []
@@ -54,6 +55,7 @@ class Server:
                         length = int(line.split(b":")[1])
                 body = await reader.readexactly(length) if length else b""
                 self.requests.append(head + body)
+                await asyncio.sleep(self.delay_s)
                 answer = self.answer(head, body)
                 if answer is None:
                     writer.close()
@@ -213,3 +215,14 @@ async def test_the_pool_bounds_its_connections():
 def test_only_http_urls():
     with pytest.raises(ValueError, match="not an http"):
         ConnectionPool("ftp://example.com")
+
+
+@run
+async def test_the_time_a_request_waited_for_a_connection_is_told_apart():
+    async with Server(lambda head, body: ok(), delay_s=0.2) as server:
+        pool = ConnectionPool(server.url, limit=1)
+        first, second = await asyncio.gather(pool.request("GET", "/a"), pool.request("GET", "/b"))
+        await pool.aclose()
+    assert first.queued_s == 0.0  # it found the connection free
+    assert second.queued_s >= 0.15  # it waited for the first answer
+    assert pool.waited == 1 and server.connections == 1

@@ -107,6 +107,8 @@ class Counters:
     #: when each ended (``World.now``)
     checkin_ms: list[float] = field(default_factory=list)
     checkin_t: list[float] = field(default_factory=list)
+    #: of each check-in, the part of ``checkin_ms`` it waited for a pool connection
+    checkin_queued_ms: list[float] = field(default_factory=list)
     #: how late the simulator's event loop woke a 100 ms timer (ms): its own delays,
     #: which every device-observed round trip includes; and when
     loop_lag_ms: list[float] = field(default_factory=list)
@@ -418,6 +420,7 @@ class VirtualDevice:
         if route == "desired":
             counters.checkin_ms.append((time.perf_counter() - started) * 1000)
             counters.checkin_t.append(self.world.now())
+            counters.checkin_queued_ms.append(answer.queued_s * 1000)
         return answer
 
     async def flush(self) -> None:

@@ -25,8 +25,10 @@ aiohttp.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -46,6 +48,8 @@ class Answer:
     status_code: int
     headers: Mapping[str, str]
     body: bytes
+    #: seconds the request waited for a free connection of the pool before it was sent
+    queued_s: float = 0.0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -158,6 +162,8 @@ class ConnectionPool:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._slots = asyncio.Semaphore(limit)
+        #: Requests that found every connection busy and waited for one.
+        self.waited = 0
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
 
@@ -176,16 +182,25 @@ class ConnectionPool:
                 malformed answer).
         """
         request = self._encode(method, path, headers, body, content_type)
+        waits = self._slots.locked()
+        queued = time.perf_counter() if waits else 0.0
+        if waits:
+            self.waited += 1
         async with self._slots:
+            if waits:
+                queued = time.perf_counter() - queued
             connection = self._reused()
+            answer: Answer | None = None
             if connection is not None:
                 try:
-                    return await self._exchange(connection, request)
+                    answer = await self._exchange(connection, request)
                 except HttpError:
                     if not connection.dropped:
                         raise  # timed out, malformed, or cut mid-answer: maybe done
                     # Closed by the server while idle, before it read the request.
-            return await self._exchange(await self._connect(), request)
+            if answer is None:
+                answer = await self._exchange(await self._connect(), request)
+        return dataclasses.replace(answer, queued_s=queued) if waits else answer
 
     async def aclose(self) -> None:
         for connection in list(self._open):

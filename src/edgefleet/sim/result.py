@@ -121,7 +121,8 @@ class RunResult:
     loop_lag_p50_ms: float | None = None
     loop_lag_p99_ms: float | None = None
     #: check-ins over time: one entry per ``CHECKIN_WINDOW_S`` seconds of the run with
-    #: its start ``t``, the count and the p50/p99 round trip as the devices saw it
+    #: its start ``t``, the count, the p50/p99 round trip as the devices saw it and the
+    #: p99 of the part of it spent waiting for a connection of the simulator's pool
     checkin_windows: list[dict[str, float | None]] = field(default_factory=list)
 
     @property

@@ -596,7 +596,9 @@ class _Run:
             checkin_p99_ms=_percentile(counters.checkin_ms, 99),
             loop_lag_p50_ms=_percentile(counters.loop_lag_ms, 50),
             loop_lag_p99_ms=_percentile(counters.loop_lag_ms, 99),
-            checkin_windows=_windows(counters.checkin_ms, counters.checkin_t),
+            checkin_windows=_windows(
+                counters.checkin_ms, counters.checkin_t, counters.checkin_queued_ms
+            ),
         )
 
     def _release_result(self, watch: _Watch) -> ReleaseResult:
@@ -768,21 +770,26 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
 
-def _windows(values: list[float], times: list[float]) -> list[dict[str, float | None]]:
-    """``values`` (taken at ``times``, in order) per ``CHECKIN_WINDOW_S`` window."""
+def _windows(
+    values: list[float], times: list[float], queued: list[float]
+) -> list[dict[str, float | None]]:
+    """``values`` (taken at ``times``, in order) per ``CHECKIN_WINDOW_S`` window, with
+    the p99 of the part of them ``queued`` (waiting for a connection of the pool)."""
     if not times:
         return []
     windows = []
     for index in range(int(times[-1] // CHECKIN_WINDOW_S) + 1):
         start = index * CHECKIN_WINDOW_S
         first = bisect.bisect_left(times, start)
-        part = values[first : bisect.bisect_left(times, start + CHECKIN_WINDOW_S)]
+        last = bisect.bisect_left(times, start + CHECKIN_WINDOW_S)
+        part = values[first:last]
         windows.append(
             {
                 "t": start,
                 "checkins": len(part),
                 "p50_ms": _percentile(part, 50),
                 "p99_ms": _percentile(part, 99),
+                "queued_p99_ms": _percentile(queued[first:last], 99),
             }
         )
     return windows
