@@ -139,8 +139,15 @@ def describe_enrollment(row: EnrollmentRecord) -> dict[str, Any]:
 class AccessService:
     """Keys, tokens and the audit log over a unit of work."""
 
-    def __init__(self, uow_factory: Callable[[], AccessUnitOfWork]) -> None:
+    def __init__(
+        self,
+        uow_factory: Callable[[], AccessUnitOfWork],
+        read_uow_factory: Callable[[], AccessUnitOfWork] | None = None,
+    ) -> None:
         self.uow_factory = uow_factory
+        #: For reads that need no write lock (authentication): the server's lock-free
+        #: reader, so an operator's request never queues behind the process's writers.
+        self.read_uow_factory = read_uow_factory or uow_factory
 
     def create_api_key(self, role: Role, name: str, *, actor: Operator | None) -> NewSecret:
         """Issue an operator key. Only an admin may create admin keys.
@@ -261,7 +268,7 @@ class AccessService:
             raise UnauthenticatedError(
                 "an operator API key is required (Authorization: Bearer efk_...)"
             )
-        with self.uow_factory() as uow:
+        with self.read_uow_factory() as uow:
             row = uow.access.api_key(parsed.token_id)
             if (
                 row is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from fastapi import Depends, Request
 
@@ -25,10 +25,13 @@ def bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def operator(role: Role) -> Callable[[Request], Awaitable[Operator]]:
-    """A dependency that admits operators holding at least ``role``."""
+def operator(role: Role) -> Callable[[Request], Operator]:
+    """A dependency that admits operators holding at least ``role``.
 
-    async def dependency(request: Request) -> Operator:
+    It reads the database, so it is a plain function: FastAPI runs it on a worker
+    thread, never on the event loop, which serves every device meanwhile."""
+
+    def dependency(request: Request) -> Operator:
         found = context(request).access.authenticate_operator(bearer(request))
         found.require(role)
         return found

@@ -78,7 +78,7 @@ class ServerContext:
 
     @cached_property
     def access(self) -> AccessService:
-        return AccessService(self.uow)
+        return AccessService(self.uow, self.read_uow)
 
     @cached_property
     def fleet(self) -> FleetService:

@@ -9,14 +9,16 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from edgefleet.access.service import Operator
 from edgefleet.registry.compare import Comparison
 from edgefleet.registry.domain import ModelVersion
 from edgefleet.registry.errors import BundleError
 from edgefleet.server.auth import OperatorRole, Viewer, context
+from edgefleet.server.context import ServerContext
 from edgefleet.server.schemas import RegisteredVersion, StageChanges, VersionList, VersionSummary
-from edgefleet.signing.publish import publish_if_possible
+from edgefleet.signing.publish import PublishOutcome, publish_if_possible
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"])
 
@@ -25,6 +27,23 @@ class Promote(BaseModel):
     stage: str = Field(min_length=1, max_length=32)
     reason: str = Field(default="", max_length=1000)
     keep_production: bool = False
+
+
+def _register(
+    ctx: ServerContext, tmp: Path, archive: Path, actor: Operator
+) -> tuple[ModelVersion, PublishOutcome]:
+    extracted = tmp / "bundle"
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(extracted, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError(f"the upload is not a readable tar archive: {exc}") from exc
+    version = ctx.registry.register(_bundle_root(extracted), author=actor.name)
+    outcome = publish_if_possible(ctx.settings, ctx.artifacts, version)
+    ctx.access.audit(
+        actor, "model.register", f"{version.model}@{version.version}", None, version.summary()
+    )
+    return version, outcome
 
 
 def _bundle_root(directory: Path) -> Path:
@@ -61,17 +80,9 @@ async def register(request: Request, actor: Operator = OperatorRole) -> dict[str
         with archive.open("wb") as out:
             async for chunk in request.stream():
                 out.write(chunk)
-        extracted = Path(tmp) / "bundle"
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                tar.extractall(extracted, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BundleError(f"the upload is not a readable tar archive: {exc}") from exc
-        version = ctx.registry.register(_bundle_root(extracted), author=actor.name)
-    outcome = publish_if_possible(ctx.settings, ctx.artifacts, version)
-    ctx.access.audit(
-        actor, "model.register", f"{version.model}@{version.version}", None, version.summary()
-    )
+        # Unpacking, checking (the golden samples run), storing and signing take long and
+        # write to the database: on a worker thread, not the loop every device waits on.
+        version, outcome = await run_in_threadpool(_register, ctx, Path(tmp), archive, actor)
     published = outcome.publication
     return {
         **version.model_dump(mode="json"),
