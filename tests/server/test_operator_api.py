@@ -210,4 +210,3 @@ def test_health_readiness_metrics_and_openapi(live: LiveServer):
     assert enroll["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "EnrollResponse"
     )
-
