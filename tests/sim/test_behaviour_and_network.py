@@ -126,3 +126,42 @@ def test_the_operator_client_tries_a_read_again_when_the_connection_drops(monkey
 
     assert asyncio.run(main()) == {"state": "running"}
     assert calls == ["GET", "GET", "POST"]  # the read once more; the write never twice
+
+
+def test_the_operator_client_tries_a_read_again_when_the_server_is_busy(monkeypatch):
+    import asyncio
+
+    import httpx
+
+    from edgefleet.sim import server as sim_server
+    from edgefleet.sim.server import OperatorClient, SimServerError
+
+    monkeypatch.setattr(sim_server, "READ_RETRY_DELAYS_S", (0.0, 0.0))
+    calls: list[str] = []
+    busy = {"error": {"code": "store_unavailable", "message": "the database is locked"}}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.url.path.endswith("ro-1") and len(calls) == 1:
+            return httpx.Response(503, json=busy)
+        if request.url.path.endswith("ro-1"):
+            return httpx.Response(200, json={"state": "running"})
+        return httpx.Response(503, json=busy)
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            client = OperatorClient("http://server", "token", http)
+            view = await client.call("GET", "/api/v1/rollouts/ro-1")
+            with pytest.raises(SimServerError, match="503: the database is locked"):
+                await client.call("GET", "/api/v1/rollouts/ro-2")  # busy every time
+            with pytest.raises(SimServerError, match="503"):
+                await client.call("POST", "/api/v1/rollouts", json={})
+            return view
+
+    assert asyncio.run(main()) == {"state": "running"}
+    assert calls == [
+        "GET /api/v1/rollouts/ro-1",
+        "GET /api/v1/rollouts/ro-1",
+        *["GET /api/v1/rollouts/ro-2"] * 3,  # the first try and the two delays
+        "POST /api/v1/rollouts",  # a write is never sent twice
+    ]

@@ -80,8 +80,11 @@ class FleetService:
         view: Callable[[Any, datetime], Any],
         default_poll_interval_s: int = 60,
         offline_after_intervals: float = 3.0,
+        read_uow_factory: Callable[[], FleetUnitOfWork] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
+        #: For the fleet-wide summary (metrics scrapes): reads that take no write lock.
+        self.read_uow_factory = read_uow_factory or uow_factory
         self.access = access
         self.resolve_model = resolve_model
         self.view = view
@@ -295,7 +298,7 @@ class FleetService:
         return uow.devices.matching(node, now, limit=1_000_000, offset=0)
 
     def summary(self) -> dict[str, Any]:
-        with self.uow_factory() as uow:
+        with self.read_uow_factory() as uow:
             return uow.devices.summary(_now())
 
     @staticmethod

@@ -215,22 +215,22 @@ class RolloutService:
         return self.show(rollout_id)
 
     def show(self, rollout_id: str) -> dict[str, Any]:
-        with self.uow_factory() as uow:
+        with self.read_uow_factory() as uow:
             row = self._get(uow, rollout_id)
             counts = uow.rollouts.counts(rollout_id)
             return _view(row, counts)
 
     def list_rollouts(self, limit: int = 100) -> list[dict[str, Any]]:
-        with self.uow_factory() as uow:
+        with self.read_uow_factory() as uow:
             return [_view(row, uow.rollouts.counts(row.id)) for row in uow.rollouts.recent(limit)]
 
     def devices(self, rollout_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-        with self.uow_factory() as uow:
+        with self.read_uow_factory() as uow:
             self._get(uow, rollout_id)
             return list(uow.rollouts.device_list(rollout_id, limit))
 
     def log(self, rollout_id: str, after: int = 0) -> list[dict[str, Any]]:
-        with self.uow_factory() as uow:
+        with self.read_uow_factory() as uow:
             self._get(uow, rollout_id)
             return [
                 {
@@ -383,7 +383,7 @@ class RolloutService:
 
     def tick_all(self) -> int:
         """One controller step of every running rollout; returns the decisions taken."""
-        with self.uow_factory() as uow:
+        with self.read_uow_factory() as uow:
             ids = uow.rollouts.running_ids()
         return sum(1 for rollout_id in ids if self.tick(rollout_id).kind is not Kind.WAIT)
 

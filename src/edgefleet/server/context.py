@@ -88,6 +88,7 @@ class ServerContext:
             self.resolve_model,
             view=to_view,
             offline_after_intervals=self.settings.offline_after_intervals,
+            read_uow_factory=self.read_uow,
         )
 
     @cached_property

@@ -32,7 +32,8 @@ from edgefleet.sim.scenario import ServerSettings
 
 log = logging.getLogger("edgefleet.sim")
 
-#: Waits before trying a read again whose connection failed before an answer.
+#: Waits before trying a read again whose connection failed before an answer, or
+#: that the server answered 503 (busy).
 READ_RETRY_DELAYS_S = (0.2, 1.0, 3.0)
 
 
@@ -184,13 +185,17 @@ class OperatorClient:
         # A read is tried again when the connection failed before an answer: a busy
         # server closes an idle keep-alive connection just as the next request goes out
         # on it ("disconnected without sending a response"). Writes are not.
+        # So is a read the server answered 503 (its database busy: "try again").
         delays = READ_RETRY_DELAYS_S if method == "GET" else ()
         for delay in (*delays, None):
             try:
                 response = await self.http.request(
                     method, f"{self.url}{path}", headers=headers, **kwargs
                 )
-                break
+                if response.status_code != 503 or delay is None:
+                    break
+                log.info("%s %s: answered 503; trying again in %.1f s", method, path, delay)
+                await asyncio.sleep(delay)
             except httpx.TransportError as exc:
                 if delay is None:
                     raise SimServerError(
