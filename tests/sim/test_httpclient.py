@@ -29,6 +29,8 @@ class Server:
         self.delay_s = delay_s
         self.connections = 0
         self.requests: list[bytes] = []
+        #: requests served, per connection (numbered in the order they were accepted)
+        self.per_connection: dict[int, int] = {}
         self.writers: list[asyncio.StreamWriter] = []
 
     async def __aenter__(self):
@@ -46,6 +48,7 @@ class Server:
     async def _serve(self, reader, writer):
         self.connections += 1
         self.writers.append(writer)
+        connection = self.connections
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -55,6 +58,7 @@ class Server:
                         length = int(line.split(b":")[1])
                 body = await reader.readexactly(length) if length else b""
                 self.requests.append(head + body)
+                self.per_connection[connection] = self.per_connection.get(connection, 0) + 1
                 await asyncio.sleep(self.delay_s)
                 answer = self.answer(head, body)
                 if answer is None:
@@ -226,3 +230,17 @@ async def test_the_time_a_request_waited_for_a_connection_is_told_apart():
     assert first.queued_s == 0.0  # it found the connection free
     assert second.queued_s >= 0.15  # it waited for the first answer
     assert pool.waited == 1 and server.connections == 1
+
+
+@run
+async def test_idle_connections_are_reused_oldest_first():
+    async with Server(lambda head, body: ok(), delay_s=0.05) as server:
+        pool = ConnectionPool(server.url, limit=3)
+        await asyncio.gather(*(pool.request("GET", "/warm") for _ in range(3)))
+        for _ in range(6):
+            await pool.request("GET", "/poll")
+        await pool.aclose()
+    assert server.connections == 3
+    # Each took one warm-up request and two of the six polls: none left idle while
+    # another does the work (newest first, one would have taken all six).
+    assert sorted(server.per_connection.values()) == [3, 3, 3]

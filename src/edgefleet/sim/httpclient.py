@@ -14,7 +14,13 @@ per chunk received; its timeout is one timer handle::
     answer.status_code, answer.headers["etag"], answer.body
     await pool.aclose()
 
-Connections are reused newest first. A reused connection that fails before any of
+Idle connections are reused oldest first (round robin), so each is used about as
+often as a real device uses its own and none sits idle until the server's keep-alive
+timeout closes it. (Reused newest first, most of a large pool went idle past the
+server's 75 s while a few carried the load; a burst of slow requests then opened
+hundreds of connections at once, more than the server's listen queue held, and the
+dropped connection attempts were retried by the kernel after 1, 3 and 7 s: check-ins
+of 1-15 s in the fleet benchmark's waves.) A reused connection that fails before any of
 the answer arrived (the server closed it while idle) is retried once on a new one:
 the server did not read the request. Anything else that fails (refused, reset,
 timed out, an answer the parser rejects) raises ``HttpError``; the request may or
@@ -29,6 +35,7 @@ import dataclasses
 import json
 import ssl
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -164,7 +171,7 @@ class ConnectionPool:
         self._slots = asyncio.Semaphore(limit)
         #: Requests that found every connection busy and waited for one.
         self.waited = 0
-        self._idle: list[_Connection] = []
+        self._idle: deque[_Connection] = deque()
         self._open: set[_Connection] = set()
 
     async def request(
@@ -231,7 +238,7 @@ class ConnectionPool:
 
     def _reused(self) -> _Connection | None:
         while self._idle:
-            connection = self._idle.pop()
+            connection = self._idle.popleft()
             if connection.reusable:
                 return connection
             self._drop(connection)
