@@ -15,6 +15,9 @@ class EdgefleetError(Exception):
     """Base class of all expected edgefleet errors."""
 
     code: str = "edgefleet_error"
+    #: The same call may succeed if tried again later (a busy or unreachable database,
+    #: a concurrent change): no reason to give up on what was asked.
+    transient: bool = False
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)

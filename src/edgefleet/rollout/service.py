@@ -119,6 +119,8 @@ class RolloutService:
             try:
                 value: Any = self.resolve_model(model, version, hardware)
             except EdgefleetError as exc:
+                if exc.transient:
+                    raise  # not remembered: the next step asks again
                 value = exc
             cached = (now + RESOLVE_TTL_S, value)
             self._resolved[key] = cached
@@ -170,6 +172,8 @@ class RolloutService:
                 self.resolve_model(spec.model, spec.version, hardware)
                 break
             except EdgefleetError as exc:
+                if exc.transient:
+                    raise  # a busy database says nothing about the release (503)
                 problems.append(f"{hardware}: {exc.message}")
         else:
             if hardware_kinds:
@@ -680,6 +684,10 @@ class RolloutService:
             try:
                 model = self._resolve(row.model, row.version, hardware)
             except EdgefleetError as exc:
+                if exc.transient:
+                    # A busy database is no verdict on the release: this step assigns
+                    # nothing (its transaction rolls back) and the next one tries again.
+                    raise
                 undeliverable[str(hardware)] = exc.message
                 uow.rollouts.assign(row.id, row.model, row.wave, group, now)
                 uow.rollouts.set_statuses(row.id, {d.pk: ("failed", exc.code) for d in group}, now)
@@ -712,7 +720,9 @@ class RolloutService:
                 continue  # nothing to go back to: the device keeps what it runs
             try:
                 model = self._resolve(row.model, version, hardware)
-            except EdgefleetError:
+            except EdgefleetError as exc:
+                if exc.transient:
+                    raise  # the abort is not taken now: the next step tries it again
                 continue
             state = DesiredState(model=model, trial=REVERT_TRIAL, rollout=row.id)
             uow.devices.set_desired_many(pks, state, now)

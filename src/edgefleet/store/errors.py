@@ -15,6 +15,7 @@ class StoreUnavailableError(StoreError):
     """The database is locked by another process, or cannot be reached."""
 
     code = "store_unavailable"
+    transient = True
 
 
 class SchemaOutOfDateError(StoreError):
@@ -27,3 +28,4 @@ class StoreConflictError(StoreError):
     """A concurrent change got there first; retrying is safe."""
 
     code = "store_conflict"
+    transient = True
