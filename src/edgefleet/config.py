@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         "the devices' poll interval, so a poll reuses its connection (no new TCP or TLS "
         "handshake each time)",
     )
+    checkin_cache_refresh_s: float = Field(
+        default=0.25,
+        ge=0,
+        le=60,
+        description="SQLite: how far behind the database a 304 check-in answered from the "
+        "server's memory may be (it reads the change log this often); 0 reads the "
+        "database on every check-in",
+    )
     telemetry_retention_hours: int = Field(
         default=48, ge=1, description="how long per-device telemetry buckets are kept"
     )

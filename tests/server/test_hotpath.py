@@ -38,9 +38,7 @@ def test_a_database_it_cannot_read_goes_to_the_route_which_answers_503():
     def unavailable(*args: Any, **kwargs: Any) -> Any:
         raise StoreUnavailableError("the database at sqlite:///x is locked")
 
-    state = SimpleNamespace(
-        ctx=SimpleNamespace(checkin=SimpleNamespace(lookup=unavailable)), metrics=object()
-    )
+    state = SimpleNamespace(ctx=SimpleNamespace(lookup_on_loop=unavailable), metrics=object())
     issued = tokens.issue(tokens.DEVICE)
     answered, sent = _answer(DeviceFastPath(lambda: state, 1 << 20), _scope(issued.token))
     assert (answered, sent) == (False, [])

@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> EdgefleetApp:
         if token_file is not None:
             log.warning("created the first admin API key in %s", token_file)
         app.state.ctx = ctx
-        app.state.metrics = ServerMetrics(ctx.fleet.summary)
+        app.state.metrics = ServerMetrics(ctx.fleet.summary, lambda: ctx.checkin_cache)
         webhook_client = httpx.Client(timeout=settings.webhook_timeout_s)
         metrics = app.state.metrics
         tasks = [
@@ -152,6 +152,9 @@ def create_app(settings: Settings) -> EdgefleetApp:
             ),
             asyncio.create_task(
                 _every(3600, lambda: _expire_telemetry(ctx), "telemetry retention", metrics)
+            ),
+            asyncio.create_task(
+                _every(60, ctx.prune_checkin_changes, "check-in change log pruning", metrics)
             ),
             asyncio.create_task(
                 _every(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import sessionmaker
 
 from edgefleet.access.service import AccessService
@@ -24,15 +24,26 @@ from edgefleet.signing.errors import KeysMissingError, RepositoryStateError
 from edgefleet.signing.layout import artifact_path
 from edgefleet.signing.publish import Publisher, open_repository
 from edgefleet.signing.repository import TufRepository
-from edgefleet.store.checkin import CheckinReader, CheckinRecorder, CheckinRow, ReportWriter
+from edgefleet.store.checkin import (
+    CheckinCache,
+    CheckinReader,
+    CheckinRecorder,
+    CheckinRow,
+    ReportWriter,
+    prune_changes,
+)
 from edgefleet.store.database import describe_url, make_engine
 from edgefleet.store.devices import to_view
 from edgefleet.store.leader import Leadership
 from edgefleet.store.migrate import ensure_schema
+from edgefleet.store.rollouts import GateTelemetryCache
 from edgefleet.store.telemetry import TelemetryWriter
 from edgefleet.store.uow import SqlUnitOfWork
 
 log = logging.getLogger("edgefleet.server")
+
+#: Check-in changes kept in the log: a server whose cache is further behind starts over.
+CHECKIN_CHANGES_KEPT = 100_000
 
 
 @dataclass
@@ -61,12 +72,16 @@ class ServerContext:
     def read_sessions(self) -> sessionmaker:  # type: ignore[type-arg]
         return sessionmaker(self.read_engine, expire_on_commit=False)
 
+    @cached_property
+    def gate_cache(self) -> GateTelemetryCache:
+        return GateTelemetryCache()
+
     def read_uow(self) -> SqlUnitOfWork:
         """A transaction for reads only: no write lock on SQLite, autocommit on PostgreSQL."""
-        return SqlUnitOfWork(self.read_sessions, describe_url(self.read_engine))
+        return SqlUnitOfWork(self.read_sessions, describe_url(self.read_engine), self.gate_cache)
 
     def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.sessions, describe_url(self.engine))
+        return SqlUnitOfWork(self.sessions, describe_url(self.engine), self.gate_cache)
 
     @cached_property
     def artifacts(self) -> LocalArtifactStore:
@@ -108,6 +123,31 @@ class ServerContext:
     @cached_property
     def checkin(self) -> CheckinReader:
         return CheckinReader(self.read_engine)
+
+    @cached_property
+    def checkin_cache(self) -> CheckinCache | None:
+        """Check-in rows in memory for the event loop's 304s (SQLite with the change
+        log's triggers, and a refresh interval set), else None: read every time."""
+        refresh_s = self.settings.checkin_cache_refresh_s
+        if refresh_s <= 0 or not self.checkin.change_log_kept():
+            return None
+        cache = CheckinCache(self.checkin, refresh_s)
+        # This process's writes are seen at the next check-in, not refresh_s later.
+        event.listen(self.engine, "checkin", lambda *_: cache.mark_stale())
+        return cache
+
+    def lookup_on_loop(self, credential_id: str) -> CheckinRow | None:
+        """The check-in row of a credential, for the event loop's thread: from memory
+        where the cache runs, else on the loop's own connection.
+        Raises StoreUnavailableError."""
+        cache = self.checkin_cache
+        if cache is not None:
+            return cache.lookup(credential_id)
+        return self.checkin.lookup(credential_id, own_connection=True)
+
+    def prune_checkin_changes(self) -> None:
+        if self.checkin_cache is not None:
+            prune_changes(self.engine, CHECKIN_CHANGES_KEPT)
 
     @cached_property
     def reports(self) -> ReportWriter:

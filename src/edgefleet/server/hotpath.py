@@ -89,8 +89,8 @@ class DeviceFastPath:
         if state is None or getattr(state, "metrics", None) is None:
             return None  # not started (or stopping): the regular route answers
         try:
-            # This runs on the event loop's thread, which keeps a connection of its own.
-            row = state.ctx.checkin.lookup(parsed.token_id, own_connection=True)
+            # On the event loop's thread: from memory, or its own connection.
+            row = state.ctx.lookup_on_loop(parsed.token_id)
         except StoreUnavailableError:
             return None  # the regular route answers with the error envelope
         if (

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -47,8 +47,41 @@ class FleetCollector(Collector):
         yield by_state
 
 
+class CheckinCacheCollector(Collector):
+    """The check-in cache's counters (store/checkin.py), read at scrape time so the
+    304 path counts nothing more per request."""
+
+    def __init__(self, cache: Callable[[], Any]) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        cache = self.cache()
+        if cache is None:
+            return
+        lookups = CounterMetricFamily(
+            "edgefleet_checkin_cache_lookups",
+            "Device rows the check-in fast path looked up, from memory or the database",
+            labels=["source"],
+        )
+        lookups.add_metric(["memory"], cache.hits)
+        lookups.add_metric(["database"], cache.misses)
+        yield lookups
+        yield CounterMetricFamily(
+            "edgefleet_checkin_cache_restarts",
+            "Times the check-in cache started over (its change log was pruned past it)",
+            value=cache.restarts,
+        )
+        yield GaugeMetricFamily(
+            "edgefleet_checkin_cache_rows", "Device rows held in memory", value=len(cache)
+        )
+
+
 class ServerMetrics:
-    def __init__(self, summary: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        summary: Callable[[], dict[str, Any]],
+        checkin_cache: Callable[[], Any] = lambda: None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "edgefleet_http_requests",
@@ -92,6 +125,7 @@ class ServerMetrics:
             "edgefleet_artifact_bytes_served", "Bytes of TUF targets served", registry=self.registry
         )
         self.registry.register(FleetCollector(summary))
+        self.registry.register(CheckinCacheCollector(checkin_cache))
         #: (method, route, status) -> the request counter's and histogram's children
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -26,10 +27,13 @@ from edgefleet.fleet.domain import ReportedState
 from edgefleet.fleet.versions import version_key
 from edgefleet.store.database import describe_url, translate
 from edgefleet.store.devices import record_checkins
-from edgefleet.store.tables import DeviceRow
+from edgefleet.store.tables import CheckinChangeRow, DeviceRow
+
+T = TypeVar("T")
 
 _DESIRED = select(DeviceRow.desired, DeviceRow.desired_etag)
 _LOOKUP_COLUMNS = "id, device_id, credential_hash, desired_etag, poll_interval_s"
+_CHANGES = CheckinChangeRow.__tablename__
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,10 @@ class CheckinReader:
         return row
 
     def _fetch_own(self, credential_id: str) -> Any:
+        return self._on_own(lambda connection: self._read(connection, credential_id))
+
+    def _on_own(self, read: Callable[[Any], T]) -> T:
+        """``read`` on the connection this thread keeps (made on first use)."""
         connection: Any = getattr(self._own, "connection", None)
         if connection is None:
             pooled = self.engine.raw_connection()
@@ -118,11 +126,51 @@ class CheckinReader:
             with self._owned_lock:
                 self._owned.append(connection)
         try:
-            return self._read(connection, credential_id)
+            return read(connection)
         except BaseException:
             self._own.connection = None
             self._discard(connection)
             raise
+
+    # -- the change log (SQLite; see CheckinCache) -----------------------------------
+
+    def change_log_kept(self) -> bool:
+        """Whether this database logs check-in changes: SQLite with the triggers of
+        migration 0004 (a schema made some other way has none)."""
+        if self.engine.dialect.name != "sqlite":
+            return False
+        sql = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?)"
+        names = ("checkin_changes_on_update", "checkin_changes_on_delete")
+        return bool(self._own_query(sql, names)[0][0] == len(names))
+
+    def last_change(self) -> int:
+        """The newest change's sequence number (0: none yet). Raises StoreUnavailableError."""
+        rows = self._own_query(f"SELECT max(seq) FROM {_CHANGES}", ())
+        return int(rows[0][0] or 0)
+
+    def changes(self, after: int, limit: int) -> list[tuple[int, int]]:
+        """(sequence, device pk) of up to ``limit`` changes after ``after``, oldest
+        first. Raises StoreUnavailableError."""
+        sql = f"SELECT seq, device_pk FROM {_CHANGES} WHERE seq > ? ORDER BY seq LIMIT ?"
+        return [(int(seq), int(pk)) for seq, pk in self._own_query(sql, (after, limit))]
+
+    def _own_query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        def run(connection: Any) -> list[Any]:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+        dbapi = self.engine.dialect.loaded_dbapi
+        try:
+            try:
+                return self._on_own(run)
+            except dbapi.Error:
+                return self._on_own(run)  # once more, on a fresh connection
+        except dbapi.Error as exc:
+            raise translate(_wrap(sql, exc), self.where) from exc
 
     def _discard(self, connection: Any) -> None:
         with self._owned_lock:
@@ -147,6 +195,123 @@ class CheckinReader:
         except DBAPIError as exc:
             raise translate(exc, self.where) from exc
         return row.desired, row.desired_etag
+
+
+class CheckinCache:
+    """Check-in rows held in memory, dropped when the change log names their device.
+
+    Nearly every check-in of a settled fleet is a 304 whose answer is one ``devices``
+    row: reading it from SQLite costs little, but the read hands the interpreter lock
+    away and back two or three times, and while the rollout controller or a batch
+    write computes in another thread each hand-back waits for that thread's time
+    slice. At a thousand check-ins a second that waiting, not the read, is what the
+    event loop runs short of. So the rows are kept here, and the cache reads the
+    change log (table ``checkin_changes``, filled by SQLite triggers for every writer,
+    this process's or another's) and drops the rows of the devices it names; the next
+    check-in of such a device reads its row again. It reads the log before the next
+    answer once this process wrote anything (``mark_stale``, called as a write
+    connection goes back to its pool), and at least every ``refresh_s``.
+
+    What this process changed is answered at once. A change by another process (the
+    CLI beside the server) may be up to ``refresh_s`` late: a device whose desired
+    state it changed may still be told "not modified" once (it asks again at its next
+    poll), and a credential it revoked or deleted may still get a 304 (which carries
+    nothing) or have a telemetry batch taken for that long. Everything but those two
+    answers goes to the regular routes, which read the database. A log pruned past
+    what this cache has read, or more changes than ``MAX_CHANGES`` at once, empties
+    the cache.
+
+    For one thread (the event loop's); its own connection does the reads.
+    """
+
+    #: Changes read at most per refresh; more, and the cache starts over.
+    MAX_CHANGES = 20_000
+    #: Rows kept at most (a larger fleet reads the rest from the database).
+    MAX_ROWS = 1_000_000
+
+    def __init__(self, reader: CheckinReader, refresh_s: float) -> None:
+        self.reader = reader
+        self.refresh_s = refresh_s
+        self._rows: dict[str, CheckinRow] = {}  # credential id -> row
+        self._credentials: dict[int, str] = {}  # device pk -> credential id
+        self._seq: int | None = None  # the last change read; None: not started
+        self._refreshed = -float("inf")
+        self._stale = True
+        #: Answers from memory, reads of the database, and times the cache started over.
+        self.hits = 0
+        self.misses = 0
+        self.restarts = 0
+
+    def lookup(self, credential_id: str) -> CheckinRow | None:
+        """The device a credential id belongs to, as of at most ``refresh_s`` ago.
+        Raises StoreUnavailableError."""
+        now = time.monotonic()
+        if self._stale or now - self._refreshed >= self.refresh_s:
+            self._stale = False  # before the read: a write meanwhile marks it again
+            try:
+                self._refresh()
+            except BaseException:
+                self._stale = True
+                raise
+            self._refreshed = now
+        row = self._rows.get(credential_id)
+        if row is not None:
+            self.hits += 1
+            return row
+        self.misses += 1
+        row = self.reader.lookup(credential_id, own_connection=True)
+        if row is not None and len(self._rows) < self.MAX_ROWS:
+            # Read after the last refresh: any change since is in the log, and the
+            # next refresh drops this row for it.
+            self._rows[credential_id] = row
+            self._credentials[row.pk] = credential_id
+        return row
+
+    def mark_stale(self) -> None:
+        """Read the change log before the next answer (any thread may call it)."""
+        self._stale = True
+
+    def _refresh(self) -> None:
+        if self._seq is None:
+            self._seq = self.reader.last_change()
+            return
+        changes = self.reader.changes(self._seq, self.MAX_CHANGES + 1)
+        if not changes:
+            return
+        # Sequence numbers follow each other (one writer at a time, AUTOINCREMENT); a
+        # gap after the last one read means the log was pruned past this cache.
+        if changes[0][0] != self._seq + 1 or len(changes) > self.MAX_CHANGES:
+            self.clear()
+            self._seq = self.reader.last_change()
+            self.restarts += 1
+            return
+        for _, pk in changes:
+            credential_id = self._credentials.pop(pk, None)
+            if credential_id is not None:
+                self._rows.pop(credential_id, None)
+        self._seq = changes[-1][0]
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._credentials.clear()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def prune_changes(engine: Engine, keep: int) -> int:
+    """Delete all but the newest ``keep`` entries of the check-in change log; returns
+    how many went. A cache that had not read the pruned ones starts over (above).
+    Raises StoreUnavailableError."""
+    newest = select(func.max(CheckinChangeRow.seq)).scalar_subquery()
+    try:
+        with engine.begin() as connection:
+            result = connection.execute(
+                delete(CheckinChangeRow).where(CheckinChangeRow.seq <= newest - keep)
+            )
+    except DBAPIError as exc:
+        raise translate(exc, describe_url(engine)) from exc
+    return int(result.rowcount or 0)
 
 
 def _wrap(statement: str, exc: Exception) -> DBAPIError:

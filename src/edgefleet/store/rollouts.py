@@ -7,7 +7,8 @@ telemetry of both arms), so its cost grows with the rows read, not with round tr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -74,9 +75,42 @@ class Progress:
     outcome: tuple[str, str] | None  # (to_state, reason) of the latest outcome event
 
 
+class GateTelemetryCache:
+    """The gate fields of telemetry buckets as last decoded, per analysed arm.
+
+    A gate analysis reads every bucket of both arms since the rollout started, and
+    decoding their JSON was most of its cost (py-spy at 10,000 devices: 13% of the
+    server's interpreter time with an analysis every 5 s). Between two analyses only
+    the buckets that took new samples change, so a bucket's decoded fields are used
+    again while its row id and sample count are the same (the count grows with every
+    merge into it). Each arm keeps only the buckets its latest analysis read, and only
+    the ``max_arms`` arms analysed last are kept. Thread-safe.
+    """
+
+    def __init__(self, max_arms: int = 16) -> None:
+        self.max_arms = max_arms
+        self._arms: dict[tuple[str, ...], dict[int, tuple[int, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+        #: Buckets decoded and buckets used again, for tests and diagnostics.
+        self.decoded = 0
+        self.reused = 0
+
+    def arm(self, key: tuple[str, ...]) -> dict[int, tuple[int, dict[str, Any]]]:
+        with self._lock:
+            return dict(self._arms.get(key, {}))
+
+    def keep(self, key: tuple[str, ...], rows: dict[int, tuple[int, dict[str, Any]]]) -> None:
+        with self._lock:
+            self._arms.pop(key, None)
+            self._arms[key] = rows  # the newest last
+            while len(self._arms) > self.max_arms:
+                del self._arms[next(iter(self._arms))]
+
+
 class SqlRolloutRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, gate_cache: GateTelemetryCache | None = None) -> None:
         self.session = session
+        self.gate_cache = gate_cache
 
     # -- rollouts ------------------------------------------------------------------
 
@@ -309,19 +343,24 @@ class SqlRolloutRepository:
     ) -> list[tuple[str, str | None, dict[str, Any]]]:
         """(device id, hardware, merged data) of the rollout's devices on ``version``
         (of every ``every``-th device by primary key: a fixed sample of a large fleet)."""
-        query = (
-            select(DeviceRow.device_id, DeviceRow.hardware, *_GATE_FIELDS)
-            .join(RolloutDeviceRow, RolloutDeviceRow.device_pk == TelemetryRow.device_pk)
-            .join(DeviceRow, DeviceRow.id == TelemetryRow.device_pk)
-            .where(
-                RolloutDeviceRow.rollout_id == rollout_id,
-                TelemetryRow.model == model,
-                TelemetryRow.version == version,
-                TelemetryRow.bucket >= since,
-                _sample(every),
-            )
+        where = (
+            RolloutDeviceRow.rollout_id == rollout_id,
+            TelemetryRow.model == model,
+            TelemetryRow.version == version,
+            TelemetryRow.bucket >= since,
+            _sample(every),
         )
-        return _per_device(self.session.connection().execute(query))
+
+        def buckets(*columns: Any) -> Any:
+            return (
+                select(DeviceRow.device_id, DeviceRow.hardware, *columns)
+                .join(RolloutDeviceRow, RolloutDeviceRow.device_pk == TelemetryRow.device_pk)
+                .join(DeviceRow, DeviceRow.id == TelemetryRow.device_pk)
+                .where(*where)
+            )
+
+        arm = ("candidate", rollout_id, model, version)
+        return self._gate_telemetry(arm, buckets)
 
     def baseline_telemetry(
         self,
@@ -340,18 +379,56 @@ class SqlRolloutRepository:
             if previous is not None
             else and_(TelemetryRow.version != version, TelemetryRow.version != "-")
         )
-        query = (
-            select(DeviceRow.device_id, DeviceRow.hardware, *_GATE_FIELDS)
-            .join(DeviceRow, DeviceRow.id == TelemetryRow.device_pk)
-            .where(
-                compile_query(node, now=now),
-                TelemetryRow.model == model,
-                on_previous,
-                TelemetryRow.bucket >= since,
-                _sample(every),
-            )
+        where = (
+            compile_query(node, now=now),
+            TelemetryRow.model == model,
+            on_previous,
+            TelemetryRow.bucket >= since,
+            _sample(every),
         )
-        return _per_device(self.session.connection().execute(query))
+
+        def buckets(*columns: Any) -> Any:
+            return (
+                select(DeviceRow.device_id, DeviceRow.hardware, *columns)
+                .join(DeviceRow, DeviceRow.id == TelemetryRow.device_pk)
+                .where(*where)
+            )
+
+        arm = ("baseline", str(node), model, version, str(previous))
+        return self._gate_telemetry(arm, buckets)
+
+    def _gate_telemetry(
+        self, arm: tuple[str, ...], buckets: Callable[..., Any]
+    ) -> list[tuple[str, str | None, dict[str, Any]]]:
+        """(device id, hardware, merged gate fields) of the buckets ``buckets(*columns)``
+        selects, decoding only those the cache does not hold as they are now."""
+        connection = self.session.connection()
+        cache = self.gate_cache
+        if cache is None:
+            return _per_device(connection.execute(buckets(*_GATE_FIELDS)))
+        known = cache.arm(arm)
+        listed = connection.execute(buckets(TelemetryRow.id, TelemetryRow.samples)).all()
+        stale = [pk for _, _, pk, samples in listed if known.get(pk, (None,))[0] != samples]
+        for start in range(0, len(stale), _IDS_PER_STATEMENT):
+            chunk = stale[start : start + _IDS_PER_STATEMENT]
+            query = select(TelemetryRow.id, TelemetryRow.samples, *_GATE_FIELDS).where(
+                TelemetryRow.id.in_(chunk)
+            )
+            for pk, samples, *values in connection.execute(query):
+                data = {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None}
+                known[pk] = (samples, data)
+        cache.decoded += len(stale)
+        cache.reused += len(listed) - len(stale)
+        kept: dict[int, tuple[int, dict[str, Any]]] = {}
+        rows: list[tuple[str, str | None, dict[str, Any]]] = []
+        for device_id, hardware, pk, _ in listed:
+            entry = known.get(pk)
+            if entry is None:
+                continue  # deleted between the two reads (retention)
+            kept[pk] = entry
+            rows.append((device_id, hardware, entry[1]))
+        cache.keep(arm, kept)
+        return _merge_per_device(rows)
 
     # -- decision log ------------------------------------------------------------------
 
@@ -445,10 +522,27 @@ def _sample(every: int) -> ColumnElement[bool]:
     return true() if every <= 1 else TelemetryRow.device_pk % every == 0
 
 
+#: Row ids in one ``IN (...)`` list (under SQLite's and PostgreSQL's parameter limits).
+_IDS_PER_STATEMENT = 5000
+
+
 def _per_device(rows: Iterable[Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
+    return _merge_per_device(
+        (
+            device_id,
+            hardware,
+            {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None},
+        )
+        for device_id, hardware, *values in rows
+    )
+
+
+def _merge_per_device(
+    rows: Iterable[tuple[str, str | None, dict[str, Any]]],
+) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """Each device's buckets merged into one (the inputs are left as they are)."""
     merged: dict[str, tuple[str | None, dict[str, Any]]] = {}
-    for device_id, hardware, *values in rows:
-        data = {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None}
+    for device_id, hardware, data in rows:
         _, so_far = merged.get(device_id, (hardware, {}))
         merged[device_id] = (hardware, merge_buckets(so_far, data) if so_far else dict(data))
     return [(device_id, hardware, data) for device_id, (hardware, data) in merged.items()]

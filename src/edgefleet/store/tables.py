@@ -145,6 +145,18 @@ class DeviceRow(Base):
     )
 
 
+class CheckinChangeRow(Base):
+    """One change of a device's check-in answer (credential, desired ETag, poll
+    interval) or its deletion, logged by SQLite triggers (migration 0004); the
+    server's in-memory check-in rows are dropped as it reads them (store/checkin.py)."""
+
+    __tablename__ = "checkin_changes"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's form
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_pk: Mapped[int] = mapped_column(Integer)
+
+
 class DeviceEventRow(Base):
     """One update-state transition reported by a device, kept in sequence order."""
 

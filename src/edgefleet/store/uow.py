@@ -20,7 +20,7 @@ from edgefleet.store.access import SqlAccessRepository
 from edgefleet.store.database import translate
 from edgefleet.store.devices import SqlDeviceRepository
 from edgefleet.store.repository import SqlVersionRepository
-from edgefleet.store.rollouts import SqlRolloutRepository
+from edgefleet.store.rollouts import GateTelemetryCache, SqlRolloutRepository
 
 
 class SqlUnitOfWork:
@@ -31,16 +31,24 @@ class SqlUnitOfWork:
     access: SqlAccessRepository
     rollouts: SqlRolloutRepository
 
-    def __init__(self, session_factory: sessionmaker[Session], where: str) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        where: str,
+        gate_cache: GateTelemetryCache | None = None,
+    ) -> None:
         self.session_factory = session_factory
         self.where = where
+        #: Shared by the units of work of one process (the server's), so the rollout
+        #: controller's analyses decode a telemetry bucket only when it changed.
+        self.gate_cache = gate_cache
 
     def __enter__(self) -> Self:
         self.session = self.session_factory()
         self.versions = SqlVersionRepository(self.session)
         self.devices = SqlDeviceRepository(self.session)
         self.access = SqlAccessRepository(self.session)
-        self.rollouts = SqlRolloutRepository(self.session)
+        self.rollouts = SqlRolloutRepository(self.session, self.gate_cache)
         return self
 
     def __exit__(

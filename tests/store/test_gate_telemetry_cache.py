@@ -1,0 +1,124 @@
+"""The rollout controller's gate telemetry reads decode a bucket only when it changed
+(store/rollouts.py ``GateTelemetryCache``), with the same answer as a full read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from edgefleet.fleet.query import parse_query
+from edgefleet.fleet.telemetry import bucket_of
+from edgefleet.store.devices import SqlDeviceRepository
+from edgefleet.store.rollouts import GateTelemetryCache, SqlRolloutRepository
+from edgefleet.store.tables import RolloutDeviceRow, RolloutRow, TelemetryRow
+from edgefleet.store.telemetry import TelemetryWriter
+from tests.store.test_telemetry_writer import _sample
+
+AT = datetime(2026, 11, 30, 12, 1, tzinfo=UTC)
+SINCE = bucket_of(AT)
+
+
+def _fleet(engine, count: int) -> list[int]:
+    pks = []
+    with Session(engine) as session, session.begin():
+        repo = SqlDeviceRepository(session)
+        for i in range(count):
+            row = repo.create(
+                f"cam-{i}",
+                attributes={"region": "eu"},
+                group=None,
+                credential_id=f"id-{i}",
+                credential_hash="x",
+                poll_interval_s=10,
+                now=AT,
+            )
+            pks.append(row.id)
+    return pks
+
+
+def _read(engine, cache: GateTelemetryCache | None, rollout_id: str = "ro-1"):
+    with Session(engine) as session:
+        repo = SqlRolloutRepository(session, cache)
+        return (
+            sorted(repo.candidate_telemetry(rollout_id, "digits", "1.0.0", SINCE)),
+            sorted(
+                repo.baseline_telemetry(
+                    parse_query("region:eu"), AT, "digits", "2.0.0", None, SINCE
+                )
+            ),
+        )
+
+
+def test_only_changed_buckets_are_decoded_again_and_answers_match_a_full_read(engine):
+    pks = _fleet(engine, 4)
+    with Session(engine) as session, session.begin():
+        session.add(
+            RolloutRow(
+                id="ro-1",
+                name="test",
+                model="digits",
+                version="1.0.0",
+                spec={},
+                state="running",
+                phase="rolling",
+                phase_started_at=AT,
+                created_at=AT,
+                created_by="test",
+                updated_at=AT,
+            )
+        )
+        session.flush()
+        for pk in pks[:2]:  # the rollout holds two of the four devices
+            session.add(
+                RolloutDeviceRow(
+                    rollout_id="ro-1",
+                    device_pk=pk,
+                    wave=0,
+                    status="trial",
+                    assigned_at=AT,
+                    updated_at=AT,
+                )
+            )
+    writer = TelemetryWriter(engine)
+    for i, pk in enumerate(pks):
+        writer.add_samples(pk, [_sample(AT, 100 + i, 10.0 + i)])
+    writer.flush()
+    cache = GateTelemetryCache()
+
+    first = _read(engine, cache)
+    assert first == _read(engine, None)
+    assert [len(first[0]), len(first[1])] == [2, 4]
+    assert (cache.decoded, cache.reused) == (6, 0)
+
+    # Nothing changed: every bucket is used again as decoded.
+    assert _read(engine, cache) == first
+    assert (cache.decoded, cache.reused) == (6, 6)
+
+    # One device's bucket takes another sample: that bucket alone is decoded again,
+    # in both arms, and the answer has the new sample in it.
+    writer.add_samples(pks[0], [_sample(AT, 50, 30.0)])
+    writer.flush()
+    changed = _read(engine, cache)
+    assert (cache.decoded, cache.reused) == (8, 10)
+    assert changed == _read(engine, None)
+    by_device = {device: data for device, _, data in changed[0]}
+    assert by_device["cam-0"]["inferences"] == 150
+
+    # A bucket deleted (retention) is gone from the answer and from the cache.
+    with Session(engine) as session, session.begin():
+        session.execute(delete(TelemetryRow).where(TelemetryRow.device_pk == pks[3]))
+    assert _read(engine, cache) == _read(engine, None)
+    assert "cam-3" not in {device for device, _, _ in _read(engine, cache)[1]}
+
+
+def test_the_cache_keeps_only_the_arms_read_last():
+    cache = GateTelemetryCache(max_arms=2)
+    for name in ("a", "b", "c"):
+        cache.keep((name,), {1: (1, {"inferences": 1})})
+    assert cache.arm(("a",)) == {}
+    assert cache.arm(("b",)) == cache.arm(("c",)) == {1: (1, {"inferences": 1})}
+    # Reading an arm hands out a copy: filling it in does not change the cache.
+    cache.arm(("b",))[2] = (1, {})
+    assert 2 not in cache.arm(("b",))
