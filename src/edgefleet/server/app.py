@@ -11,6 +11,7 @@ Shutdown stops the loops and writes the last check-ins and telemetry.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import logging
 import sys
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from edgefleet import __version__
+from edgefleet import __version__, gcpause
 from edgefleet.config import Settings
 from edgefleet.looplag import watch_loop_lag
 from edgefleet.rollout.webhooks import deliver_due
@@ -169,10 +170,16 @@ def create_app(settings: Settings) -> EdgefleetApp:
             ),
             asyncio.create_task(watch_loop_lag(app.state.metrics.loop_lag.observe)),
         ]
+        gc_pauses = metrics.gc_pause
+        watching = gcpause.watch_pauses(lambda gen, s: gc_pauses.labels(str(gen)).observe(s))
         try:
             await asyncio.to_thread(ctx.repository().refresh)
-            yield
+            with watching:
+                frozen = gcpause.freeze_startup()
+                log.info("%d objects made at start-up kept out of garbage collection", frozen)
+                yield
         finally:
+            gc.unfreeze()
             for task in tasks:
                 task.cancel()
             for task in tasks:

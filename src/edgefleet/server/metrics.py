@@ -121,6 +121,14 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.gc_pause = Histogram(
+            "edgefleet_gc_pause_seconds",
+            "How long a collection of Python's cyclic garbage collector held the "
+            "interpreter (every thread, the event loop included, waits for it)",
+            ["generation"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.artifact_bytes = Counter(
             "edgefleet_artifact_bytes_served", "Bytes of TUF targets served", registry=self.registry
         )
