@@ -191,8 +191,9 @@ def run_size(devices: int, args: argparse.Namespace, bundles: Path) -> dict[str,
 def server_routes(url: str) -> dict[str, dict[str, Any]]:
     """Requests the server answered per device route, with their latency quantiles
     (the upper edge of the bucket holding each), from its /metrics; as ``event loop
-    lag``, how late its event loop woke a timer (its lag probes); and, as ``rollout
-    controller``, how long the controller's steps took."""
+    lag``, how late its event loop woke a timer (its lag probes); as ``rollout
+    controller``, how long the controller's steps took; and, as ``gc generation N``,
+    how long the garbage collector's collections of each generation held the server."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"{url}/metrics", timeout=30).text
@@ -212,6 +213,12 @@ def server_routes(url: str) -> dict[str, dict[str, Any]]:
                     and sample.labels.get("task") == "rollout controller"
                 ):
                     steps[float(sample.labels["le"])] = sample.value
+            continue
+        if family.name == "edgefleet_gc_pause_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    pauses = buckets.setdefault(f"gc generation {sample.labels['generation']}", {})
+                    pauses[float(sample.labels["le"])] = sample.value
             continue
         if family.name != "edgefleet_http_request_duration_seconds":
             continue
