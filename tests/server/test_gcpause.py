@@ -28,3 +28,15 @@ def test_start_up_objects_leave_the_full_collections():
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_server_lifetime_collects_young_objects_less_often_and_restores_it_all():
+    before = gc.get_threshold()
+    pauses: list[int] = []
+    with gcpause.server_collection(lambda generation, _: pauses.append(generation)) as frozen:
+        assert frozen > 0 and gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (gcpause.GEN0_THRESHOLD, *before[1:])
+        gc.collect(0)
+    assert pauses[-1] == 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

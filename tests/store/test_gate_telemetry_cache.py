@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from sqlalchemy import delete
@@ -39,16 +40,20 @@ def _fleet(engine, count: int) -> list[int]:
 
 
 def _read(engine, cache: GateTelemetryCache | None, rollout_id: str = "ro-1"):
+    """Both arms' (device, hardware, merged data), histograms as lists (the cache keeps
+    them as tuples)."""
     with Session(engine) as session:
         repo = SqlRolloutRepository(session, cache)
-        return (
-            sorted(repo.candidate_telemetry(rollout_id, "digits", "1.0.0", SINCE)),
-            sorted(
-                repo.baseline_telemetry(
-                    parse_query("region:eu"), AT, "digits", "2.0.0", None, SINCE
-                )
-            ),
-        )
+        return json.loads(json.dumps(_arms(repo, rollout_id)))
+
+
+def _arms(repo: SqlRolloutRepository, rollout_id: str):
+    return (
+        sorted(repo.candidate_telemetry(rollout_id, "digits", "1.0.0", SINCE)),
+        sorted(
+            repo.baseline_telemetry(parse_query("region:eu"), AT, "digits", "2.0.0", None, SINCE)
+        ),
+    )
 
 
 def test_only_changed_buckets_are_decoded_again_and_answers_match_a_full_read(engine):

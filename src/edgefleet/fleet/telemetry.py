@@ -108,6 +108,26 @@ def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def frozen(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with its lists as tuples, for merged buckets kept in memory for long.
+
+    Python's garbage collector walks every list on each full collection, however long
+    it has lived; a tuple of numbers, and then a dict of such tuples and numbers, it
+    stops tracking after one look. A server that keeps ten thousand devices' merged
+    buckets in lists pays a walk over them, interpreter lock held, several times a
+    minute. ``merge`` and ``merge_buckets`` take either form and return lists.
+    """
+    return {key: _frozen_value(value) for key, value in data.items()}
+
+
+def _frozen_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return {key: _frozen_value(item) for key, item in value.items()}
+    return value
+
+
 def to_buckets(samples: Iterable[TelemetrySample]) -> dict[BucketKey, tuple[dict[str, Any], int]]:
     """A batch of samples merged per bucket and model version: key -> (data, samples).
 

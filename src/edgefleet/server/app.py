@@ -11,7 +11,6 @@ Shutdown stops the loops and writes the last check-ins and telemetry.
 from __future__ import annotations
 
 import asyncio
-import gc
 import inspect
 import logging
 import sys
@@ -171,15 +170,15 @@ def create_app(settings: Settings) -> EdgefleetApp:
             asyncio.create_task(watch_loop_lag(app.state.metrics.loop_lag.observe)),
         ]
         gc_pauses = metrics.gc_pause
-        watching = gcpause.watch_pauses(lambda gen, s: gc_pauses.labels(str(gen)).observe(s))
+        collection = gcpause.server_collection(
+            lambda generation, seconds: gc_pauses.labels(str(generation)).observe(seconds)
+        )
         try:
             await asyncio.to_thread(ctx.repository().refresh)
-            with watching:
-                frozen = gcpause.freeze_startup()
+            with collection as frozen:
                 log.info("%d objects made at start-up kept out of garbage collection", frozen)
                 yield
         finally:
-            gc.unfreeze()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -15,9 +15,8 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
@@ -36,8 +35,10 @@ _LOOKUP_COLUMNS = "id, device_id, credential_hash, desired_etag, poll_interval_s
 _CHANGES = CheckinChangeRow.__tablename__
 
 
-@dataclass(frozen=True)
-class CheckinRow:
+class CheckinRow(NamedTuple):
+    """What a check-in answer is made of. (A tuple of strings and numbers: the garbage
+    collector stops walking it, and a server holds one per device in memory.)"""
+
     pk: int
     device_id: str
     credential_hash: str

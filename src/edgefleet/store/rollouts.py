@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, not_, select, true, up
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.query import Node
-from edgefleet.fleet.telemetry import merge_buckets
+from edgefleet.fleet.telemetry import frozen, merge_buckets
 from edgefleet.store.devices import utc
 from edgefleet.store.tables import (
     DeviceEventRow,
@@ -416,7 +416,7 @@ class SqlRolloutRepository:
             )
             for pk, samples, *values in connection.execute(query):
                 data = {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None}
-                known[pk] = (samples, data)
+                known[pk] = (samples, frozen(data))  # kept: a form the collector stops walking
         cache.decoded += len(stale)
         cache.reused += len(listed) - len(stale)
         kept: dict[int, tuple[int, dict[str, Any]]] = {}

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import TelemetrySample
-from edgefleet.fleet.telemetry import BUCKET, BucketKey, merge_buckets, to_buckets
+from edgefleet.fleet.telemetry import BUCKET, BucketKey, frozen, merge_buckets, to_buckets
 from edgefleet.store.devices import utc
 from edgefleet.store.tables import DeviceRow, TelemetryRow
 
@@ -197,7 +197,8 @@ def write_buckets(
             row_id, old, count = found
             merged = merge_buckets(old, data)
             updates.append({"row_id": row_id, "merged": merged, "count": count + samples})
-            written[key] = (row_id, merged, count + samples)
+            # Remembered for minutes: in the form the garbage collector stops walking.
+            written[key] = (row_id, frozen(merged), count + samples)
     if updates:
         connection.execute(_UPDATE, updates)
     if inserts:
