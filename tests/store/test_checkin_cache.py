@@ -7,14 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
 
 from edgefleet.config import Settings
 from edgefleet.store.checkin import CheckinCache, CheckinReader, prune_changes
 from edgefleet.store.database import make_engine
-from edgefleet.store.devices import SqlDeviceRepository
 from edgefleet.store.migrate import ensure_schema
 from edgefleet.store.tables import Base, CheckinChangeRow, DeviceRow
+from tests.store.test_telemetry_writer import _device
 
 AT = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -33,20 +32,8 @@ def sqlite(tmp_path):
 
 
 def _enroll(engine, *names: str) -> dict[str, int]:
-    with Session(engine) as session, session.begin():
-        repo = SqlDeviceRepository(session)
-        return {
-            name: repo.create(
-                name,
-                attributes={},
-                group=None,
-                credential_id=f"id-{name}",
-                credential_hash="h",
-                poll_interval_s=10,
-                now=AT,
-            ).id
-            for name in names
-        }
+    """Devices with the credential ids ``id-<name>``."""
+    return {name: _device(engine, name) for name in names}
 
 
 def _set(engine, pk: int, **values) -> None:

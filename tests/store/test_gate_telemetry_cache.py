@@ -6,36 +6,27 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.query import parse_query
 from edgefleet.fleet.telemetry import bucket_of
-from edgefleet.store.devices import SqlDeviceRepository
 from edgefleet.store.rollouts import GateTelemetryCache, SqlRolloutRepository
-from edgefleet.store.tables import RolloutDeviceRow, RolloutRow, TelemetryRow
+from edgefleet.store.tables import DeviceRow, RolloutDeviceRow, RolloutRow, TelemetryRow
 from edgefleet.store.telemetry import TelemetryWriter
-from tests.store.test_telemetry_writer import _sample
+from tests.store.test_telemetry_writer import _device, _sample
 
 AT = datetime(2026, 11, 30, 12, 1, tzinfo=UTC)
 SINCE = bucket_of(AT)
 
 
 def _fleet(engine, count: int) -> list[int]:
-    pks = []
+    """``count`` devices in region eu."""
+    pks = [_device(engine, f"cam-{i}") for i in range(count)]
     with Session(engine) as session, session.begin():
-        repo = SqlDeviceRepository(session)
-        for i in range(count):
-            row = repo.create(
-                f"cam-{i}",
-                attributes={"region": "eu"},
-                group=None,
-                credential_id=f"id-{i}",
-                credential_hash="x",
-                poll_interval_s=10,
-                now=AT,
-            )
-            pks.append(row.id)
+        session.execute(
+            update(DeviceRow).where(DeviceRow.id.in_(pks)).values(attributes={"region": "eu"})
+        )
     return pks
 
 
