@@ -50,3 +50,31 @@ def test_not_modified_comes_from_memory_and_a_change_is_seen_at_once(live: LiveS
     assert refused.status_code == 401
     answer = live.api("GET", path, replacement, headers={"If-None-Match": new_etag})
     assert answer.status_code == 304
+
+
+def test_the_change_log_is_pruned_with_the_cache_turned_off_too(tmp_path, monkeypatch):
+    # The triggers log every change whether or not this server reads the log.
+    from sqlalchemy import func, select, update
+
+    from edgefleet.config import Settings
+    from edgefleet.server import context
+    from edgefleet.store.tables import CheckinChangeRow, DeviceRow
+    from tests.store.test_telemetry_writer import _device
+
+    settings = Settings(home=tmp_path, database_url_override=None, checkin_cache_refresh_s=0)
+    ctx = context.ServerContext.open(settings)
+    try:
+        assert ctx.checkin_cache is None
+        pk = _device(ctx.engine, "cam-a")
+        for n in range(5):
+            with ctx.engine.begin() as connection:
+                connection.execute(
+                    update(DeviceRow).where(DeviceRow.id == pk).values(desired_etag=f"e{n}")
+                )
+        monkeypatch.setattr(context, "CHECKIN_CHANGES_KEPT", 2)
+        ctx.prune_checkin_changes()
+        with ctx.engine.connect() as connection:
+            count = select(func.count()).select_from(CheckinChangeRow)
+            assert connection.execute(count).scalar_one() == 2
+    finally:
+        ctx.close()

@@ -136,7 +136,9 @@ def create_app(settings: Settings) -> EdgefleetApp:
         if token_file is not None:
             log.warning("created the first admin API key in %s", token_file)
         app.state.ctx = ctx
-        app.state.metrics = ServerMetrics(ctx.fleet.summary, lambda: ctx.checkin_cache)
+        # Made here, on the loop's thread, before a request or a scrape could race to it.
+        checkin_cache = ctx.checkin_cache
+        app.state.metrics = ServerMetrics(ctx.fleet.summary, lambda: checkin_cache)
         webhook_client = httpx.Client(timeout=settings.webhook_timeout_s)
         metrics = app.state.metrics
         tasks = [

@@ -127,7 +127,9 @@ class ServerContext:
     @cached_property
     def checkin_cache(self) -> CheckinCache | None:
         """Check-in rows in memory for the event loop's 304s (SQLite with the change
-        log's triggers, and a refresh interval set), else None: read every time."""
+        log's triggers, and a refresh interval set), else None: read every time.
+        Made by the server's start-up, on the event loop's thread (its reads use that
+        thread's own connection)."""
         refresh_s = self.settings.checkin_cache_refresh_s
         if refresh_s <= 0 or not self.checkin.change_log_kept():
             return None
@@ -146,7 +148,9 @@ class ServerContext:
         return self.checkin.lookup(credential_id, own_connection=True)
 
     def prune_checkin_changes(self) -> None:
-        if self.checkin_cache is not None:
+        """Keep the change log bounded. SQLite's triggers fill it whether or not this
+        server's cache reads it (``checkin_cache_refresh_s`` 0, or another server)."""
+        if self.engine.dialect.name == "sqlite":
             prune_changes(self.engine, CHECKIN_CHANGES_KEPT)
 
     @cached_property

@@ -415,8 +415,8 @@ class SqlRolloutRepository:
                 TelemetryRow.id.in_(chunk)
             )
             for pk, samples, *values in connection.execute(query):
-                data = {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None}
-                known[pk] = (samples, frozen(data))  # kept: a form the collector stops walking
+                # Kept: in a form the collector stops walking.
+                known[pk] = (samples, frozen(_gate_fields(values)))
         cache.decoded += len(stale)
         cache.reused += len(listed) - len(stale)
         kept: dict[int, tuple[int, dict[str, Any]]] = {}
@@ -526,14 +526,14 @@ def _sample(every: int) -> ColumnElement[bool]:
 _IDS_PER_STATEMENT = 5000
 
 
+def _gate_fields(values: Sequence[Any]) -> dict[str, Any]:
+    """A bucket's ``_GATE_FIELDS`` as read, by name, without the absent ones."""
+    return {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None}
+
+
 def _per_device(rows: Iterable[Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
     return _merge_per_device(
-        (
-            device_id,
-            hardware,
-            {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None},
-        )
-        for device_id, hardware, *values in rows
+        (device_id, hardware, _gate_fields(values)) for device_id, hardware, *values in rows
     )
 
 
