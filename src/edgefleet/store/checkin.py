@@ -12,6 +12,7 @@ check-in (a crash loses at most that second of liveness, never state).
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import ReportedState
+from edgefleet.fleet.errors import DeviceNotFoundError
 from edgefleet.fleet.versions import version_key
 from edgefleet.store.database import describe_url, translate
 from edgefleet.store.devices import record_checkins
@@ -30,7 +32,6 @@ from edgefleet.store.tables import CheckinChangeRow, DeviceRow
 
 T = TypeVar("T")
 
-_DESIRED = select(DeviceRow.desired, DeviceRow.desired_etag)
 _LOOKUP_COLUMNS = "id, device_id, credential_hash, desired_etag, poll_interval_s"
 _CHANGES = CheckinChangeRow.__tablename__
 
@@ -59,6 +60,9 @@ class CheckinReader:
         self._lookup_sql = (
             f"SELECT {_LOOKUP_COLUMNS} FROM {DeviceRow.__tablename__} "
             f"WHERE credential_id = {marker}"
+        )
+        self._desired_sql = (
+            f"SELECT desired, desired_etag FROM {DeviceRow.__tablename__} WHERE id = {marker}"
         )
         self._own = threading.local()
         self._owned: list[Any] = []
@@ -189,13 +193,21 @@ class CheckinReader:
                 connection.close()
 
     def desired(self, pk: int) -> tuple[dict[str, Any] | None, str]:
-        """A device's desired state and its ETag (read together, so they agree)."""
-        try:
-            with self.engine.connect() as connection:
-                row = connection.execute(_DESIRED.where(DeviceRow.id == pk)).one()
-        except DBAPIError as exc:
-            raise translate(exc, self.where) from exc
-        return row.desired, row.desired_etag
+        """A device's desired state and its ETag (read together, so they agree), on the
+        calling thread's own connection: the event loop's, which must never wait for a
+        pooled connection the worker threads hold.
+
+        Raises:
+            DeviceNotFoundError: it was deleted meanwhile.
+            StoreUnavailableError: the database cannot be read.
+        """
+        rows = self._own_query(self._desired_sql, (pk,))
+        if not rows:
+            raise DeviceNotFoundError("the device was deleted", details={"device_pk": pk})
+        document, etag = rows[0]
+        if isinstance(document, str | bytes):  # SQLite keeps JSON as text
+            document = json.loads(document)
+        return document, str(etag)
 
 
 class CheckinCache:

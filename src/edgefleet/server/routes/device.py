@@ -117,8 +117,9 @@ def enroll(body: EnrollRequest, request: Request) -> EnrollResponse:
     responses={304: {"description": "unchanged since the ETag given"}, **AUTH_ERRORS},
 )
 async def desired(device_id: str, request: Request, response: Response) -> Any:
-    # The hot path: async with short synchronous reads of one indexed row, so a 304
-    # costs one lookup and no thread hand-off.
+    # Answered before the framework the same way for an enrolled device's own credential
+    # (server/hotpath.py); this route takes the rest. Async with short synchronous reads
+    # of one indexed row, so a 304 costs one lookup and no thread hand-off.
     ctx = context(request)
     row = authenticate_device(request, device_id)
     now = datetime.now(UTC)
@@ -145,6 +146,8 @@ async def desired(device_id: str, request: Request, response: Response) -> Any:
     responses=AUTH_ERRORS,
 )
 async def reported(device_id: str, body: ReportedState, request: Request) -> Accepted:
+    # A valid report without attribute changes, with a length, is answered before the
+    # framework the same way (server/hotpath.py); this route takes the rest.
     row = authenticate_device(request, device_id)
     ctx = context(request)
     if body.attributes or body.firmware:
@@ -165,7 +168,8 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
 )
 async def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
     # Stored with other devices' batches in one transaction, answered once it committed
-    # (server/batching.py).
+    # (server/batching.py). A valid batch with a length is answered before the framework
+    # the same way (server/hotpath.py); this route takes the rest.
     row = authenticate_device(request, device_id)
     return await context(request).event_batches.submit((row.pk, body))
 

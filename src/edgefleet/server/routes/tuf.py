@@ -2,7 +2,8 @@
 
 Files are streamed from the repository directory with ``Range`` (206,
 ``Content-Range``; 416 for ranges past the end), ``ETag`` and ``If-Range``, in
-constant memory per request.
+constant memory per request. Small files, whole, are answered from memory before
+the framework (server/hotpath.py, server/filecache.py) with the same headers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi.responses import FileResponse
 
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.auth import authenticate_any, context
+from edgefleet.server.filecache import resolve
 
 router = APIRouter(prefix="/tuf", tags=["tuf"])
 
@@ -30,10 +32,8 @@ class BadRangeError(EdgefleetError):
 
 
 def _resolve(root: Path, relative: str) -> Path:
-    if "\x00" in relative or relative.startswith("/"):
-        raise FileNotServedError(f"no file {relative!r}")
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file() or path.name.startswith("."):
+    path = resolve(root, relative)
+    if path is None:
         raise FileNotServedError(f"no file {relative!r}")
     return path
 
