@@ -45,7 +45,9 @@ Admin = Depends(operator(Role.ADMIN))
 
 
 def authenticate_device(request: Request, device_id: str) -> CheckinRow:
-    """The device row of a device credential, which must be ``device_id``'s own.
+    """The device row of a device credential, which must be ``device_id``'s own. For the
+    device routes, which run on the event loop: read on the loop's own connection, so
+    the loop never waits for a pooled one that worker threads hold.
 
     Raises:
         UnauthenticatedError: no, malformed or unknown credential.
@@ -56,7 +58,7 @@ def authenticate_device(request: Request, device_id: str) -> CheckinRow:
         raise UnauthenticatedError(
             "a device credential is required (Authorization: Bearer efd_...)"
         )
-    row = context(request).checkin.lookup(parsed.token_id)
+    row = context(request).checkin.lookup(parsed.token_id, own_connection=True)
     if row is None or not tokens.matches(parsed.secret, row.credential_hash):
         raise UnauthenticatedError("unknown or replaced device credential")
     if row.device_id != device_id:

@@ -228,9 +228,10 @@ class CheckinCache:
     What this process changed is answered at once. A change by another process (the
     CLI beside the server) may be up to ``refresh_s`` late: a device whose desired
     state it changed may still be told "not modified" once (it asks again at its next
-    poll), and a credential it revoked or deleted may still get a 304 (which carries
-    nothing) or have a telemetry batch taken for that long. Everything but those two
-    answers goes to the regular routes, which read the database. A log pruned past
+    poll), and a credential it revoked or deleted may, for that long, still get a 304
+    (which carries nothing), the desired state it had, a small TUF target, or have a
+    telemetry batch, events or a report taken (the device fast path's answers,
+    server/hotpath.py). The regular routes read the database. A log pruned past
     what this cache has read, or more changes than ``MAX_CHANGES`` at once, empties
     the cache.
 
