@@ -200,18 +200,7 @@ class DeviceFastPath:
                 b"}",
             )
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"etag", f'"{etag}"'.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(send, body, (b"etag", f'"{etag}"'.encode()))
         metrics.request_done("GET", DESIRED_TEMPLATE, 200, time.perf_counter() - started)
         return True
 
@@ -281,17 +270,7 @@ class DeviceFastPath:
         answer = await route.act(state, row, parsed)
         if answer is None:
             return False, replay
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(answer)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": answer})
+        await _send_json(send, answer)
         state.metrics.request_done(route.method, route.template, 200, time.perf_counter() - started)
         return True, receive
 
@@ -347,6 +326,13 @@ BODY_ROUTES = (
     BodyRoute("PUT", REPORTED, TypeAdapter(ReportedState), _reported),
     BodyRoute("POST", EVENTS, TypeAdapter(EventBatch), _events),
 )
+
+
+async def _send_json(send: Any, body: bytes, *headers: tuple[bytes, bytes]) -> None:
+    """A 200 with a JSON body."""
+    content = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": content + list(headers)})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _header(scope: dict[str, Any], wanted: bytes) -> bytes | None:
