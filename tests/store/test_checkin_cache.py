@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from edgefleet.config import Settings
+from edgefleet.fleet.errors import DeviceNotFoundError
 from edgefleet.store.checkin import CheckinCache, CheckinReader, prune_changes
 from edgefleet.store.database import make_engine
 from edgefleet.store.migrate import ensure_schema
@@ -130,3 +131,22 @@ def test_a_schema_without_the_triggers_keeps_no_log(tmp_path):
 def test_only_sqlite_keeps_the_change_log(engine):
     # Sequence order is not commit order there, so the server reads every check-in.
     assert CheckinReader(engine).change_log_kept() is (engine.dialect.name == "sqlite")
+
+
+def test_a_desired_state_and_its_etag_are_read_together(engine, settings):
+    """The device fast path's read of a changed desired state, on the calling thread's
+    own connection (the event loop's, never a pooled one)."""
+    pk = _device(engine, "cam-1")
+    state = {"model": None, "config": {"threshold": 0.5}, "rollout": "r-1"}
+    _set(engine, pk, desired=state, desired_etag="etag-1")
+    reader_engine = make_engine(settings, read_only=True)
+    reader = CheckinReader(reader_engine)
+    try:
+        assert reader.desired(pk) == (state, "etag-1")
+        _set(engine, pk, desired=None, desired_etag="etag-0")
+        assert reader.desired(pk) == (None, "etag-0")
+        with pytest.raises(DeviceNotFoundError):
+            reader.desired(pk + 1000)
+    finally:
+        reader.close()
+        reader_engine.dispose()
