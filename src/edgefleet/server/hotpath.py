@@ -170,13 +170,9 @@ class DeviceFastPath:
             return False
         row, state = found
         metrics = state.metrics
-        tag = f'"{row.desired_etag}"'.encode()
         if_none_match = _header(scope, b"if-none-match")
-        if if_none_match is not None and if_none_match.strip() in (
-            tag,
-            row.desired_etag.encode(),
-            b"W/" + tag,
-        ):
+        if not_modified(None if if_none_match is None else if_none_match.decode("latin-1"), row):
+            tag = f'"{row.desired_etag}"'.encode()
             state.ctx.recorder.record(row.pk, datetime.now(UTC), row.poll_interval_s)
             metrics.not_modified.inc()
             await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", tag)]})
@@ -326,6 +322,15 @@ BODY_ROUTES = (
     BodyRoute("PUT", REPORTED, TypeAdapter(ReportedState), _reported),
     BodyRoute("POST", EVENTS, TypeAdapter(EventBatch), _events),
 )
+
+
+def not_modified(if_none_match: str | None, row: CheckinRow) -> bool:
+    """Whether a check-in's ``If-None-Match`` names the device's desired ETag (quoted,
+    bare or weak): the answer is then 304."""
+    if if_none_match is None:
+        return False
+    tag = f'"{row.desired_etag}"'
+    return if_none_match.strip() in (tag, row.desired_etag, f"W/{tag}")
 
 
 async def _send_json(send: Any, body: bytes, *headers: tuple[bytes, bytes]) -> None:

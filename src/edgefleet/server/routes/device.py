@@ -24,6 +24,7 @@ from edgefleet.fleet.domain import (
     TelemetryBatch,
 )
 from edgefleet.server.auth import authenticate_device, context
+from edgefleet.server.hotpath import not_modified
 
 router = APIRouter(prefix="/api/v1", tags=["device"])
 
@@ -126,7 +127,7 @@ async def desired(device_id: str, request: Request, response: Response) -> Any:
     ctx.recorder.record(row.pk, now, row.poll_interval_s)
     metrics = request.app.state.metrics
     tag = f'"{row.desired_etag}"'
-    if request.headers.get("if-none-match") in (tag, row.desired_etag, f"W/{tag}"):
+    if not_modified(request.headers.get("if-none-match"), row):
         metrics.not_modified.inc()
         return Response(status_code=304, headers={"ETag": tag})
     state, etag = ctx.checkin.desired(row.pk)
