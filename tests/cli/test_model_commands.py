@@ -70,6 +70,12 @@ def test_promote_compare_history_latest(run, example_bundles):
     compared = json.loads(run("model", "compare", "digits", "1.0.0", "1.1.0", "--json").stdout)
     accuracy = next(r for r in compared["rows"] if r["name"] == "accuracy")
     assert accuracy["better"] == "b" and accuracy["delta"] > 0
+    rows = {r["name"]: r for r in compared["rows"]}
+    # The examples declare every metric's direction; resources and sizes need none.
+    assert all(r["higher_is_better"] is not None for r in rows.values())
+    disk = rows["disk_mb"]
+    assert disk["higher_is_better"] is False
+    assert disk["better"] == ("a" if disk["delta"] > 0 else "b")
     table = run("model", "compare", "digits", "1.0.0", "1.1.0")
     assert table.exit_code == 0 and "accuracy" in table.stdout
 
@@ -117,3 +123,29 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
         [sys.executable, "-m", "edgefleet", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("edgefleet ")
+
+
+def test_compare_table_says_when_no_direction_is_declared(monkeypatch):
+    from rich.console import Console
+
+    from edgefleet.cli import model
+    from edgefleet.registry.compare import Comparison, make_row
+
+    recorded = Console(record=True, width=200)
+    monkeypatch.setattr(model, "console", recorded)
+    model.render_comparison(
+        Comparison(
+            model="m",
+            a="1.0.0",
+            b="1.1.0",
+            rows=(
+                make_row("resource", "disk_mb", 0.02, 0.05, higher_is_better=False),
+                make_row("metric", "f1", 0.8, 0.9, higher_is_better=None),
+            ),
+        )
+    )
+    lines = recorded.export_text().splitlines()
+    disk = next(line for line in lines if "disk_mb" in line)
+    assert "+150.0%" in disk and disk.rstrip(" │").endswith("1.0.0")
+    f1 = next(line for line in lines if " f1 " in line)
+    assert "no direction declared" in f1 and "1.1.0" not in f1

@@ -31,14 +31,21 @@ def manifest(bundle):
 
 def test_bundles_are_complete_and_second_version_is_better(example_bundles):
     old, new = manifest(example_bundles["1.0.0"]), manifest(example_bundles["1.1.0"])
-    assert new["metrics"]["accuracy"] > old["metrics"]["accuracy"] + 0.02
+    assert new["metrics"]["accuracy"]["value"] > old["metrics"]["accuracy"]["value"] + 0.02
     assert new["parent"] == "1.0.0" and "parent" not in old
     for data in (old, new):
         fp32, int8 = data["variants"]
         assert (fp32["name"], int8["name"]) == ("onnx-fp32", "onnx-int8")
         assert int8["size"] < fp32["size"]
-        assert int8["metrics"]["accuracy"] > 0.85
-        assert data["metrics"]["latency_p95_ms"] >= data["metrics"]["latency_p50_ms"] > 0
+        assert int8["metrics"]["accuracy"]["value"] > 0.85
+        metrics = data["metrics"]
+        assert metrics["latency_p95_ms"]["value"] >= metrics["latency_p50_ms"]["value"] > 0
+        # model compare needs each metric's direction: none is left to a guess from its name
+        assert {name: m["higher_is_better"] for name, m in metrics.items()} == {
+            "accuracy": True,
+            "latency_p50_ms": False,
+            "latency_p95_ms": False,
+        }
     for bundle in example_bundles.values():
         loaded = load_bundle(bundle)  # hashes, golden schema and reference all check out
         assert loaded.golden.count == 16
@@ -134,7 +141,10 @@ def test_heavy_model_is_as_accurate_as_1_1_0_with_far_more_weights(
 ):
     heavy, parent = manifest(scenario_bundles["1.2.0"]), manifest(example_bundles["1.1.0"])
     for mine, theirs in zip(heavy["variants"], parent["variants"], strict=True):
-        assert abs(mine["metrics"]["accuracy"] - theirs["metrics"]["accuracy"]) <= 0.01
+        assert (
+            abs(mine["metrics"]["accuracy"]["value"] - theirs["metrics"]["accuracy"]["value"])
+            <= 0.01
+        )
     # The latency itself is measured into the manifest, not asserted: here, the cause.
     fp32 = "model-fp32.onnx"
     assert weight_count(scenario_bundles["1.2.0"] / fp32) > 20 * weight_count(

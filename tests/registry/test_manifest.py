@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from edgefleet.registry.errors import ManifestError
-from edgefleet.registry.manifest import parse_manifest
+from edgefleet.registry.manifest import metric_values, parse_manifest
 
 SHA = "0" * 64
 
@@ -72,6 +72,26 @@ def test_version_is_normalised_and_checked():
             r"dimensions must be positive",
         ),
         ({"inputs": [{"name": "X", "dtype": "complex64", "shape": [1]}]}, r"inputs\[0\]\.dtype"),
+        ({"metrics": {"f1": {"value": 0.9}}}, r"metrics\.f1\.directed\.higher_is_better: Field"),
+        ({"metrics": {"f1": "high"}}, r"metrics\.f1\.number: Input should be a valid number"),
+        (
+            {"metrics": {"f1": {"value": 0.9, "higher_is_better": True, "better": "up"}}},
+            r"metrics\.f1\.directed\.better: unknown field",
+        ),
+        (
+            {
+                "metrics": {"loss": {"value": 0.1, "higher_is_better": False}},
+                "variants": [
+                    {
+                        "name": "v",
+                        "file": "m.onnx",
+                        "sha256": SHA,
+                        "metrics": {"loss": {"value": 0.1, "higher_is_better": True}},
+                    }
+                ],
+            },
+            r"metric 'loss' is declared both higher_is_better: true and false",
+        ),
     ],
 )
 def test_invalid_manifests_name_the_field(changes, expected):
@@ -99,3 +119,23 @@ def test_not_yaml_or_not_a_mapping():
         parse_manifest("name: [unclosed", source="edgefleet.yaml")
     with pytest.raises(ManifestError, match="must be a mapping of fields, got list"):
         parse_manifest("- a\n- b\n", source="edgefleet.yaml")
+
+
+def test_metrics_may_declare_their_direction():
+    variant = {
+        "name": "onnx-fp32",
+        "file": "model.onnx",
+        "sha256": SHA,
+        "metrics": {"latency_p95_ms": {"value": 0.011, "higher_is_better": False}, "f1": 0.8},
+    }
+    manifest = parse(
+        minimal(
+            metrics={"accuracy": {"value": 0.97, "higher_is_better": True}, "f1": 0.9},
+            variants=[variant],
+        )
+    )
+    assert metric_values(manifest.metrics) == {"accuracy": 0.97, "f1": 0.9}
+    assert metric_values(manifest.variants[0].metrics) == {"latency_p95_ms": 0.011, "f1": 0.8}
+    # Bare numbers (every manifest before directions existed) declare none.
+    assert manifest.metric_directions() == {"accuracy": True, "latency_p95_ms": False}
+    assert parse(minimal(metrics={"accuracy": 0.9})).metric_directions() == {}

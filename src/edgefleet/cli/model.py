@@ -15,7 +15,7 @@ from edgefleet.cli.output import REMOTE, console, json_option, print_json, progr
 from edgefleet.cli.remote import RemoteRegistry
 from edgefleet.config import load_settings
 from edgefleet.progress import Progress
-from edgefleet.registry.compare import Comparison
+from edgefleet.registry.compare import Comparison, Row
 from edgefleet.registry.domain import ModelVersion, StageChange
 from edgefleet.registry.service import RegistryService
 
@@ -332,6 +332,15 @@ def _number(value: float | None, name: str) -> str:
     return f"{value:.4g}"
 
 
+def _verdict(row: Row, comparison: Comparison) -> str:
+    """The "better" cell: the better version, "same", or why there is no verdict."""
+    if row.better is not None:
+        return {"a": comparison.a, "b": comparison.b}.get(row.better, row.better)
+    if row.a is None or row.b is None:
+        return ""
+    return "no direction declared"
+
+
 def render_comparison(comparison: Comparison) -> None:
     table = Table(
         "kind",
@@ -346,7 +355,7 @@ def render_comparison(comparison: Comparison) -> None:
     for row in comparison.rows:
         change = "" if row.relative is None else f"{row.relative:+.1%}"
         delta = "" if row.delta is None else f"{row.delta:+.4g}"
-        better = {"a": comparison.a, "b": comparison.b, "same": "same"}.get(row.better or "", "")
+        better = _verdict(row, comparison)
         table.add_row(
             row.kind,
             row.name,

@@ -220,6 +220,15 @@ def _rss_bytes() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def _metrics(measured: Measured) -> dict[str, dict[str, Any]]:
+    """The manifest's metrics, each with its direction (``model compare`` needs it)."""
+    return {
+        "accuracy": {"value": round(measured.accuracy, 4), "higher_is_better": True},
+        "latency_p50_ms": {"value": round(measured.latency_p50_ms, 4), "higher_is_better": False},
+        "latency_p95_ms": {"value": round(measured.latency_p95_ms, 4), "higher_is_better": False},
+    }
+
+
 def _ram_mb(path: Path, x: np.ndarray) -> float | None:
     """RSS growth from loading the model and running a batch, in MB (Linux only)."""
     before = _rss_bytes()
@@ -497,11 +506,7 @@ def build_version(
             "runtime": "onnxruntime",
             "precision": precision,
             "hardware": hardware,
-            "metrics": {
-                "accuracy": round(m.accuracy, 4),
-                "latency_p50_ms": round(m.latency_p50_ms, 4),
-                "latency_p95_ms": round(m.latency_p95_ms, 4),
-            },
+            "metrics": _metrics(m),
             "golden": golden,
         }
 
@@ -537,11 +542,7 @@ def build_version(
             "disk_mb": round((fp32_path.stat().st_size + int8_path.stat().st_size) / 2**20, 3),
             "expected_latency_ms": round(fp32.latency_p95_ms, 4),
         },
-        "metrics": {
-            "accuracy": round(fp32.accuracy, 4),
-            "latency_p50_ms": round(fp32.latency_p50_ms, 4),
-            "latency_p95_ms": round(fp32.latency_p95_ms, 4),
-        },
+        "metrics": _metrics(fp32),
         "variants": [
             variant("onnx-fp32", fp32_path, "fp32", ["x86_64", "aarch64"], fp32, "golden-fp32.npz"),
             variant("onnx-int8", int8_path, "int8", ["aarch64", "armv7l"], int8, "golden-int8.npz"),

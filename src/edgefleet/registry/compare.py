@@ -1,13 +1,19 @@
-"""Compare two versions of a model: metrics, latency and artifact sizes side by side."""
+"""Compare two versions of a model: metrics, latency and artifact sizes side by side.
+
+Which side is better is never guessed from a quantity's name. Resources (what the model
+needs on a device) and artifact sizes are lower-is-better by definition; a metric is
+judged only when its manifest declares ``higher_is_better`` (docs/bundle-format.md), and
+otherwise its row has no verdict::
+
+    comparison = compare_versions(registry.get("digits", "1.0.0"), registry.get("digits", "1.1.0"))
+    [(row.name, row.better) for row in comparison.rows]  # [("accuracy", "b"), ...]
+"""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.registry.domain import ModelVersion
-
-#: Metrics where a smaller number is the better one; everything else is "higher is better".
-LOWER_IS_BETTER_HINTS = ("latency", "loss", "error", "size", "ram", "memory", "cpu")
+from edgefleet.registry.domain import ModelVersion, Resources
 
 
 class Row(BaseModel):
@@ -21,7 +27,10 @@ class Row(BaseModel):
     b: float | None
     delta: float | None
     relative: float | None
-    better: str | None  # "a", "b", "same", or None when not comparable
+    # "a", "b", "same", or None when one side lacks the quantity or no direction is known.
+    better: str | None
+    # None: a metric whose manifests declare no direction, so no side can be called better.
+    higher_is_better: bool | None = None
 
 
 class Comparison(BaseModel):
@@ -35,35 +44,74 @@ class Comparison(BaseModel):
     rows: tuple[Row, ...]
 
 
-def lower_is_better(name: str) -> bool:
-    """Whether a smaller value of the quantity ``name`` is an improvement."""
-    lowered = name.lower()
-    return any(hint in lowered for hint in LOWER_IS_BETTER_HINTS)
+def make_row(
+    kind: str, name: str, a: float | None, b: float | None, higher_is_better: bool | None
+) -> Row:
+    """A row with the delta, relative change and which side is better.
 
-
-def make_row(kind: str, name: str, a: float | None, b: float | None) -> Row:
-    """A row with the delta, relative change and which side is better."""
+    ``higher_is_better`` is the quantity's direction; ``None`` leaves ``better`` unset
+    unless the two values are equal.
+    """
     if a is None or b is None:
-        return Row(kind=kind, name=name, a=a, b=b, delta=None, relative=None, better=None)
+        return Row(
+            kind=kind,
+            name=name,
+            a=a,
+            b=b,
+            delta=None,
+            relative=None,
+            higher_is_better=higher_is_better,
+            better=None,
+        )
     delta = b - a
     relative = delta / abs(a) if a else None
+    better: str | None
     if delta == 0:
         better = "same"
+    elif higher_is_better is None:
+        better = None
     else:
-        b_wins = delta < 0 if lower_is_better(name) else delta > 0
+        b_wins = delta > 0 if higher_is_better else delta < 0
         better = "b" if b_wins else "a"
-    return Row(kind=kind, name=name, a=a, b=b, delta=delta, relative=relative, better=better)
+    return Row(
+        kind=kind,
+        name=name,
+        a=a,
+        b=b,
+        delta=delta,
+        relative=relative,
+        higher_is_better=higher_is_better,
+        better=better,
+    )
+
+
+def declared_direction(metric: str, a: ModelVersion, b: ModelVersion) -> bool | None:
+    """Whether a higher ``metric`` is better, as the two versions' manifests declare it.
+
+    ``None`` when neither declares it, or when they disagree (then neither is trusted).
+    """
+    declared = {v.higher_is_better[metric] for v in (a, b) if metric in v.higher_is_better}
+    return declared.pop() if len(declared) == 1 else None
 
 
 def compare_versions(a: ModelVersion, b: ModelVersion) -> Comparison:
     """Compare ``b`` with ``a``: every metric, resource need and variant size either has."""
     rows: list[Row] = []
     for name in sorted(a.metrics.keys() | b.metrics.keys()):
-        rows.append(make_row("metric", name, a.metrics.get(name), b.metrics.get(name)))
-    for name in ("expected_latency_ms", "ram_mb", "disk_mb"):
+        rows.append(
+            make_row(
+                "metric",
+                name,
+                a.metrics.get(name),
+                b.metrics.get(name),
+                declared_direction(name, a, b),
+            )
+        )
+    for name in Resources.model_fields:
         va, vb = getattr(a.resources, name), getattr(b.resources, name)
         if va is not None or vb is not None:
-            rows.append(make_row("resource", name, va, vb))
+            # What a model needs on a device: less is better by definition.
+            rows.append(make_row("resource", name, va, vb, higher_is_better=False))
     variants = sorted({v.name for v in a.variants} | {v.name for v in b.variants})
     for name in variants:
         va_variant, vb_variant = a.variant(name), b.variant(name)
@@ -73,6 +121,7 @@ def compare_versions(a: ModelVersion, b: ModelVersion) -> Comparison:
                 f"{name} size_bytes",
                 float(va_variant.size) if va_variant else None,
                 float(vb_variant.size) if vb_variant else None,
+                higher_is_better=False,
             )
         )
         metric_names = sorted(
@@ -86,6 +135,7 @@ def compare_versions(a: ModelVersion, b: ModelVersion) -> Comparison:
                     f"{name} {metric}",
                     va_variant.metrics.get(metric) if va_variant else None,
                     vb_variant.metrics.get(metric) if vb_variant else None,
+                    declared_direction(metric, a, b),
                 )
             )
     return Comparison(model=a.model, a=a.version, b=b.version, rows=tuple(rows))

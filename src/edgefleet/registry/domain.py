@@ -142,6 +142,11 @@ class ModelVersion(Frozen):
     compatibility: Compatibility = Compatibility()
     resources: Resources = Resources()
     metrics: dict[str, float] = Field(default_factory=dict)
+    higher_is_better: dict[str, bool] = Field(
+        default_factory=dict,
+        description="metric name -> direction, for the version's and variants' metrics "
+        "whose manifest declares one",
+    )
     variants: tuple[Variant, ...] = Field(min_length=1)
     golden: GoldenSet
     reference_profile: ReferenceProfile | None = None

@@ -12,15 +12,33 @@ reference; a minimal manifest::
     variants:
       - {name: onnx-fp32, file: model.onnx, sha256: <64 hex>, precision: fp32}
     golden: {file: golden.npz}
+
+A metric is a number, or a number with its direction, which ``model compare`` needs to
+say which version is better::
+
+    metrics:
+      accuracy: {value: 0.974, higher_is_better: true}
+      latency_p95_ms: {value: 0.0103, higher_is_better: false}
+      f1: 0.96                 # no direction declared: compared without a verdict
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edgefleet.registry.domain import (
     Compatibility,
@@ -48,6 +66,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class DirectedMetric(_Strict):
+    """A metric that declares which way is better: ``{value: 0.97, higher_is_better: true}``."""
+
+    value: float
+    higher_is_better: bool
+
+
+def _metric_form(value: Any) -> str:
+    return "directed" if isinstance(value, dict | DirectedMetric) else "number"
+
+
+#: A manifest metric: a bare number (no direction declared) or a ``DirectedMetric``. The
+#: discriminator reports one error per bad metric, not one per form it might have had.
+Metric = Annotated[
+    Annotated[float, Tag("number")] | Annotated[DirectedMetric, Tag("directed")],
+    Discriminator(_metric_form),
+]
+
+
+def metric_values(metrics: Mapping[str, Metric]) -> dict[str, float]:
+    """The numbers of ``metrics``, without their directions."""
+    return {
+        name: metric.value if isinstance(metric, DirectedMetric) else metric
+        for name, metric in metrics.items()
+    }
+
+
 class VariantEntry(_Strict):
     name: Name
     file: str
@@ -56,7 +101,7 @@ class VariantEntry(_Strict):
     runtime: str = Field(default="onnxruntime", min_length=1, max_length=64)
     precision: str = Field(default="fp32", min_length=1, max_length=32)
     hardware: tuple[str, ...] = ("any",)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Metric] = Field(default_factory=dict)
     golden: str | None = Field(default=None, description="variant-specific golden samples")
 
     @field_validator("file", "golden")
@@ -109,7 +154,7 @@ class Manifest(_Strict):
     classes: tuple[str, ...] = ()
     compatibility: Compatibility = Compatibility()
     resources: Resources = Resources()
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Metric] = Field(default_factory=dict)
     variants: tuple[VariantEntry, ...] = Field(min_length=1)
     golden: GoldenEntry
     reference: ReferenceEntry | None = None
@@ -153,6 +198,8 @@ class Manifest(_Strict):
         variant_names = [v.name for v in self.variants]
         if len(variant_names) != len(set(variant_names)):
             raise ValueError(f"variant names must be unique, got {variant_names}")
+        # A name means one quantity in a manifest: one direction for all its metrics.
+        _declared_directions([self.metrics, *(v.metrics for v in self.variants)])
         if self.parent is not None and self.parent == self.version:
             raise ValueError("parent must be another version than the version itself")
         for spec in self.outputs:
@@ -165,9 +212,33 @@ class Manifest(_Strict):
                     )
         return self
 
+    def metric_directions(self) -> dict[str, bool]:
+        """Metric name -> ``higher_is_better``, for every metric that declares it (the
+        version's and the variants' metrics share one direction per name)."""
+        return _declared_directions([self.metrics, *(v.metrics for v in self.variants)])
+
     def output_with_role(self, role: str) -> TensorSpec | None:
         """The first output declared with ``role``."""
         return next((o for o in self.outputs if o.role == role), None)
+
+
+def _declared_directions(metric_maps: list[dict[str, Metric]]) -> dict[str, bool]:
+    """Metric name -> ``higher_is_better`` over several metric maps.
+
+    Raises:
+        ValueError: one name is declared higher-is-better in one place and
+            lower-is-better in another.
+    """
+    directions: dict[str, bool] = {}
+    for metrics in metric_maps:
+        for name, metric in metrics.items():
+            if not isinstance(metric, DirectedMetric):
+                continue
+            if directions.setdefault(name, metric.higher_is_better) != metric.higher_is_better:
+                raise ValueError(
+                    f"metric {name!r} is declared both higher_is_better: true and false"
+                )
+    return directions
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:

@@ -26,6 +26,7 @@ from edgefleet.registry.errors import (
     VersionExistsError,
     VersionNotFoundError,
 )
+from edgefleet.registry.manifest import metric_values
 from edgefleet.registry.ports import RegistryUnitOfWork
 from edgefleet.registry.profile import ReferenceProfile, compute_profile
 from edgefleet.registry.semver import parse_version, version_key
@@ -329,7 +330,7 @@ def _build_version(
             filename=Path(entry.file).name,
             sha256=stored[entry.name],
             size=bundle.artifacts[entry.name].size,
-            metrics=entry.metrics,
+            metrics=metric_values(entry.metrics),
             golden_sha256=variant_golden_sha.get(entry.name),
         )
         for entry in manifest.variants
@@ -352,7 +353,8 @@ def _build_version(
         classes=manifest.classes,
         compatibility=manifest.compatibility,
         resources=manifest.resources,
-        metrics=manifest.metrics,
+        metrics=metric_values(manifest.metrics),
+        higher_is_better=manifest.metric_directions(),
         variants=variants,
         golden=GoldenSet(
             sha256=golden_sha,
