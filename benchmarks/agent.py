@@ -195,7 +195,7 @@ def main() -> None:
                     "trial": {
                         "min_inferences": 50,
                         "min_seconds": 0,
-                        "max_latency_p95_ratio": 1000,
+                        "max_latency_ratio": 1000,
                     },
                 }
                 http.put(

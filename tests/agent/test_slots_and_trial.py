@@ -2,14 +2,18 @@
 
 import bisect
 
+import numpy as np
 import pytest
 
 from edgefleet.agent.slots import CorruptStateError, SlotStore
 from edgefleet.agent.statemachine import AgentState, SlotContent, State, Target
 from edgefleet.agent.trial import (
     HealthMax,
+    LatencyProbes,
+    TrialRun,
     judge,
     judge_shadow,
+    log_evidence,
     mean_confidence,
     new_class_share,
     worst,
@@ -87,7 +91,7 @@ POLICY = TrialPolicy(
     min_inferences=200,
     min_seconds=0,
     max_error_rate=0.01,
-    max_latency_p95_ratio=1.5,
+    max_latency_ratio=1.5,
     max_cpu_percent=90,
     max_ram_mb=500,
     max_temperature_c=80,
@@ -96,10 +100,20 @@ POLICY = TrialPolicy(
 )
 
 
+def probes(ratio: float, pairs: int = 100, baseline_s: float = 20e-6) -> LatencyProbes:
+    measured = LatencyProbes(max_ratio=1.5, floor_s=2e-6)
+    for i in range(pairs):
+        wobble = 1 + 0.1 * ((i % 7) - 3) / 3  # +-10%, the same for both models of a pair
+        measured.add(baseline_s * ratio * wobble, baseline_s * wobble)
+    return measured
+
+
 def test_a_good_candidate_passes_with_its_numbers():
-    verdict = judge(POLICY, stats(), stats(), HealthMax(40, 100, 50), elapsed_s=60)
+    verdict = judge(POLICY, stats(), stats(), HealthMax(40, 100, 50), 60, probes(1.0))
     assert verdict.passed is True
-    assert verdict.numbers["latency_p95_ratio"] == 1.0
+    assert verdict.numbers["latency_ratio_median"] == 1.0
+    assert verdict.numbers["probe_pairs"] == 100 and verdict.numbers["probes_over"] == 0
+    assert verdict.numbers["latency_p50_ms"] == pytest.approx(0.02)
     assert verdict.numbers["mean_confidence"] == pytest.approx(0.975)
 
 
@@ -113,7 +127,6 @@ def test_the_trial_waits_for_enough_traffic_and_time():
     ("candidate", "health", "check"),
     [
         (stats(errors=10), HealthMax(), "error_rate"),
-        (stats(latency_ms=4.0), HealthMax(), "latency_p95"),
         (stats(), HealthMax(cpu_percent=95), "cpu_percent"),
         (stats(), HealthMax(ram_used_mb=800), "ram_mb"),
         (stats(), HealthMax(temperature_c=85), "temperature_c"),
@@ -125,6 +138,72 @@ def test_each_check_fails_a_bad_candidate(candidate, health, check):
     baseline = stats(classes=(33,) * 9 + (1,))  # class 9 is rare for the previous model
     verdict = judge(POLICY, candidate, baseline, health, elapsed_s=60)
     assert verdict.passed is False and verdict.check == check
+
+
+def test_a_slower_candidate_fails_on_latency_before_the_trial_is_over():
+    verdict = judge(POLICY, stats(requests=10), stats(), HealthMax(), 1, probes(2.0, pairs=30))
+    assert verdict.passed is False and verdict.check == "latency"
+    assert verdict.numbers["latency_ratio_median"] == pytest.approx(2.0)
+    assert verdict.numbers["probe_over_share"] == 1.0
+
+
+def test_a_difference_under_the_floor_is_not_acted_on_but_a_fast_models_2x_is():
+    # 1 us against 0.4 us: 2.5 times slower, but within timer and cache noise.
+    assert judge(POLICY, stats(), None, HealthMax(), 60, probes(2.5, baseline_s=4e-7)).passed
+    # A 10 us model twice as slow is 10 us slower: acted on.
+    verdict = judge(POLICY, stats(), None, HealthMax(), 60, probes(2.0, baseline_s=10e-6))
+    assert verdict.passed is False and verdict.check == "latency"
+
+
+def test_the_trial_is_extended_while_the_latency_is_inconclusive():
+    # Half the pairs over the limit, half under: no evidence either way.
+    mixed = LatencyProbes(max_ratio=1.5, floor_s=0.0)
+    for i in range(200):
+        mixed.add(2.0e-5 if i % 2 else 1.0e-5, 1.0e-5)
+    waiting = judge(POLICY, stats(), stats(), HealthMax(), 60, mixed)
+    assert waiting.passed is None and waiting.numbers["extended_for"] == "latency"
+    at_deadline = judge(POLICY, stats(), stats(), HealthMax(), POLICY.deadline_s, mixed)
+    assert at_deadline.passed is True and at_deadline.numbers["latency"] == "inconclusive"
+
+
+def test_without_a_previous_model_the_latency_is_not_compared():
+    verdict = judge(POLICY, stats(), None, HealthMax(), 60, None)
+    assert verdict.passed is True and verdict.numbers["latency"] == "not_compared"
+
+
+def test_the_latency_test_holds_its_false_rollback_rate_at_the_limit():
+    # A model exactly at the limit: each pair is over with probability 1/2. Looked at
+    # after every pair for 2,000 pairs, the test may call it slower in at most alpha of
+    # the trials (Ville's inequality); a fixed-sample test looked at that often would
+    # do so far more often.
+    alpha = 0.01
+    over = np.random.default_rng(7).random((2000, 2000)) < 0.5
+    hits = np.cumsum(over, axis=1)
+    evidence = log_evidence(hits, np.arange(1, 2001))
+    wrongly_slower = (evidence >= np.log(1 / alpha)).any(axis=1).mean()
+    assert wrongly_slower <= alpha
+    # And it does find a model over the limit on 60% of pairs.
+    slower = np.cumsum(np.random.default_rng(8).random((200, 2000)) < 0.6, axis=1)
+    found = (log_evidence(slower, np.arange(1, 2001)) >= np.log(1 / alpha)).any(axis=1)
+    assert found.mean() > 0.9
+
+
+def test_a_trial_run_keeps_the_health_maxima_and_the_probes():
+    run = TrialRun(POLICY, started_s=100.0, baseline=stats(), compare_latency=True)
+    run.add_health({"cpu_percent": 30.0, "ram_used_mb": None})
+    run.add_health({"cpu_percent": 20.0, "ram_used_mb": 120.0})
+    for _ in range(50):
+        run.add_probe(2.1e-5, 2.0e-5)
+    assert run.health == HealthMax(30.0, 120.0, None)
+    assert run.verdict(stats(), now_s=100.0 + 60).passed is True
+    no_latency = POLICY.model_copy(update={"max_latency_ratio": None})
+    assert TrialRun(no_latency, started_s=0, baseline=None, compare_latency=True).probes is None
+
+
+def test_the_old_name_of_the_latency_limit_is_still_read():
+    assert TrialPolicy.model_validate({"max_latency_p95_ratio": 3.0}).max_latency_ratio == 3.0
+    with pytest.raises(ValueError, match="max_seconds"):
+        TrialPolicy(min_seconds=60, max_seconds=30)
 
 
 def test_errors_fail_early_once_the_budget_is_spent():

@@ -19,7 +19,6 @@ from tests.server.conftest import LiveServer
 TRIAL = {
     "min_inferences": 40,
     "min_seconds": 0,
-    "max_latency_p95_ratio": 50,
     "min_mean_confidence": 0.5,
 }
 

@@ -67,7 +67,7 @@ from edgefleet.agent.statemachine import (
     reported_state,
     step,
 )
-from edgefleet.agent.trial import judge, judge_shadow, worst
+from edgefleet.agent.trial import TrialRun, Verdict, judge_shadow
 from edgefleet.fleet.domain import Preconditions, ShadowPolicy, TrialPolicy
 from edgefleet.fsutil import write_atomic
 from edgefleet.registry.domain import Tolerance
@@ -84,6 +84,12 @@ log = logging.getLogger("edgefleet.agent")
 
 #: Recorded application inputs, replayed to a model on trial when traffic is idle.
 RECORDED_INPUTS = "recorded-inputs.npz"
+#: How often a trial or a shadow period looks at its numbers.
+TRIAL_TICK_S = 0.1
+#: Latency probe pairs per trial tick at most, and the time they may take (the probes
+#: are measurements, not service: they must not crowd out the application).
+PROBE_PAIRS_PER_TICK = 8
+PROBE_BUDGET_S = 0.01
 
 
 def _now() -> str:
@@ -124,6 +130,10 @@ class Agent:
         #: outcome (COMMITTED, ROLLED_BACK, FAILED, IDLE) -> (updates, seconds spent)
         self.update_outcomes: dict[str, tuple[int, float]] = {}
         self._update_started: float | None = None
+        #: Called at every look of a trial (``agent run --once`` shows its progress).
+        self.on_trial: Callable[[TrialPolicy, Verdict], None] | None = None
+        self._previous: LoadedModel | None = None
+        self._class_baseline: ModelStats | None = None
 
     # -- start-up -----------------------------------------------------------------
 
@@ -463,7 +473,7 @@ class Agent:
                     self._replay_burst(rows, self.config.trial_replay_per_s / 10 / policy.fraction)
                     self.runtime.drain_shadow(timeout=1.0)
                 last_runs = stats.runs + stats.failed
-                self.sleep(0.1)
+                self.sleep(TRIAL_TICK_S)
         finally:
             self.runtime.clear_shadow()
 
@@ -476,7 +486,7 @@ class Agent:
                     self.store.model_file(slot), self._identity(self.state.target)
                 )
                 self._loaded[slot] = loaded
-            self._baseline = self._measure_baseline()
+            self._previous, self._class_baseline = self._serving_model_and_stats()
             self.store.write_pointer(slot)
             self.runtime.activate(loaded)
             crashpoint("activated_in_runtime")
@@ -485,16 +495,18 @@ class Agent:
             return ActivationFailed("activation_failed", {"message": str(exc)[:200]})
         return Activated()
 
-    def _measure_baseline(self) -> ModelStats | None:
-        """The serving model's stats on golden replays, for the trial's latency ratio."""
+    def _serving_model_and_stats(self) -> tuple[LoadedModel | None, ModelStats | None]:
+        """The model about to be replaced, kept loaded for the trial's latency probes,
+        and its stats for the trial's class-mix check (on golden replays when it has
+        served nothing yet)."""
         current = self.runtime.active_model
         previous_slot = self.state.active
         if current is None or previous_slot is None:
-            return None
-        for _ in range(20):
+            return None, None
+        if not sum(current.metrics.snapshot().class_counts):
             for row in self._replay_set(current, previous_slot):
                 self._replay(row)
-        return current.metrics.snapshot()
+        return current, current.metrics.snapshot()
 
     def _replay_burst(self, rows: Iterator[Mapping[str, Any]], count: float) -> None:
         """Replay the next ``count`` inputs (at least one) of a cycling replay set."""
@@ -521,36 +533,89 @@ class Agent:
 
     def _trial(self, target: Target) -> Event:
         policy = TrialPolicy.model_validate(target.trial) if target.trial else self.trial_policy
-        started = self.clock()
         slot = self.state.active
         model = self.runtime.active_model
         assert slot is not None and model is not None
         replay = self._replay_set(model, slot)
-        rows = itertools.cycle(replay)
-        health_samples: list[dict[str, float | None]] = []
+        rows = itertools.cycle(replay) if replay else None
+        previous, why_not = self._previous_for_probes(model)
+        pairs = _probe_feeds(model, previous, replay) if previous is not None else []
+        if previous is not None and not pairs:
+            previous, why_not = None, "no input both models accept"
+        if why_not is not None and policy.max_latency_ratio is not None:
+            log.warning("the trial does not compare latency: %s", why_not)
+        run = TrialRun(
+            policy,
+            started_s=self.clock(),
+            baseline=self._class_baseline,
+            compare_latency=previous is not None,
+        )
+        probe_feeds = itertools.cycle(pairs)
+        try:
+            return self._trial_loop(policy, model, run, previous, probe_feeds, rows, why_not)
+        finally:
+            self._previous = None  # the probes are over: its slot keeps it on disk
+
+    def _trial_loop(
+        self,
+        policy: TrialPolicy,
+        model: LoadedModel,
+        run: TrialRun,
+        previous: LoadedModel | None,
+        probe_feeds: Iterator[tuple[dict[str, Any], dict[str, Any]]],
+        rows: Iterator[dict[str, Any]] | None,
+        why_not: str | None,
+    ) -> Event:
         last_requests = -1
         while True:
             crashpoint("trial_tick")
+            run.add_health(self.health.sample().to_dict())
+            if previous is not None:
+                _probe(model, previous, probe_feeds, run)
             # The live model's own counts: not its shadow period, not an earlier load.
             stats = model.metrics.snapshot()
-            health_samples.append(self.health.sample().to_dict())
-            verdict = judge(
-                policy,
-                stats,
-                getattr(self, "_baseline", None),
-                worst(health_samples),
-                self.clock() - started,
-            )
+            verdict = run.verdict(stats, self.clock())
+            if why_not is not None and policy.max_latency_ratio is not None:
+                verdict.numbers["latency"] = f"not_compared: {why_not}"
+            if self.on_trial is not None:
+                self.on_trial(policy, verdict)
             if verdict.passed is True:
                 return TrialPassed(verdict.numbers)
             if verdict.passed is False:
                 return TrialFailed(verdict.check or "unknown", verdict.numbers)
-            if stats.requests == last_requests and replay:
+            if stats.requests == last_requests and rows is not None:
                 # No application traffic: replay golden and recorded inputs so the
                 # trial ends.
                 self._replay_burst(rows, self.config.trial_replay_per_s / 10)
             last_requests = stats.requests
-            self.sleep(0.1)
+            self.sleep(TRIAL_TICK_S)
+
+    def _previous_for_probes(self, candidate: LoadedModel) -> tuple[LoadedModel | None, str | None]:
+        """The model the candidate replaced, for the trial's latency probes, or why
+        there is none. It is normally still loaded (the switch keeps it); after a
+        restart it is loaded again from its slot when the device's free memory holds
+        it twice over, and otherwise the trial goes on without a latency comparison."""
+        previous = self._previous
+        if previous is not None and previous is not candidate:
+            return previous, None
+        slot = self.state.inactive
+        content = self.state.slots.get(slot)
+        if content is None:
+            return None, "no previous model"
+        path = self.store.model_file(slot)
+        try:
+            import psutil
+
+            free = psutil.virtual_memory().available
+            if free < 2 * path.stat().st_size:
+                return None, f"free memory ({free >> 20} MB) cannot hold the previous model"
+            loaded = self.runtime.prepare(
+                path, ModelIdentity(content.model, content.version, content.variant)
+            )
+        except Exception as exc:
+            return None, f"the previous model does not load: {str(exc)[:200]}"
+        self._previous = loaded
+        return loaded, None
 
     def _serve_slot(self, slot: str) -> None:
         loaded = self._loaded.get(slot)
@@ -618,6 +683,51 @@ class Agent:
             {"at": _now(), "health": self.health.sample().to_dict(), "models": models}
         )
         self.save_recorded_inputs()
+
+
+def _probe_feeds(
+    candidate: LoadedModel, previous: LoadedModel, rows: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The replay rows both models accept, as each model's validated feeds."""
+    pairs = []
+    for row in rows:
+        try:
+            pairs.append((candidate.validate(row), previous.validate(row)))
+        except Exception:
+            continue  # an input of one model only
+    return pairs
+
+
+def _probe(
+    candidate: LoadedModel,
+    previous: LoadedModel,
+    feeds: Iterator[tuple[dict[str, Any], dict[str, Any]]],
+    run: TrialRun,
+) -> None:
+    """Time both models on the same inputs, one right after the other, the order
+    alternating pair by pair; at most ``PROBE_PAIRS_PER_TICK`` pairs or
+    ``PROBE_BUDGET_S``. A probe that fails is no latency: the model's error counts come
+    from what it serves."""
+    clock = time.perf_counter_ns
+    deadline = clock() + int(PROBE_BUDGET_S * 1e9)
+    for _ in range(PROBE_PAIRS_PER_TICK):
+        candidate_feeds, previous_feeds = next(feeds)
+        times = {}
+        order = (
+            ((candidate, candidate_feeds), (previous, previous_feeds))
+            if run.probes is None or run.probes.pairs % 2 == 0
+            else ((previous, previous_feeds), (candidate, candidate_feeds))
+        )
+        try:
+            for model, model_feeds in order:
+                start = clock()
+                model.session.run(model_feeds)
+                times[id(model)] = clock() - start
+        except Exception:
+            return
+        run.add_probe(times[id(candidate)] / 1e9, times[id(previous)] / 1e9)
+        if clock() > deadline:
+            return
 
 
 def _battery_percent() -> float | None:

@@ -1,18 +1,34 @@
 """Judging a new model on live traffic against the previous one (pure).
 
 The trial ends when the candidate has answered ``min_inferences`` samples and
-``min_seconds`` have passed; then every check of the policy must hold:
+``min_seconds`` have passed, and every check has an answer; then every check must hold:
 
 - error rate (failed requests over all requests) at most ``max_error_rate``;
-- latency p95 at most ``max_latency_p95_ratio`` times the previous model's p95 on this
-  device (measured before the switch);
+- latency: the candidate against the previous model *on the same input at the same
+  moment* (``LatencyProbes``); it fails when most probes find the candidate more than
+  ``max_latency_ratio`` times slower (and slower by more than ``latency_floor_ms``);
 - CPU, RAM and temperature maxima over the trial within the limits;
 - mean top-1 confidence at least ``min_mean_confidence``;
 - the share of predictions in classes the previous model rarely predicted (under 1%)
   at most ``max_new_class_share``.
 
+The latency check is a sequential sign test: each probe pair either counts as *over*
+(candidate slower than the limit) or not, and the test asks whether most pairs are over.
+Its evidence is an e-value, a nonnegative supermartingale under "at most half the pairs
+are over", so by Ville's inequality it reaches ``1 / latency_alpha`` with probability at
+most ``latency_alpha`` however often the trial looks: a model no slower than the limit
+is rolled back for latency with at most that probability (the false-rollback rate).
+While neither side has the evidence, the trial goes on, up to ``max_seconds``.
+
 A check fails early when it cannot recover (the error budget of the whole trial is
-already spent), so a bad model does not serve the full trial.
+already spent, or the latency evidence is in), so a bad model does not serve the whole
+trial. ``TrialRun`` keeps what a shell measured during one trial and judges it; the
+agent and the simulator both drive one, so they judge alike::
+
+    run = TrialRun(policy, started_s=clock(), baseline=previous_stats, compare_latency=True)
+    run.add_probe(candidate_s=0.000041, baseline_s=0.000020)  # one pair, in seconds
+    run.add_health({"cpu_percent": 31.0})
+    verdict = run.verdict(candidate_stats, now_s=clock())  # passed: None while running
 
 ``judge_shadow`` does the same for a shadow-first period, on what the shadow runner
 measured: the candidate's failure rate, its top-1 agreement with the serving model
@@ -21,9 +37,14 @@ and its latency p95 over the serving model's p95 on the same requests.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from edgefleet.fleet.domain import ShadowPolicy, TrialPolicy
 from edgefleet.registry.profile import confidence_mean
@@ -31,6 +52,11 @@ from edgefleet.runtime.metrics import ModelStats
 from edgefleet.runtime.shadow import ShadowStats
 
 RARE_CLASS_SHARE = 0.01
+#: The share of probe pairs over the limit that the latency test's mixture weighs
+#: against one half (equal weights): from barely more than half to nearly all.
+OVER_SHARE_ALTERNATIVES = (0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+#: Probe latencies kept for the quantiles an event reports (the test needs only counts).
+PROBES_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -75,14 +101,95 @@ def new_class_share(candidate: ModelStats, baseline: ModelStats | None) -> float
     return sum(c for i, c in enumerate(candidate.class_counts) if i in rare) / total
 
 
+def log_evidence(hits: npt.ArrayLike, trials: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The log of the e-value against "each trial hits with probability at most 1/2"
+    after ``hits`` hits in ``trials`` (element-wise on arrays).
+
+    The e-value is the mean, over ``OVER_SHARE_ALTERNATIVES`` p, of the likelihood ratio
+    (2p)^hits (2(1-p))^misses. For each p > 1/2 that ratio is a nonnegative
+    supermartingale under any hit probability up to 1/2, and so is their mean: it ever
+    reaches 1/alpha with probability at most alpha (Ville's inequality).
+    """
+    hits = np.asarray(hits, np.float64)
+    misses = np.asarray(trials, np.float64) - hits
+    logs = [
+        hits * math.log(2 * p) + misses * math.log(2 * (1 - p)) for p in OVER_SHARE_ALTERNATIVES
+    ]
+    combined: npt.NDArray[np.float64] = np.logaddexp.reduce(logs, axis=0)
+    return combined - math.log(len(OVER_SHARE_ALTERNATIVES))
+
+
+@dataclass
+class LatencyProbes:
+    """Paired latency probes of a trial: the candidate and the previous model run on the
+    same input one right after the other (the order alternating), so both see the same
+    caches, clock speed and load. A pair is *over* when the candidate took more than
+    ``max_ratio`` times as long as the previous model and more than ``floor_s`` longer.
+    """
+
+    max_ratio: float
+    floor_s: float
+    pairs: int = 0
+    over: int = 0
+    candidate_s: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES_KEPT))
+    baseline_s: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES_KEPT))
+
+    def add(self, candidate_s: float, baseline_s: float) -> None:
+        """Count one pair (seconds each)."""
+        self.pairs += 1
+        if candidate_s > self.max_ratio * baseline_s and candidate_s - baseline_s > self.floor_s:
+            self.over += 1
+        self.candidate_s.append(candidate_s)
+        self.baseline_s.append(baseline_s)
+
+    def decided(self, alpha: float) -> bool | None:
+        """``True``: the candidate is slower than the limit; ``False``: it is not;
+        ``None``: not enough evidence either way yet."""
+        threshold = math.log(1 / alpha)
+        if float(log_evidence(self.over, self.pairs)) >= threshold:
+            return True
+        if float(log_evidence(self.pairs - self.over, self.pairs)) >= threshold:
+            return False
+        return None
+
+    def numbers(self) -> dict[str, Any]:
+        """What an event reports: the pairs, the share over the limit, the median ratio
+        and each model's p50 and p95 on the kept probes (ms)."""
+        numbers: dict[str, Any] = {
+            "probe_pairs": self.pairs,
+            "probes_over": self.over,
+            "max_latency_ratio": self.max_ratio,
+            "latency_floor_ms": round(self.floor_s * 1000, 6),
+        }
+        if not self.pairs:
+            return numbers
+        candidate = np.asarray(self.candidate_s) * 1000
+        baseline = np.asarray(self.baseline_s) * 1000
+        ratios = candidate / np.maximum(baseline, 1e-12)
+        numbers |= {
+            "probe_over_share": round(self.over / self.pairs, 4),
+            "latency_ratio_median": round(float(np.median(ratios)), 4),
+            "latency_p50_ms": round(float(np.quantile(candidate, 0.5)), 6),
+            "latency_p95_ms": round(float(np.quantile(candidate, 0.95)), 6),
+            "baseline_latency_p50_ms": round(float(np.quantile(baseline, 0.5)), 6),
+            "baseline_latency_p95_ms": round(float(np.quantile(baseline, 0.95)), 6),
+        }
+        return numbers
+
+
 def judge(
     policy: TrialPolicy,
     candidate: ModelStats,
     baseline: ModelStats | None,
     health: HealthMax,
     elapsed_s: float,
+    probes: LatencyProbes | None = None,
 ) -> Verdict:
-    """The verdict on a trial so far."""
+    """The verdict on a trial so far.
+
+    ``baseline`` is the previous model's stats (for the class mix); ``probes`` the paired
+    latency probes (``None``: the latency was not compared, e.g. no previous model).
+    """
     numbers: dict[str, Any] = {
         "inferences": candidate.inferences,
         "requests": candidate.requests,
@@ -95,22 +202,20 @@ def judge(
     planned = max(policy.min_inferences, candidate.requests + errors)
     if planned and errors / planned > policy.max_error_rate:
         return Verdict(False, "error_rate", numbers | {"max_error_rate": policy.max_error_rate})
+    slower: bool | None = None
+    if probes is not None:
+        numbers |= probes.numbers()
+        slower = probes.decided(policy.latency_alpha)
+        if slower:
+            # Valid at any look: no need to serve a slow model to the end of the trial.
+            return Verdict(False, "latency", numbers | {"latency_alpha": policy.latency_alpha})
+    elif policy.max_latency_ratio is not None:
+        numbers["latency"] = "not_compared"
     finished = candidate.inferences >= policy.min_inferences and elapsed_s >= policy.min_seconds
     if not finished:
         return Verdict(None, None, numbers)
     if rate > policy.max_error_rate:
         return Verdict(False, "error_rate", numbers | {"max_error_rate": policy.max_error_rate})
-    p95 = candidate.latency_quantile(0.95)
-    base_p95 = baseline.latency_quantile(0.95) if baseline else None
-    numbers["latency_p95_ms"] = p95
-    numbers["baseline_latency_p95_ms"] = base_p95
-    if p95 is not None and base_p95:
-        ratio = p95 / base_p95
-        numbers["latency_p95_ratio"] = round(ratio, 4)
-        if ratio > policy.max_latency_p95_ratio:
-            return Verdict(
-                False, "latency_p95", numbers | {"max_ratio": policy.max_latency_p95_ratio}
-            )
     limits = (
         ("cpu_percent", health.cpu_percent, policy.max_cpu_percent),
         ("ram_mb", health.ram_used_mb, policy.max_ram_mb),
@@ -136,7 +241,68 @@ def judge(
         and share > policy.max_new_class_share
     ):
         return Verdict(False, "class_mix", numbers | {"max": policy.max_new_class_share})
+    if probes is not None and slower is None:
+        if elapsed_s < policy.deadline_s:
+            return Verdict(None, None, numbers | {"extended_for": "latency"})
+        # No evidence either way by the deadline: the difference is too close to the
+        # limit to tell, and a rollback needs evidence.
+        numbers["latency"] = "inconclusive"
     return Verdict(True, None, numbers)
+
+
+class TrialRun:
+    """One trial in progress: the measurements a shell feeds it, judged on demand.
+
+    Pure: the shell owns the clock, the models and the probing; this keeps the health
+    maxima and the probe pairs and calls ``judge``.
+    """
+
+    def __init__(
+        self,
+        policy: TrialPolicy,
+        *,
+        started_s: float,
+        baseline: ModelStats | None,
+        compare_latency: bool,
+    ) -> None:
+        self.policy = policy
+        self.started_s = started_s
+        self.baseline = baseline
+        self.health = HealthMax()
+        self.probes = (
+            LatencyProbes(policy.max_latency_ratio, policy.latency_floor_ms / 1000)
+            if compare_latency and policy.max_latency_ratio is not None
+            else None
+        )
+
+    def add_health(self, sample: Mapping[str, float | None]) -> None:
+        """Take one health sample (``Health.to_dict()`` form) into the maxima."""
+        self.health = worst(
+            [
+                {
+                    "cpu_percent": self.health.cpu_percent,
+                    "ram_used_mb": self.health.ram_used_mb,
+                    "temperature_c": self.health.temperature_c,
+                },
+                dict(sample),
+            ]
+        )
+
+    def add_probe(self, candidate_s: float, baseline_s: float) -> None:
+        """One probe pair: the candidate's and the previous model's time on one input."""
+        if self.probes is not None:
+            self.probes.add(candidate_s, baseline_s)
+
+    def verdict(self, candidate: ModelStats, now_s: float) -> Verdict:
+        """The verdict on what the candidate did so far (``candidate``: its live stats)."""
+        return judge(
+            self.policy,
+            candidate,
+            self.baseline,
+            self.health,
+            now_s - self.started_s,
+            self.probes,
+        )
 
 
 def worst(samples: Sequence[dict[str, float | None]]) -> HealthMax:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgefleet.cli.output import console
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from edgefleet.agent.shell import Agent
 
 app = typer.Typer(help="The device agent and its inference runtime.", no_args_is_help=True)
 
@@ -94,12 +100,14 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     agent = Agent(settings)
-    agent.start()
     if once:
-        final = agent.converge()
+        with _trial_progress(agent):
+            agent.start()
+            final = agent.converge()
         console.print(f"downloaded {agent.bytes_downloaded} bytes", highlight=False)
         console.print(f"{final.state.value}; active slot {final.active or 'none'}", highlight=False)
         return
+    agent.start()
     if settings.serve_port is not None:
         from edgefleet.agent.metrics import AgentCollector
         from edgefleet.runtime.prometheus import registry_for
@@ -115,6 +123,53 @@ def run(
         )
     with contextlib.suppress(KeyboardInterrupt):
         agent.run_forever()
+
+
+@contextlib.contextmanager
+def _trial_progress(agent: Agent) -> Iterator[None]:
+    """A progress bar for each trial while ``agent run --once`` waits for it: the
+    seconds it has run of its minimum, its inferences and the latency evidence."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgefleet.agent.trial import Verdict
+    from edgefleet.fleet.domain import TrialPolicy
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+        console=console,
+        transient=False,
+    ) as bar:
+        task: list[TaskID] = []
+
+        def show(policy: TrialPolicy, verdict: Verdict) -> None:
+            numbers = verdict.numbers
+            elapsed = float(numbers.get("elapsed_s", 0.0))
+            detail = f"{numbers.get('inferences', 0)}/{policy.min_inferences} inferences"
+            if "probe_pairs" in numbers:
+                detail += (
+                    f", latency x{numbers.get('latency_ratio_median', '?')} of the previous "
+                    f"model over {numbers['probe_pairs']} probes"
+                )
+            if numbers.get("extended_for"):
+                detail += f" (extended for {numbers['extended_for']})"
+            if not task:
+                task.append(bar.add_task("trial", total=policy.min_seconds or 1.0, detail=""))
+            done = verdict.passed is not None
+            bar.update(
+                task[0],
+                completed=policy.min_seconds if done else min(elapsed, policy.min_seconds),
+                detail=detail
+                if not done
+                else f"{detail}: {'passed' if verdict.passed else 'failed'}",
+            )
+            if done:
+                task.clear()
+
+        agent.on_trial = show
+        yield
 
 
 @app.command()

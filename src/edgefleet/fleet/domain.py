@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="device identifier")]
@@ -43,8 +43,52 @@ class TrialPolicy(Body):
 
     min_inferences: int = Field(default=200, ge=0)
     min_seconds: float = Field(default=60.0, ge=0)
+    max_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "the trial goes on past min_seconds while the latency check is inconclusive, up "
+            "to this (default: min_seconds + 240); still inconclusive then, it does not fail"
+        ),
+    )
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    max_latency_p95_ratio: float = Field(default=1.5, gt=0)
+    max_latency_ratio: float | None = Field(
+        default=1.5,
+        gt=0,
+        validation_alias=AliasChoices("max_latency_ratio", "max_latency_p95_ratio"),
+        description=(
+            "the candidate's latency over the previous model's on the same input at the same "
+            "moment (paired probes), at most this for most requests (null: no latency check)"
+        ),
+    )
+    latency_alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=0.5,
+        description=(
+            "false-rollback rate of the latency check: a model no slower than "
+            "max_latency_ratio is rolled back for latency with at most this probability"
+        ),
+    )
+    latency_floor_ms: float = Field(
+        default=0.002,
+        ge=0,
+        description="a probe's slowdown smaller than this (timer and cache noise) never counts",
+    )
+
+    @model_validator(mode="after")
+    def _extension_after_minimum(self) -> TrialPolicy:
+        if self.max_seconds is not None and self.max_seconds < self.min_seconds:
+            raise ValueError(
+                f"max_seconds ({self.max_seconds}) is less than min_seconds ({self.min_seconds})"
+            )
+        return self
+
+    @property
+    def deadline_s(self) -> float:
+        """When the trial ends at the latest, inconclusive or not."""
+        return self.max_seconds if self.max_seconds is not None else self.min_seconds + 240.0
+
     max_cpu_percent: float | None = Field(default=None, ge=0)
     max_ram_mb: float | None = Field(default=None, ge=0)
     max_temperature_c: float | None = None

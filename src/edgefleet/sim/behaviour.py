@@ -228,6 +228,24 @@ class VirtualModel:
         return metrics, health
 
 
+def probe_pairs(
+    candidate: VirtualModel, previous: VirtualModel, count: int, rng: np.random.Generator
+) -> list[tuple[float, float]]:
+    """``count`` latency probe pairs (seconds), as a trial on the device measures them:
+    both models on the same input at the same moment.
+
+    Profiles measured together (``measure_together``) hold their samples in the same
+    order, so sample ``i`` of each is the same input measured at nearly the same time;
+    the moment's load then moves both alike.
+    """
+    size = min(candidate.profile.latency_array.size, previous.profile.latency_array.size)
+    picks = rng.integers(0, size, count)
+    load = rng.lognormal(0.0, 0.05, count) / 1000.0
+    ours = candidate.profile.latency_array[picks] * candidate.noise.latency_factor * load
+    theirs = previous.profile.latency_array[picks] * previous.noise.latency_factor * load
+    return list(zip(ours.tolist(), theirs.tolist(), strict=True))
+
+
 def shares(counts: Sequence[int]) -> npt.NDArray[np.float64]:
     """Counts as shares (zeros stay zeros)."""
     data = np.asarray(counts, np.float64)

@@ -7,7 +7,8 @@ done: the network (``sim.network.Link``: latency, loss, bandwidth, outages, so
 downloads really are throttled, cut and resumed with HTTP Range), the disk (a slot is
 a byte count, nothing is written) and the model (``sim.behaviour.VirtualModel``: the
 telemetry the real ONNX model's measured behaviour gives on this device). Trials are
-judged by the agent's own ``trial.judge`` on that simulated traffic. Thousands run in
+judged by the agent's own ``trial.TrialRun`` on that simulated traffic and on latency
+probe pairs drawn from the models' measured profiles. Thousands run in
 one process against one ``World``::
 
     world = World(base_url, http, delivery, token, models, scenario)
@@ -63,13 +64,13 @@ from edgefleet.agent.statemachine import (
     reported_state,
     step,
 )
-from edgefleet.agent.trial import judge, worst
+from edgefleet.agent.trial import TrialRun
 from edgefleet.fleet.domain import Preconditions, TrialPolicy
 from edgefleet.runtime.metrics import ModelStats
 from edgefleet.signing.client import check_target
 from edgefleet.signing.errors import DeliveryError
 from edgefleet.signing.policy import DeviceFacts
-from edgefleet.sim.behaviour import BehaviourProfile, DeviceNoise, VirtualModel
+from edgefleet.sim.behaviour import BehaviourProfile, DeviceNoise, VirtualModel, probe_pairs
 from edgefleet.sim.delivery import SharedDelivery
 from edgefleet.sim.httpclient import Answer, ConnectionPool, HttpError
 from edgefleet.sim.network import Link, NetworkProfile
@@ -84,8 +85,10 @@ FREE_DISK_MB = 16_000.0
 #: The most a download reads from the network at once (what a cut may waste).
 CHUNK_BYTES = 1 << 16
 #: Requests a device replays to its serving model before a switch, for the trial's
-#: latency baseline (as the agent does with golden and recorded inputs).
+#: class-mix baseline (as the agent does with golden inputs when it has served none).
 BASELINE_REQUESTS = 400
+#: Latency probe pairs a trial takes at each look.
+PROBE_PAIRS = 8
 
 
 class Unreachable(Exception):  # noqa: N818 - a network condition, not a bug
@@ -269,8 +272,10 @@ class VirtualDevice:
         self._health: dict[str, float] = {}
         self._traffic_at = world.now()
         self._telemetry_at = world.now()
-        self._trial: tuple[tuple[str, str], ModelStats, list[dict[str, float | None]]] | None = None
+        #: the trial in progress: the (version, variant) on trial, its live stats, the run
+        self._trial: tuple[tuple[str, str], ModelStats, TrialRun] | None = None
         self._baseline: ModelStats | None = None
+        self._previous: VirtualModel | None = None
 
     # -- what the runner reads ------------------------------------------------------
 
@@ -482,6 +487,8 @@ class VirtualDevice:
             # the same inputs, which measured profiles do not give.
             return ShadowFailed("not_simulated", {"message": "the simulator has no shadow mode"})
         if isinstance(command, Activate):
+            active = self.state.active_content
+            self._previous = self._model(active.version, active.variant) if active else None
             self._baseline = self._replay_baseline()
             return Activated()
         if isinstance(command, RunTrial):
@@ -608,15 +615,21 @@ class VirtualDevice:
     async def _run_trial(self, target: Target) -> Event:
         policy = TrialPolicy.model_validate(target.trial) if target.trial else TrialPolicy()
         key = (target.version, target.variant)
-        self._trial = (key, ModelStats(), [])
-        started = self.world.now()
+        candidate, previous = self._model(*key), self._previous
+        run = TrialRun(
+            policy,
+            started_s=self.world.now(),
+            baseline=self._baseline,
+            compare_latency=candidate is not None and previous is not None,
+        )
+        self._trial = (key, ModelStats(), run)
         try:
             while True:
                 self._account()
-                _, stats, health = self._trial
-                verdict = judge(
-                    policy, stats, self._baseline, worst(health), self.world.now() - started
-                )
+                if candidate is not None and previous is not None:
+                    for ours, theirs in probe_pairs(candidate, previous, PROBE_PAIRS, self.rng):
+                        run.add_probe(ours, theirs)
+                verdict = run.verdict(self._trial[1], self.world.now())
                 if verdict.passed is True:
                     return TrialPassed(verdict.numbers)
                 if verdict.passed is False:
@@ -626,6 +639,7 @@ class VirtualDevice:
                     return TrialFailed("stopped", {})
         finally:
             self._trial = None
+            self._previous = None
 
     # -- simulated traffic ------------------------------------------------------------
 
@@ -656,7 +670,7 @@ class VirtualDevice:
         self._health = health
         if self._trial is not None and self._trial[0] == (active.version, active.variant):
             self._trial[1].add(stats)
-            self._trial[2].append(dict(health))
+            self._trial[2].add_health(health)
 
     def _replay_baseline(self) -> ModelStats | None:
         active = self.state.active_content
