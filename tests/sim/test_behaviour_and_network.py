@@ -4,9 +4,18 @@ sampled per device; network profiles."""
 import numpy as np
 import pytest
 
+from edgefleet.agent.trial import TrialRun
 from edgefleet.examples.digits import load_split
-from edgefleet.fleet.domain import ModelMetrics
-from edgefleet.sim.behaviour import DeviceNoise, VirtualModel, measure, measure_together, shares
+from edgefleet.fleet.domain import ModelMetrics, TrialPolicy
+from edgefleet.runtime.metrics import ModelStats
+from edgefleet.sim.behaviour import (
+    DeviceNoise,
+    VirtualModel,
+    measure,
+    measure_together,
+    probe_pairs,
+    shares,
+)
 from edgefleet.sim.network import PROFILES, Link, NetworkProfile
 
 
@@ -79,6 +88,27 @@ def test_variants_of_a_behaviour_show_in_telemetry(profiles):
     failing = VirtualModel(base.scaled(error_rate=0.2)).interval(requests=5000, seconds=1, rng=rng)
     assert 800 < failing[0]["errors"]["inference_failed"] < 1200
     assert failing[0]["inferences"] == 5000 - failing[0]["errors"]["inference_failed"]
+
+
+def test_a_virtual_trial_is_judged_by_the_agents_trial_run_on_paired_probes(profiles):
+    # The simulator feeds the agent's own TrialRun; its probe pairs come from profiles
+    # measured together, so a model as fast as the previous one passes and one twice
+    # as slow fails on latency, as on a real device.
+    rng = np.random.default_rng(3)
+    noise = DeviceNoise(latency_factor=1.3)
+    old, new = VirtualModel(profiles["1.0.0"], noise), VirtualModel(profiles["1.1.0"], noise)
+    slow = VirtualModel(profiles["1.1.0"].scaled(latency=2.0), noise)
+    policy = TrialPolicy(min_inferences=0, min_seconds=0)
+    verdicts = {}
+    for name, candidate in (("same", new), ("slow", slow)):
+        run = TrialRun(policy, started_s=0.0, baseline=None, compare_latency=True)
+        for ours, theirs in probe_pairs(candidate, old, 40, rng):
+            run.add_probe(ours, theirs)
+        verdicts[name] = run.verdict(ModelStats(), now_s=1.0)
+    assert verdicts["same"].passed is True
+    assert verdicts["same"].numbers["latency_ratio_median"] < 1.5
+    assert verdicts["slow"].passed is False and verdicts["slow"].check == "latency"
+    assert verdicts["slow"].numbers["latency_ratio_median"] > 1.5
 
 
 def test_network_profiles():
