@@ -12,9 +12,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic_core import to_jsonable_python
-from rich.table import Table
 
-from edgefleet.cli.output import REMOTE, console, json_option, print_json
+from edgefleet.cli.output import REMOTE, CliTable, console, json_option, print_json
 from edgefleet.cli.remote import RemoteRegistry
 from edgefleet.config import load_settings
 
@@ -131,7 +130,9 @@ def list_devices(
     if as_json:
         print_json(result)
         return
-    table = Table("device", "group", "hw", "firmware", "model", "state", "online", "last seen")
+    table = CliTable(
+        "device", "group", "hw", "firmware", "model", "state", "online", "last seen", ids={"device"}
+    )
     for d in result["devices"]:
         model = f"{d['model']}@{d['version']}" if d.get("model") else ""
         table.add_row(
@@ -174,7 +175,7 @@ def show(
     ):
         console.print(f"  {key + ':':<15}{device.get(key)}", highlight=False, markup=False)
     if result["events"]:
-        table = Table("seq", "at", "from", "to", "reason")
+        table = CliTable("seq", "at", "from", "to", "reason")
         for e in result["events"]:
             table.add_row(
                 str(e["seq"]),
@@ -214,7 +215,7 @@ def summary(as_json: Annotated[bool, json_option()] = False) -> None:
     console.print(
         f"{result['devices']} devices: {result['online']} online, {result['offline']} offline"
     )
-    table = Table("model", "version", "devices")
+    table = CliTable("model", "version", "devices", ids={"model", "version"})
     for entry in result["by_version"]:
         table.add_row(entry["model"] or "-", entry["version"] or "-", str(entry["devices"]))
     console.print(table)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from edgefleet.cli.output import console, json_option, print_json
+from edgefleet.cli.output import CliTable, console, json_option, print_json
 from edgefleet.config import load_settings
 
 app = typer.Typer(help="TUF role keys: create, rotate, inspect.", no_args_is_help=True)
@@ -53,13 +52,13 @@ def init(
             }
         )
         return
-    table = Table("role", "threshold", "key id", "private key", "keep")
+    table = CliTable("role", "threshold", "key id", "private key", "keep", ids={"key id"})
     for role, info in roles.items():
         for key in info["keys"]:
             table.add_row(
                 role,
                 str(info["threshold"]),
-                key["keyid"][:16],
+                key["keyid"],
                 key["file"],
                 "[bold yellow]OFFLINE[/]" if info["offline"] else "online (server)",
             )

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from edgefleet.cli.output import REMOTE, console, json_option, print_json, progress_bars
+from edgefleet.cli.output import REMOTE, CliTable, console, json_option, print_json, progress_bars
 from edgefleet.cli.remote import RemoteRegistry
 from edgefleet.config import load_settings
 from edgefleet.progress import Progress
@@ -160,7 +159,17 @@ def list_versions(
     if not versions:
         console.print("no versions registered" + (" match" if name or stage or tag else ""))
         return
-    table = Table("model", "version", "stage", "variants", "accuracy", "tags", "created", "author")
+    table = CliTable(
+        "model",
+        "version",
+        "stage",
+        "variants",
+        "accuracy",
+        "tags",
+        "created",
+        "author",
+        ids={"model", "version"},
+    )
     for v in versions:
         accuracy = v["metrics"].get("accuracy")
         table.add_row(
@@ -264,7 +273,7 @@ def history(
     if as_json:
         print_json({"changes": [c.model_dump(mode="json") for c in changes]})
         return
-    table = Table("when", "version", "from", "to", "who", "reason")
+    table = CliTable("when", "version", "from", "to", "who", "reason", ids={"version"})
     for c in changes:
         table.add_row(
             c.at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -283,7 +292,9 @@ def _change_text(change: StageChange) -> str:
 
 
 def render_variants(version: ModelVersion) -> None:
-    table = Table("variant", "runtime", "precision", "hardware", "size", "sha256")
+    table = CliTable(
+        "variant", "runtime", "precision", "hardware", "size", "sha256", ids={"variant", "sha256"}
+    )
     for v in version.variants:
         table.add_row(
             v.name, v.runtime, v.precision, ", ".join(v.hardware), f"{v.size:,} B", v.sha256
@@ -342,7 +353,7 @@ def _verdict(row: Row, comparison: Comparison) -> str:
 
 
 def render_comparison(comparison: Comparison) -> None:
-    table = Table(
+    table = CliTable(
         "kind",
         "quantity",
         comparison.a,

@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: consoles, JSON output, progress bars, error reporting."""
+"""Shared CLI plumbing: consoles, JSON output, tables, progress bars, error reporting."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,6 +27,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgressBar
+from rich.style import StyleType
+from rich.table import Column, Table
 from rich.text import Text
 from typer.core import TyperGroup
 
@@ -55,6 +59,59 @@ def print_json(value: Any) -> None:
         value = value.model_dump(mode="json")
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+class CliTable(Table):
+    """A table that never cuts a value: the CLI's only kind of table.
+
+    No column is narrower than its longest word, so a value wraps at its spaces but never
+    loses its end to "…"; the ``ids`` columns, what a user copies into another command
+    (rollout and device ids, versions, digests), do not even wrap, and are shown as they
+    are, never read as rich markup. A terminal narrower than that gets a table wider than
+    itself, whose lines it wraps::
+
+        table = CliTable("id", "name", "state", ids={"id"})
+        table.add_row("ro-c3845c217c4f", "digits 1.1.0", "running")
+        console.print(table)
+    """
+
+    def __init__(self, *headers: str, ids: Collection[str] = (), **options: Any) -> None:
+        unknown = set(ids) - set(headers)
+        if unknown:
+            raise ValueError(f"id columns {sorted(unknown)} are not among {headers}")
+        columns = (
+            Column(header, no_wrap=header in ids, overflow="fold", min_width=len(header))
+            for header in headers
+        )
+        super().__init__(*columns, **options)
+
+    def add_row(
+        self,
+        *renderables: RenderableType | None,
+        style: StyleType | None = None,
+        end_section: bool = False,
+    ) -> None:
+        cells: list[RenderableType | None] = []
+        for column, cell in zip(self.columns, renderables, strict=False):
+            if isinstance(cell, str):
+                # An id is data, shown as it is; other cells may carry rich markup.
+                text = Text(cell) if column.no_wrap else Text.from_markup(cell)
+                parts = [text.plain] if column.no_wrap else text.plain.split()
+                widest = max((cell_len(part) for part in parts), default=0)
+                column.min_width = max(column.min_width or 0, widest)
+                if column.no_wrap:
+                    cell = text
+            cells.append(cell)
+        super().add_row(*cells, style=style, end_section=end_section)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # Given less than the columns' minimum widths, rich squeezes every column alike,
+        # down to "ro-c3…" or to nothing: lay the table out at its minimum instead.
+        unbounded = options.update_width(max(options.max_width, 1 << 16))
+        needed = Measurement.get(console, unbounded, self).minimum
+        yield from super().__rich_console__(
+            console, options.update_width(max(options.max_width, needed))
+        )
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from edgefleet.cli.model import registry
-from edgefleet.cli.output import console, json_option, print_json
+from edgefleet.cli.output import CliTable, console, json_option, print_json
 from edgefleet.config import load_settings
 
 if TYPE_CHECKING:
@@ -122,7 +121,7 @@ def status(as_json: Annotated[bool, json_option()] = False) -> None:
     if as_json:
         print_json(summary)
         return
-    table = Table("role", "expires", "in")
+    table = CliTable("role", "expires", "in", ids={"role"})
     for role, when in expiries.items():
         left = when - now
         table.add_row(role, when.isoformat(), f"{left.days} d {left.seconds // 3600} h")

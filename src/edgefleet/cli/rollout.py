@@ -18,10 +18,9 @@ from pydantic_core import to_jsonable_python
 from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
 
 from edgefleet.cli.devices import LocalFleet, local_or_remote
-from edgefleet.cli.output import console, json_option, print_json
+from edgefleet.cli.output import CliTable, console, json_option, print_json
 from edgefleet.cli.remote import RemoteRegistry
 from edgefleet.errors import ConfigError
 
@@ -135,7 +134,17 @@ def list_rollouts(
     if as_json:
         print_json(result)
         return
-    table = Table("id", "name", "version", "state", "wave", "phase", "devices", "created")
+    table = CliTable(
+        "id",
+        "name",
+        "version",
+        "state",
+        "wave",
+        "phase",
+        "devices",
+        "created",
+        ids={"id", "version"},
+    )
     for r in result:
         table.add_row(
             r["id"],
@@ -175,7 +184,9 @@ def _render(r: dict[str, Any]) -> Group:
             completed=done,
             detail=detail,
         )
-    gates = Table("gate", "verdict", "estimate", "interval", "limit", "n", box=None)
+    gates = CliTable(
+        "gate", "verdict", "estimate", "interval", "limit", "n", ids={"gate"}, box=None
+    )
     for g in r.get("gates") or []:
         n = g["numbers"]
         low, high = n.get("low"), n.get("high")
@@ -285,7 +296,7 @@ def log(
     if as_json:
         print_json(entries)
         return
-    table = Table("at", "actor", "wave", "decision", "reason", "inputs")
+    table = CliTable("at", "actor", "wave", "decision", "reason", "inputs")
     for e in entries:
         details = e["details"]
         summary = ""

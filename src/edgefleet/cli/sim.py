@@ -17,9 +17,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from edgefleet.cli.output import REMOTE, console, err_console, json_option, progress_bars
+from edgefleet.cli.output import REMOTE, CliTable, console, err_console, json_option, progress_bars
 from edgefleet.errors import MissingDependencyError
 
 
@@ -69,7 +68,7 @@ def sim(
     except ImportError as exc:
         raise MissingDependencyError.for_extra("sim", exc.name or "matplotlib") from exc
     if list_scenarios:
-        table = Table("scenario", "description")
+        table = CliTable("scenario", "description", ids={"scenario"})
         for name in builtin_names():
             table.add_row(name, load_scenario(name).description.strip())
         console.print(table)
