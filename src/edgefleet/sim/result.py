@@ -1,6 +1,10 @@
 """What a simulator run found: the timeline, each release's rollout, the checks of the
 scenario's expectations and the headline numbers (pure data, JSON-ready).
 
+Every time in it (``t``, ``started_t``, ``ended_t``, ``duration_s``) is in seconds on
+one clock: t = 0 is when the run started (``run_scenario`` was called, or the moment
+its caller passed as ``started``, e.g. when ``edgefleet demo`` began).
+
 The runner fills a ``RunResult``; the reports (``sim.report``) and ``--json`` read it::
 
     result.to_dict()["passed"], result.exposed_share, result.releases[0].gate_looks
@@ -8,8 +12,23 @@ The runner fills a ``RunResult``; the reports (``sim.report``) and ``--json`` re
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+#: Decisions the server logs with the wave they lead into, not the wave they judged.
+_INTO_NEXT_WAVE = frozenset({"advance", "await_approval"})
+
+
+def decision_wave(entry: Mapping[str, Any]) -> str:
+    """A decision log entry's wave, 1-based, as a reader expects it: "2", or "1 → 2"
+    for a decision that moves the rollout on (logged with the wave it leads into)."""
+    wave = entry.get("wave")
+    if not isinstance(wave, int):
+        return "—"
+    if entry.get("kind") in _INTO_NEXT_WAVE and wave > 0:
+        return f"{wave} → {wave + 1}"
+    return str(wave + 1)
 
 
 @dataclass
@@ -30,10 +49,10 @@ class TimelinePoint:
 
 @dataclass
 class GateLook:
-    """One gate's verdict as the rollout showed it at one moment."""
+    """One analysis of one gate: its verdict and numbers, recorded once per analysis."""
 
-    t: float
-    wave: int  # 0-based wave index
+    t: float  # when the simulator saw the analysis (within a poll of when it ran)
+    wave: int  # 0-based index of the wave whose analysis this was
     gate: str
     metric: str
     verdict: str  # pass, fail, inconclusive
@@ -85,6 +104,13 @@ class ReleaseResult:
     checkin_p50_ms: float | None = None
     checkin_p99_ms: float | None = None
     loop_lag_p99_ms: float | None = None
+    #: the rollout's targeting query (``sim_run:<run id>`` selects the run's devices)
+    target: str = ""
+    #: waves in the rollout's policy (0: not known)
+    waves: int = 0
+    #: devices serving this version, committed, at the end of the run (not of the
+    #: rollout: a later release may have replaced it since)
+    committed: int = 0
 
 
 @dataclass
@@ -106,6 +132,8 @@ class RunResult:
     bytes_repeated: int
     #: downloads cut by the network and resumed
     interruptions: int
+    #: devices committed to the *last* release at the end (each release's own count:
+    #: ``releases[i].committed``)
     devices_committed: int
     #: devices serving each version at the end
     final_versions: dict[str, int]
@@ -124,6 +152,8 @@ class RunResult:
     #: its start ``t``, the count, the p50/p99 round trip as the devices saw it and the
     #: p99 of the part of it spent waiting for a connection of the simulator's pool
     checkin_windows: list[dict[str, float | None]] = field(default_factory=list)
+    #: the run's id: its devices carry the attribute ``sim_run=<run id>``
+    run_id: str = ""
 
     @property
     def passed(self) -> bool:

@@ -6,7 +6,8 @@ each artifact's behaviour in ONNX Runtime on the digits held-out data drawn with
 scenario's class mix, starts an embedded server unless one is given, registers the
 bundles, enrolls the fleet, installs the baseline everywhere, then plays each release:
 creates its rollout, watches it (gate verdicts, decisions, device statuses) until it
-ends and the devices settle, and checks the scenario's expectations::
+ends and the devices settle, and checks the scenario's expectations. Every time in the
+result and in the progress lines is seconds since the run started (``started``)::
 
     result = run_scenario(load_scenario("cpu-spike"), work_dir=Path("sim-work"))
     result.passed, result.exposed_share, result.time_to_detect_s
@@ -23,7 +24,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,14 @@ from edgefleet.sim.device import (
 )
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
-from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
+from edgefleet.sim.result import (
+    Check,
+    GateLook,
+    ReleaseResult,
+    RunResult,
+    TimelinePoint,
+    decision_wave,
+)
 from edgefleet.sim.scenario import Release, Scenario, fleet_query
 from edgefleet.sim.server import EmbeddedServer, OperatorClient
 
@@ -55,7 +63,7 @@ log = logging.getLogger("edgefleet.sim")
 
 FINAL = frozenset({"succeeded", "aborted", "failed"})
 #: The baseline install's trial: quick, it is the version every device starts from.
-BASELINE_TRIAL = {"min_inferences": 50, "min_seconds": 1.0, "max_latency_p95_ratio": 100.0}
+BASELINE_TRIAL = {"min_inferences": 50, "min_seconds": 1.0, "max_latency_ratio": 100.0}
 SAMPLE_EVERY_S = 1.0
 #: Devices ``_sample`` walks in one turn of the event loop.
 SAMPLE_SLICE = 1000
@@ -96,34 +104,41 @@ def run_scenario(
     progress: Progress = NO_PROGRESS,
     say: Say = _quiet,
     keep_running: KeepRunning | None = None,
+    started: float | None = None,
 ) -> RunResult:
     """Play ``scenario`` and return what happened.
 
     Example bundles are built into ``bundle_cache`` (default: under ``work_dir``) unless
     they are there already. ``keep_running(result, url, token)``, when given, is
     awaited after the releases with the server and the fleet still up; the run ends
-    when it returns.
+    when it returns. ``started`` (a ``time.monotonic()`` value, default: now) is t = 0
+    of every time in the result, so a caller's own progress lines can share the clock.
 
     Raises:
         SimulationError, SimServerError, ScenarioError, MissingDependencyError.
     """
+    origin = time.monotonic() if started is None else started
     target = target or RunTarget()
-    bundles = _bundles(scenario, bundle_cache or work_dir / "bundles", progress)
-    say(f"measuring {len(scenario.versions)} model versions in ONNX Runtime")
+    cache = bundle_cache or work_dir / "bundles"
+    versions = ", ".join(f"{scenario.model} {v}" for v in scenario.versions)
+    say(f"preparing the example models {versions} (built once, then kept in {cache})")
+    bundles = _bundles(scenario, cache, progress)
+    say(f"measuring {len(bundles)} model versions in ONNX Runtime (what the devices will run)")
+    measured = progress.task("measuring the models", total=1)
     models = _measure(scenario, bundles)
+    measured(1)
     if target.server:
         if not target.token:
             raise SimulationError("--server needs an operator API key (--token)")
-        return _run_loop(
-            _Run(scenario, work_dir, target.server, target.token, bundles, models, say).play(
-                progress, keep_running
-            )
-        )
+        run = _Run(scenario, work_dir, target.server, target.token, bundles, models, say, origin)
+        return _run_loop(run.play(progress, keep_running))
     server = EmbeddedServer(work_dir / "server", scenario.server, database_url=target.database_url)
     say("starting an embedded server (SQLite, local files)")
+    serving = progress.task("starting the server", total=1)
     with server:
+        serving(1)
         say(f"server on {server.url}")
-        run = _Run(scenario, work_dir, server.url, server.token, bundles, models, say)
+        run = _Run(scenario, work_dir, server.url, server.token, bundles, models, say, origin)
         return _run_loop(run.play(progress, keep_running))
 
 
@@ -253,6 +268,7 @@ class _Watch:
     detected_t: float | None = None
     gone_t: float | None = None  # when no device served the version any more
     max_unreachable: int = 0
+    analysis: tuple[int, int] | None = None  # the last analysis recorded in ``looks``
 
 
 class _Run:
@@ -265,6 +281,7 @@ class _Run:
         bundles: dict[str, Path],
         models: dict[tuple[str, str], BehaviourProfile],
         say: Say,
+        origin: float,
     ) -> None:
         self.scenario = scenario
         self.work_dir = work_dir
@@ -276,7 +293,9 @@ class _Run:
         self.timeline: list[TimelinePoint] = []
         self.watches: list[_Watch] = []
         self.current: _Watch | None = None
-        self.wall_start = datetime.now(UTC)
+        self.origin = origin
+        # The server's decision log is stamped by its clock: t = 0 on that clock.
+        self.wall_start = datetime.now(UTC) - timedelta(seconds=time.monotonic() - origin)
         self.run_id = "r" + secrets.token_hex(3)  # a letter first: never read as a number
         self.fleet = fleet_query(self.run_id)
         # Made when the run plays, inside its event loop.
@@ -313,6 +332,7 @@ class _Run:
                 telemetry_interval_s=scenario.fleet.telemetry_interval_s,
                 requests_per_s=scenario.fleet.requests_per_s,
                 max_backoff_s=scenario.fleet.max_backoff_s,
+                started=self.origin,
             )
             self._world = world
             self.devices = [
@@ -377,7 +397,10 @@ class _Run:
 
     async def _enroll(self, progress: Progress, deadline: float) -> None:
         total = len(self.devices)
-        self.say(f"enrolling {total} virtual devices")
+        self.say(
+            f"enrolling {total} virtual devices (ids sim-{self.run_id}-00000 on, each with "
+            f"the attribute sim_run={self.run_id})"
+        )
         if not await self._until(
             "enrolling", lambda: sum(d.enrolled for d in self.devices), total, progress, deadline
         ):
@@ -412,7 +435,10 @@ class _Run:
         watch = _Watch(release, created["id"], self.world.now())
         self.watches.append(watch)
         self.current = watch
-        self.say(f"rollout {created['id']}: {scenario.model} {release.version} to {body['target']}")
+        self.say(
+            f"rollout {created['id']}: {scenario.model} {release.version} to {body['target']}"
+            + (self._target_note(body["target"]) if len(self.watches) == 1 else "")
+        )
         if scenario.offline is not None:
             self._take_offline(watch.started_t)
         advance = progress.task(f"rollout {release.version}", total=len(self.devices))
@@ -436,6 +462,13 @@ class _Run:
         await self._settle(watch, deadline)
         await self._observe(operator, watch, await operator.rollout(watch.rollout_id))
         self.current = None
+
+    def _target_note(self, target: str) -> str:
+        """Where the run's targeting query first shows: what it selects."""
+        own = f"this run's {len(self.devices)} devices, the ones with sim_run={self.run_id}"
+        if target == self.fleet:
+            return f" ({own})"
+        return f" ({self.fleet}: {own}; the rest is the scenario's own target)"
 
     def _take_offline(self, since: float) -> None:
         fault = self.scenario.offline
@@ -480,19 +513,10 @@ class _Run:
 
     async def _observe(self, operator: OperatorClient, watch: _Watch, view: dict[str, Any]) -> None:
         watch.view = view
-        t = self.world.now()
-        for gate in view.get("gates") or []:
-            watch.looks.append(
-                GateLook(
-                    t=round(t, 3),
-                    wave=int(view["wave"]),
-                    gate=gate["gate"],
-                    metric=gate["metric"],
-                    verdict=gate["verdict"],
-                    numbers=gate.get("numbers", {}),
-                    dry_run=bool(gate.get("dry_run", False)),
-                )
-            )
+        analysis, looks = analysis_looks(view, round(self.world.now(), 3))
+        if analysis is not None and analysis != watch.analysis:
+            watch.analysis = analysis
+            watch.looks.extend(looks)
         watch.max_unreachable = max(watch.max_unreachable, view["devices"].get("unreachable", 0))
         entries = await operator.log(
             watch.rollout_id, after=watch.log[-1]["id"] if watch.log else 0
@@ -504,11 +528,12 @@ class _Run:
                 watch.detected_t = at
             if entry["kind"] not in ("assign", "create"):
                 self.say(
-                    f"  {watch.release.version} wave {int(entry['wave']) + 1}: {entry['kind']}"
+                    f"  {watch.release.version} wave {decision_wave(entry)}: {entry['kind']}"
                     + (f" ({entry['reason']})" if entry["reason"] else "")
                 )
 
     def _at(self, stamp: str) -> float:
+        """A server timestamp as seconds since the run started."""
         moment = datetime.fromisoformat(stamp)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
@@ -563,7 +588,6 @@ class _Run:
         for device in devices:
             name = device.serving or "none"
             final[name] = final.get(name, 0) + 1
-        last = self.watches[-1].release.version if self.watches else None
         checks = [
             check
             for watch, result in zip(self.watches, releases, strict=True)
@@ -585,9 +609,7 @@ class _Run:
             bytes_transferred=counters.bytes_received,
             bytes_repeated=counters.bytes_repeated,
             interruptions=counters.interruptions,
-            devices_committed=sum(
-                d.serving == last and d.state.state is State.COMMITTED for d in devices
-            ),
+            devices_committed=releases[-1].committed if releases else 0,
             final_versions=final,
             requests=dict(counters.requests),
             timeline=self.timeline,
@@ -599,6 +621,7 @@ class _Run:
             checkin_windows=_windows(
                 counters.checkin_ms, counters.checkin_t, counters.checkin_queued_ms
             ),
+            run_id=self.run_id,
         )
 
     def _release_result(self, watch: _Watch) -> ReleaseResult:
@@ -647,6 +670,11 @@ class _Run:
             checkin_p50_ms=_percentile(checkins, 50),
             checkin_p99_ms=_percentile(checkins, 99),
             loop_lag_p99_ms=_percentile(lags, 99),
+            target=str(view.get("target", "")),
+            waves=len(view.get("waves") or []),
+            committed=sum(
+                d.serving == version and d.state.state is State.COMMITTED for d in self.devices
+            ),
         )
 
     def _checks(self, watch: _Watch, result: ReleaseResult) -> list[Check]:
@@ -683,12 +711,14 @@ class _Run:
                 )
             )
         if expect.committed is not None:
-            committed = sum(
-                d.serving == version and d.state.state is State.COMMITTED for d in self.devices
-            )
             wanted = len(self.devices) if expect.committed == "all" else expect.committed
             checks.append(
-                Check(f"{label} devices committed", committed >= wanted, f">= {wanted}", committed)
+                Check(
+                    f"{label} devices committed",
+                    result.committed >= wanted,
+                    f">= {wanted}",
+                    result.committed,
+                )
             )
         if expect.max_exposed_share is not None:
             checks.append(
@@ -764,6 +794,34 @@ class _Run:
                     )
                 )
         return checks
+
+
+def analysis_looks(view: dict[str, Any], t: float) -> tuple[tuple[int, int] | None, list[GateLook]]:
+    """The gates of a rollout ``view`` (the API's), as looks of the analysis they came
+    from, and that analysis's key ``(wave, look)``; ``(None, [])`` without gates.
+
+    The view holds the gates of the rollout's last analysis, polled more often than the
+    analyses run, so the key tells a new analysis from one already seen. An analysis
+    that advanced the rollout is shown with the next wave's index and ``looks`` reset to
+    0: it belongs to the wave before.
+    """
+    gates = view.get("gates") or []
+    if not gates:
+        return None, []
+    wave, look = int(view["wave"]), int(view.get("looks") or 0)
+    analysis = (wave - 1, -1) if look == 0 and wave > 0 else (wave, look)
+    return analysis, [
+        GateLook(
+            t=t,
+            wave=analysis[0],
+            gate=gate["gate"],
+            metric=gate["metric"],
+            verdict=gate["verdict"],
+            numbers=gate.get("numbers", {}),
+            dry_run=bool(gate.get("dry_run", False)),
+        )
+        for gate in gates
+    ]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
