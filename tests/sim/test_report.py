@@ -21,8 +21,21 @@ from rich.console import Console
 
 from edgefleet.rollout.gates import Delivery, DeviceSummary, Evidence, Verdict, combine, evaluate
 from edgefleet.rollout.policy import GateSpec, Metric
-from edgefleet.sim.report import _gate_point, render_summary, to_json, write_html
-from edgefleet.sim.result import Check, GateLook, ReleaseResult, RunResult, TimelinePoint
+from edgefleet.sim.report import (
+    _gate_point,
+    decision_log_table,
+    render_summary,
+    to_json,
+    write_html,
+)
+from edgefleet.sim.result import (
+    Check,
+    GateLook,
+    ReleaseResult,
+    RunResult,
+    TimelinePoint,
+    decision_wave,
+)
 
 DEVICES = 200
 WAVES = (4, 20, 60)  # cumulative candidate devices per wave
@@ -35,6 +48,7 @@ GATES = (
     GateSpec(metric=Metric.CLASS_DISTRIBUTION, max_change=0.5, min_samples=1000),
 )
 START = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+RUN_ID = "rtest1"
 
 
 def _device(rng: np.random.Generator, name: str, cpu: float) -> DeviceSummary:
@@ -107,9 +121,14 @@ def _release(version: str, *, bad: bool, started_t: float, seed: int) -> Release
                     rollbacks_by_revision={"rev2": rolled_back},
                     gate_looks=looks,
                     log=log,
+                    target=f"sim_run:{RUN_ID}",
+                    waves=len(WAVES),
+                    committed=0,
                 )
         kind = "succeed" if wave == len(WAVES) - 1 else "advance"
-        log.append(_entry(len(log) + 1, t, kind, wave, "gates_passed", details))
+        # As the server logs it: an advance with the wave it leads into.
+        into = wave + 1 if kind == "advance" else wave
+        log.append(_entry(len(log) + 1, t, kind, into, "gates_passed", details))
     assert not bad, "the bad candidate should have failed a gate"
     return ReleaseResult(
         version=version,
@@ -128,6 +147,9 @@ def _release(version: str, *, bad: bool, started_t: float, seed: int) -> Release
         rollbacks_by_revision={},
         gate_looks=looks,
         log=log,
+        target=f"sim_run:{RUN_ID}",
+        waves=len(WAVES),
+        committed=WAVES[-1],
     )
 
 
@@ -142,6 +164,7 @@ def _entry(
     return {
         "id": number,
         "at": at,
+        "t": t,
         "actor": "controller",
         "kind": kind,
         "wave": wave,
@@ -228,6 +251,7 @@ def _run(
         final_versions={"1.0.0": DEVICES - WAVES[-1], "1.1.0": WAVES[-1], "1.2.0": 0},
         requests={"ok": 90_000, "lost": 450, "offline": 300, "server_error": 0},
         timeline=_timeline(timeline_points, 3600.0, good, bad),
+        run_id=RUN_ID,
     )
 
 
@@ -471,3 +495,118 @@ def test_summary_of_a_failed_run_with_no_data() -> None:
     assert "FAILED" in text and "✗" in text
     assert "[bold]literal[/bold]" in text and "rollback within [s]" in text
     assert "time to detect" in text and "—" in text
+
+
+def _summary(run: RunResult, **options: bool) -> str:
+    console = Console(record=True, width=200)
+    render_summary(run, console, **options)
+    return console.export_text()
+
+
+def _row(text: str, label: str) -> str:
+    """The value of a two-column table row of the terminal summary."""
+    match = re.search(rf"│ {re.escape(label)} +│ (.*?) +│", text)
+    assert match, f"no row {label!r}"
+    return match.group(1)
+
+
+def test_commits_are_counted_per_release_and_agree_with_the_fleet_at_the_end(
+    run: RunResult,
+) -> None:
+    text = _summary(run)
+    # No run-wide count that silently means "of the last release".
+    assert "devices committed" not in text.split("Release ")[0]
+    serving = _row(text, "serving at the end (of 200)")
+    for release in run.releases:
+        committed = _row(text, f"committed to {release.version} at the end of the run")
+        assert committed == f"{release.committed} / {DEVICES}"
+        on_it = run.final_versions.get(release.version, 0)
+        assert release.committed <= on_it
+        assert (f"{release.version} {on_it}" in serving) == bool(on_it)
+    page = _page_of(run)
+    assert "<th>committed to 1.1.0 at the end of the run</th><td>60 / 200</td>" in page
+    assert "<th>committed to 1.2.0 at the end of the run</th><td>0 / 200</td>" in page
+
+
+def test_the_story_is_told_once(run: RunResult) -> None:
+    assert _summary(run).count(run.description) == 1
+    # A caller that told the story before the run leaves it out of the summary.
+    assert run.description not in _summary(run, description=False)
+    assert _page_of(run).count(run.description) == 1
+
+
+def test_terms_are_explained_under_the_table_where_they_first_appear(run: RunResult) -> None:
+    text = _summary(run)
+    run_part, first_release, second_release = re.split(r"\nRelease ", text)[:3]
+    assert "lost: dropped by the simulated network" in run_part
+    assert "offline: not sent" in run_part
+    assert "server_error" not in run_part  # none happened: nothing to explain
+    assert f"target: the rollout's targeting query. sim_run:{RUN_ID} selects" in first_release
+    assert "reverted: sent back to its previous version" in first_release
+    assert "target:" not in second_release  # explained once
+    page = _page_of(run)
+    summary = page[page.index('id="summary"') : page.index('id="checks"')]
+    assert "<dt>lost</dt><dd>dropped by the simulated network" in summary
+    release = page[page.index('id="release-0"') : page.index('id="release-1"')]
+    assert "<dt>target</dt>" in release and f"sim_run:{RUN_ID}" in release
+
+
+def test_every_time_is_on_the_run_clock(run: RunResult) -> None:
+    good = run.releases[0]
+    assert good.ended_t is not None
+    text = _summary(run)
+    assert "Run (t: seconds since the run started)" in text
+    assert f"t = {good.started_t:.1f} s → t = {good.ended_t:.1f} s" in text
+    console = Console(record=True, width=200)
+    console.print(decision_log_table(good))
+    log = console.export_text()
+    for entry in good.log:
+        if entry["kind"] != "assign":
+            assert f"t = {entry['t']:.1f} s" in log
+    assert str(START.hour).zfill(2) + ":" not in log  # no wall clock beside t
+    page = _page_of(run)
+    assert "since the first decision" not in page
+    first = good.log[0]
+    clock = START + timedelta(seconds=float(first["t"]))
+    assert f'<td title="server clock: {clock:%Y-%m-%d %H:%M:%S %Z}">t = {first["t"]:.1f} s' in page
+    assert "t (min since the run started)" in _figure(page, "plot-gates-0")  # an hour-long run
+
+
+def test_a_decision_that_moves_on_shows_both_waves() -> None:
+    assert decision_wave({"kind": "advance", "wave": 1}) == "1 → 2"
+    assert decision_wave({"kind": "await_approval", "wave": 2}) == "2 → 3"
+    assert decision_wave({"kind": "bake", "wave": 1}) == "2"
+    assert decision_wave({"kind": "abort", "wave": 0}) == "1"
+    assert decision_wave({"kind": "create"}) == "—"
+
+
+def test_the_gate_charts_have_a_legend_once_under_the_first(run: RunResult) -> None:
+    page = _page_of(run)
+    assert page.count('id="gate-legend"') == 1
+    legend = page[page.index('id="gate-legend"') :]
+    assert page.index('id="plot-gates-0"') < page.index('id="gate-legend"')
+    assert page.index('id="gate-legend"') < page.index('id="plot-gates-1"')
+    for words in (
+        "95% <i>always-valid confidence sequence</i>",
+        "the candidate minus the baseline",
+        "<b>Fail</b> only when the <i>whole</i> band is past the threshold",
+        "<i>even when the band still reaches past it</i>",
+        "<code>analysis_timeout_s</code>",
+    ):
+        assert words in legend
+    assert "95% confidence band" in _figure(page, "plot-gates-0")
+
+
+def test_a_pass_with_its_band_past_the_threshold_is_said_in_words(run: RunResult) -> None:
+    # The good release's first wave: 4 devices, none rolled back: a pass on the
+    # estimate while the band still reaches far past 0.05.
+    first = [
+        look for look in run.releases[0].gate_looks if look.gate == "rollbacks" and look.wave == 0
+    ][-1]
+    assert first.verdict == "pass" and first.numbers["high"] > 0.05
+    page = _page_of(run)
+    release = page[page.index('id="release-0"') : page.index('id="release-1"')]
+    assert (
+        "<b>rollbacks</b> passed with its band still past the threshold (0.05) in wave 1: "
+        f"up to {first.numbers['high']:.4g} (0 of 4 finished devices)"
+    ) in release

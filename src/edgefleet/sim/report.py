@@ -11,6 +11,11 @@ inline CSS, and plots drawn by matplotlib as inline SVG. The plots are drawn on
 ``matplotlib.figure.Figure`` objects, never through pyplot, so a caller's backend and
 open figures are left alone. Every text that comes from the scenario (names,
 descriptions, reasons) is escaped.
+
+Both say what their terms mean where they first appear (the request outcomes under the
+run's numbers, the rollout target and device statuses under the first release, how to
+read a gate chart under the charts), and both give every time as ``t``, seconds since
+the run started, the clock of the result and of the run's progress lines.
 """
 
 from __future__ import annotations
@@ -37,12 +42,20 @@ from rich.text import Text
 
 from edgefleet.agent.statemachine import State
 from edgefleet.fsutil import write_atomic
-from edgefleet.sim.result import GateLook, ReleaseResult, RunResult, TimelinePoint
+from edgefleet.sim.result import (
+    GateLook,
+    ReleaseResult,
+    RunResult,
+    TimelinePoint,
+    decision_wave,
+)
 
 #: Timelines longer than this are thinned before plotting, to keep the page small.
 MAX_PLOT_POINTS = 2000
 
 _DASH = "—"
+#: The one clock of the reports.
+_CLOCK = "t: seconds since the run started"
 
 #: Agent states in the order an update passes through them; blues while the model
 #: travels, oranges while it is tried, green when kept, reds when not.
@@ -65,8 +78,12 @@ _BAD_COLOURS = ("#de2d26", "#fd8d3c", "#e7298a", "#a50f15")
 _WAVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#bcbd22")
 
 
-def render_summary(result: RunResult, console: Console) -> None:
-    """Print the run's headline, its numbers, each release and the checks to ``console``."""
+def render_summary(result: RunResult, console: Console, *, description: bool = True) -> None:
+    """Print the run's headline, its numbers, each release and the checks to ``console``.
+
+    ``description=False`` leaves out the scenario's description (for a caller that
+    printed it before the run).
+    """
     verdict = ("PASSED", "bold green") if result.passed else ("FAILED", "bold red")
     console.print(
         Text.assemble(
@@ -74,14 +91,17 @@ def render_summary(result: RunResult, console: Console) -> None:
             (result.scenario, "bold"),
             "  ",
             verdict,
-            f"  {result.devices:,} devices, {_duration(result.duration_s)}",
+            f"  {result.devices:,} devices, ran {_duration(result.duration_s)}",
         )
     )
-    if result.description:
+    if description and result.description:
         console.print(Text(result.description, style="dim"))
-    console.print(_pairs_table("Run", _run_rows(result)))
-    for release in result.releases:
-        console.print(_pairs_table(f"Release {release.version}", _release_rows(release)))
+    console.print(_pairs_table(f"Run ({_CLOCK})", _run_rows(result)))
+    _print_notes(console, _run_notes(result))
+    for index, release in enumerate(result.releases):
+        console.print(_pairs_table(f"Release {release.version}", _release_rows(release, result)))
+        if index == 0:
+            _print_notes(console, _release_notes(result))
     if not result.checks:
         console.print(Text("No expectations to check.", style="dim"))
         return
@@ -94,6 +114,26 @@ def render_summary(result: RunResult, console: Console) -> None:
             Text("✓", style="green") if check.passed else Text("✗", style="bold red"),
         )
     console.print(checks)
+
+
+def decision_log_table(release: ReleaseResult) -> Table:
+    """The rollout's decisions (assignments left out) as a table, timed on the run's t."""
+    table = Table(
+        title=Text(f"decision log of {release.rollout_id} ({release.version})"),
+        title_justify="left",
+    )
+    for column in ("t", "wave", "decision", "reason"):
+        table.add_column(column)
+    for entry in release.log:
+        if entry.get("kind") == "assign":
+            continue
+        table.add_row(
+            Text(_entry_t(entry)),
+            Text(decision_wave(entry)),
+            Text(str(entry.get("kind", ""))),
+            Text(str(entry.get("reason", ""))),
+        )
+    return table
 
 
 def write_html(result: RunResult, path: Path) -> Path:
@@ -118,13 +158,27 @@ def to_json(result: RunResult) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return _DASH
-    if seconds < 90:
+    # Seconds up to ten minutes, as the progress lines count them.
+    if seconds < 600:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 90:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def _t(seconds: float | None) -> str:
+    """A moment of the run: ``t = 12.3 s``, seconds since the run started."""
+    if seconds is None or not math.isfinite(seconds):
+        return _DASH
+    return f"t = {seconds:.1f} s"
+
+
+def _entry_t(entry: Mapping[str, Any]) -> str:
+    """A decision's moment on the run's clock (the runner adds ``t`` to each entry)."""
+    t = entry.get("t")
+    return _t(float(t)) if isinstance(t, int | float) else _DASH
 
 
 def _bytes(count: int) -> str:
@@ -166,33 +220,121 @@ def _run_rows(result: RunResult) -> list[tuple[str, str]]:
         f"{_bytes(result.bytes_transferred)} "
         f"({_bytes(result.bytes_repeated)} repeated, {result.interruptions:,} interruptions)"
     )
+    bad = ", ".join(r.version for r in result.releases if r.bad)
+    first = next((r for r in result.releases if r.time_to_detect_s is not None), None)
+    detect, rollback = _duration(result.time_to_detect_s), _duration(result.time_to_rollback_s)
+    if first is not None:
+        detect += f" ({first.version}: from its rollout's start to its first failed gate)"
+        if result.time_to_rollback_s is not None:
+            rollback += f" (from then until no device served {first.version})"
     return [
-        ("exposed to bad versions", _share(result.exposed_share)),
-        ("time to detect", _duration(result.time_to_detect_s)),
-        ("time to roll back", _duration(result.time_to_rollback_s)),
-        ("bytes transferred", transferred),
-        ("devices committed", f"{result.devices_committed:,} / {result.devices:,}"),
-        ("final versions", _counts(result.final_versions)),
-        ("requests", _counts(result.requests)),
+        ("exposed to bad versions", _share(result.exposed_share) + (f" ({bad})" if bad else "")),
+        ("time to detect", detect),
+        ("time to roll back", rollback),
+        ("model bytes received", transferred),
+        (f"serving at the end (of {result.devices:,})", _counts(result.final_versions)),
+        ("device requests to the server", _counts(result.requests)),
         ("server", result.server),
     ]
 
 
-def _release_rows(release: ReleaseResult) -> list[tuple[str, str]]:
+def _release_rows(release: ReleaseResult, result: RunResult | None = None) -> list[tuple[str, str]]:
     state = f"{release.state} ({release.reason})" if release.reason else release.state
+    waves = f"{release.waves_reached} of {release.waves}" if release.waves else ""
+    fleet = f" / {result.devices:,}" if result is not None else ""
     return [
         ("version", release.version + (" (bad)" if release.bad else "")),
         ("rollout", release.rollout_id),
+        ("target", release.target or _DASH),
         ("state", state),
-        ("waves reached", str(release.waves_reached)),
-        ("ran", f"{_duration(release.started_t)} → {_duration(release.ended_t)} into the run"),
+        ("waves reached", waves or str(release.waves_reached)),
+        ("ran", f"{_t(release.started_t)} → {_t(release.ended_t)}"),
         ("time to detect", _duration(release.time_to_detect_s)),
         ("time to roll back", _duration(release.time_to_rollback_s)),
-        ("exposed", _share(release.exposed_share)),
-        ("devices", _counts(release.devices)),
+        ("ever served it", _share(release.exposed_share) + " of the fleet"),
+        ("its devices when the rollout ended", _counts(release.devices)),
+        (
+            f"committed to {release.version} at the end of the run",
+            f"{release.committed:,}{fleet}",
+        ),
         ("failed gates", ", ".join(release.failed_gates) or _DASH),
         ("rollbacks by hardware", _counts(release.rollbacks_by_revision)),
     ]
+
+
+#: What each outcome of a virtual device's HTTP request to the server means.
+_REQUEST_OUTCOMES = {
+    "ok": "answered by the server",
+    "lost": "dropped by the simulated network before reaching the server (a connection "
+    "reset, as real links do now and then); the device tried again",
+    "offline": "not sent: the device was inside a simulated outage",
+    "server_unreachable": "no connection to the server could be made",
+    "server_error": "the server answered 5xx or 429 (busy); the device tried again",
+    "refused": "the server refused it (4xx): a bug of the simulator or the server",
+}
+
+#: What each status of a rollout's device means (``rollout.controller.DeviceStatus``).
+_DEVICE_STATUSES = {
+    "assigned": "told to take the version, nothing heard since",
+    "downloading": "fetching the version",
+    "trial": "running the version on trial",
+    "committed": "kept the version after its trial",
+    "rolled_back": "went back to its previous version on its own (the trial failed or the "
+    "model did not load)",
+    "failed": "could not install the version",
+    "unreachable": "no news within the wave's device_timeout_s; the rollout went on without it",
+    "reverted": "sent back to its previous version when the rollout was aborted",
+}
+
+
+def _run_notes(result: RunResult) -> list[tuple[str, str]]:
+    """The terms of the run's numbers, where they first appear."""
+    notes = [
+        (
+            "device requests",
+            "the virtual devices' HTTP requests to the server (enrolment, check-ins, "
+            "events, telemetry, downloads)",
+        )
+    ]
+    notes += [
+        (outcome, meaning)
+        for outcome, meaning in _REQUEST_OUTCOMES.items()
+        if result.requests.get(outcome)
+    ]
+    return notes
+
+
+def _release_notes(result: RunResult) -> list[tuple[str, str]]:
+    """The terms of the releases' tables, under the first one."""
+    notes = []
+    if any(release.target for release in result.releases):
+        run = f"sim_run:{result.run_id}" if result.run_id else "sim_run:<run id>"
+        notes.append(
+            (
+                "target",
+                f"the rollout's targeting query. {run} selects this run's "
+                f"{result.devices:,} virtual devices (each carries that attribute), so a "
+                "run never touches other devices of the server",
+            )
+        )
+    statuses = {status for release in result.releases for status in release.devices}
+    notes += [
+        (status, meaning) for status, meaning in _DEVICE_STATUSES.items() if status in statuses
+    ]
+    if result.releases:
+        notes.append(
+            (
+                "committed at the end of the run",
+                "devices serving that version, committed, when the run ended (a later "
+                "release may have replaced it)",
+            )
+        )
+    return notes
+
+
+def _print_notes(console: Console, notes: Sequence[tuple[str, str]]) -> None:
+    for term, meaning in notes:
+        console.print(Text.assemble(("  " + term, "bold dim"), (": " + meaning, "dim")))
 
 
 def _pairs_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
@@ -231,7 +373,13 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left;
          vertical-align: top; }
 th { background: #f5f5f5; } td.ok { color: #2e7d32; } td.ko { color: #c62828; }
-.log td:nth-child(6) { font-size: 0.9em; }
+.log td:nth-child(5) { font-size: 0.9em; }
+.notes { color: #444; font-size: 0.92em; margin: -0.5em 0 1em; }
+.notes dt { font-weight: bold; float: left; clear: left; margin-right: 0.4em; }
+.notes dt::after { content: ":"; } .notes dd { margin: 0 0 0.2em; }
+.legend { background: #f7f9fa; border: 1px solid #dde3e6; border-radius: 4px;
+          padding: 0.4em 1em; font-size: 0.92em; }
+.legend li { margin: 0.25em 0; }
 .verdict-pass { color: #2e7d32; } .verdict-fail { color: #c62828; font-weight: bold; }
 .verdict-inconclusive { color: #8d6e00; }
 figure { margin: 1em 0; } figcaption { color: #555; margin-bottom: 0.3em; }
@@ -257,12 +405,17 @@ def _page(result: RunResult) -> str:
         f"<title>edgefleet sim: {_e(result.scenario)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{_e(result.scenario)} {badge}</h1>",
-        f'<p class="meta">{result.devices:,} virtual devices, '
+        f'<p class="meta">{result.devices:,} virtual devices, ran '
         f"{_e(_duration(result.duration_s))} against {_e(result.server)}</p>",
+        '<p class="meta">Every time on this page is t, seconds since the run started.</p>',
     ]
     if result.description:
         parts.append(f"<p>{_e(result.description)}</p>")
-    parts += ['<h2 id="summary">Summary</h2>', _pairs_html(_run_rows(result))]
+    parts += [
+        '<h2 id="summary">Summary</h2>',
+        _pairs_html(_run_rows(result)),
+        _notes_html(_run_notes(result)),
+    ]
     parts += ['<h2 id="checks">Checks</h2>', _checks_html(result)]
     parts.append('<h2 id="timeline">Timeline</h2>')
     if points:
@@ -283,10 +436,20 @@ def _page(result: RunResult) -> str:
         )
     else:
         parts.append('<p class="empty">No timeline recorded.</p>')
+    legend_shown = False
     for index, release in enumerate(result.releases):
-        parts.append(_release_html(index, release, unit))
+        notes = _release_notes(result) if index == 0 else []
+        parts.append(_release_html(index, release, unit, result, notes, not legend_shown))
+        legend_shown = legend_shown or bool(_plotted(release))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _notes_html(notes: Sequence[tuple[str, str]]) -> str:
+    if not notes:
+        return ""
+    items = "".join(f"<dt>{_e(term)}</dt><dd>{_e(meaning)}</dd>" for term, meaning in notes)
+    return f'<dl class="notes">{items}</dl>'
 
 
 def _pairs_html(rows: Iterable[tuple[str, str]]) -> str:
@@ -308,11 +471,21 @@ def _checks_html(result: RunResult) -> str:
     return f'<table class="checks">{head}{rows}</table>'
 
 
-def _release_html(index: int, release: ReleaseResult, unit: _TimeUnit) -> str:
+def _release_html(
+    index: int,
+    release: ReleaseResult,
+    unit: _TimeUnit,
+    result: RunResult,
+    notes: Sequence[tuple[str, str]],
+    legend: bool,
+) -> str:
+    """A release's section; ``notes``: terms to explain under its table; ``legend``:
+    whether to explain the gate charts under its chart (the first chart of the page)."""
     parts = [
         f'<section class="release" id="release-{index}">',
         f"<h2>Release {_e(release.version)}{' (bad)' if release.bad else ''}</h2>",
-        _pairs_html(_release_rows(release)),
+        _pairs_html(_release_rows(release, result)),
+        _notes_html(notes),
     ]
     gates = _gates_figure(release, unit)
     if gates is None:
@@ -321,11 +494,16 @@ def _release_html(index: int, release: ReleaseResult, unit: _TimeUnit) -> str:
         parts.append(
             _figure_html(
                 f"plot-gates-{index}",
-                f"Gate statistics of {release.version}: estimate, confidence band and "
-                "threshold at each look, by wave",
+                f"Gate statistics of {release.version}, one panel per gate: the estimate "
+                "at each analysis (dots, by wave: filled pass, hollow inconclusive, ✕ fail), "
+                "its confidence band and the threshold"
+                + (" (how to read them: below)" if legend else " (how to read them: above)"),
                 gates,
             )
         )
+        if legend:
+            parts.append(_gate_legend_html(release))
+        parts.append(_gate_cases_html(release))
     parts += [f"<h3>Decision log of {_e(release.rollout_id)}</h3>", _log_html(release.log)]
     parts.append("</section>")
     return "\n".join(parts)
@@ -334,23 +512,18 @@ def _release_html(index: int, release: ReleaseResult, unit: _TimeUnit) -> str:
 def _log_html(log: Sequence[Mapping[str, Any]]) -> str:
     if not log:
         return '<p class="empty">No decisions recorded.</p>'
-    times = [_moment(entry.get("at")) for entry in log]
-    origin = next((moment for moment in times if moment is not None), None)
     rows = []
-    for entry, moment in zip(log, times, strict=True):
-        at = moment.strftime("%Y-%m-%d %H:%M:%S") if moment else str(entry.get("at", _DASH))
-        after = _duration((moment - origin).total_seconds()) if moment and origin else _DASH
-        wave = entry.get("wave")
+    for entry in log:
+        moment = _moment(entry.get("at"))
+        at = moment.strftime("%Y-%m-%d %H:%M:%S %Z") if moment else str(entry.get("at", _DASH))
         rows.append(
-            f"<tr><td>{_e(at)}</td><td>{_e(after)}</td><td>{_e(entry.get('kind', ''))}</td>"
-            f"<td>{_e(wave + 1 if isinstance(wave, int) else _DASH)}</td>"
+            f'<tr><td title="server clock: {_e(at.strip())}">{_e(_entry_t(entry))}</td>'
+            f"<td>{_e(decision_wave(entry))}</td>"
+            f"<td>{_e(entry.get('kind', ''))}</td>"
             f"<td>{_e(entry.get('reason', ''))}</td>"
             f"<td>{_details_html(entry.get('details') or {})}</td></tr>"
         )
-    head = (
-        "<tr><th>at</th><th>since the first decision</th><th>kind</th><th>wave</th><th>reason</th>"
-        "<th>details</th></tr>"
-    )
+    head = "<tr><th>t</th><th>wave</th><th>decision</th><th>reason</th><th>details</th></tr>"
     return f'<table class="log">{head}{"".join(rows)}</table>'
 
 
@@ -418,7 +591,7 @@ class _TimeUnit:
 
     @property
     def label(self) -> str:
-        return f"time since the run started ({self.name})"
+        return f"t ({self.name} since the run started)"
 
 
 def _thinned(timeline: Sequence[TimelinePoint]) -> list[TimelinePoint]:
@@ -609,22 +782,155 @@ def _threshold_label(kind: str, bound: Any) -> str:
     return f"threshold {_value(bound)} ({kind})"
 
 
-def _gates_figure(release: ReleaseResult, unit: _TimeUnit) -> Figure | None:
-    series: dict[str, list[_GatePoint]] = {}
-    first_look: dict[str, GateLook] = {}
+#: Limit kinds where lower values are the worse ones (the rest: higher is worse).
+_LOWER_IS_WORSE_KINDS = frozenset({"min", "max_decrease"})
+#: Gates counting finished devices (``rollout.gates``: delivery metrics).
+_DELIVERY_METRICS = frozenset({"download_failures", "rollbacks", "trial_failures"})
+
+
+def _plotted(release: ReleaseResult) -> dict[str, list[tuple[GateLook, _GatePoint]]]:
+    """Each gate with something to plot: its looks with their points, in look order."""
+    series: dict[str, list[tuple[GateLook, _GatePoint]]] = {}
     for look in release.gate_looks:
         point = _gate_point(look)
         if point is not None:
-            series.setdefault(look.gate, []).append(point)
-            first_look.setdefault(look.gate, look)
-    if not series:
+            series.setdefault(look.gate, []).append((look, point))
+    return series
+
+
+def _beyond(value: float, point: _GatePoint, lower_is_worse: bool) -> bool:
+    """Whether ``value`` lies past the point's threshold, on the worse side."""
+    return value < point.threshold if lower_is_worse else value > point.threshold
+
+
+def _confidence(release: ReleaseResult) -> str:
+    """The bands' confidence level as the gates' alpha gives it ("95%")."""
+    for look in release.gate_looks:
+        alpha = look.numbers.get("alpha")
+        if isinstance(alpha, int | float) and 0 < alpha < 1:
+            return f"{1 - alpha:.0%}"
+    return "1 - alpha"
+
+
+def _gate_legend_html(release: ReleaseResult) -> str:
+    """How to read a gate chart: what the dots, the band and the line are, and when a
+    gate fails, passes or waits (``rollout.gates`` decides so)."""
+    level = _confidence(release)
+    items = [
+        "<b>Dots</b>: the gate's estimate at each analysis of the rollout, one colour per "
+        "wave (waves are cumulative: an analysis covers every device of the rollout so "
+        "far). Filled: pass; hollow: inconclusive; red ✕: fail.",
+        f"<b>Grey band</b>: the gate's {level} <i>always-valid confidence sequence</i>: "
+        "the values the data so far cannot rule out, valid at every analysis at once, so "
+        "looking again and again does not add false alarms. For <code>max</code> on "
+        "rollbacks, download failures or trial failures it is the candidate's own rate "
+        "among its finished devices (an exact Beta-binomial mixture); for "
+        "<code>max</code>/<code>min</code> on a per-device value (CPU, latency, ...) the "
+        "candidate's mean; for <code>max_increase</code>, <code>max_decrease</code> and "
+        "<code>max_ratio</code> the candidate minus the baseline (the target's devices "
+        "still on the previous version, compared per hardware kind). Count and "
+        "class-share gates (<code>max_count</code>, <code>max_change</code>) have no band.",
+        "<b>Dashed red line</b>: the threshold on the same scale: the limit itself; for "
+        "<code>max_ratio</code>, (ratio &minus; 1) &times; the baseline's mean, how far above the "
+        "baseline the candidate may be; for <code>max_decrease</code>, minus the limit.",
+        "<b>Fail</b> only when the <i>whole</i> band is past the threshold: the data shows "
+        "the candidate beyond its limit. A gate on per-device values also needs at least "
+        "2 candidate devices before it may fail.",
+        "<b>Pass</b> once the gate has its <code>min_samples</code> and the estimate is "
+        "within the threshold, <i>even when the band still reaches past it</i>. A wide "
+        "band means little data: the gates stop a release on evidence of harm, they do "
+        "not wait for proof that it is safe. The band narrows as later waves add "
+        "devices; size the first wave and <code>min_samples</code> for the certainty "
+        "you want before going wider.",
+        "<b>Inconclusive</b> otherwise: too few samples, or an estimate past the threshold "
+        "that the band does not confirm yet. The controller analyses again; still "
+        "inconclusive <code>analysis_timeout_s</code> after the bake, the rollout pauses "
+        "with reason <code>inconclusive</code> (docs/rollouts.md).",
+    ]
+    body = "".join(f"<li>{item}</li>" for item in items)
+    return (
+        '<div class="legend" id="gate-legend"><h4>How to read the gate charts</h4>'
+        f"<ul>{body}</ul></div>"
+    )
+
+
+def _gate_cases_html(release: ReleaseResult) -> str:
+    """The verdicts a reader of the charts may not expect, said in words: a wave that
+    moved on while a gate's band still reached past its threshold (its last analysis
+    passed on the estimate), and a band wholly past the threshold that did not fail."""
+    lines = []
+    for gate, looks in _plotted(release).items():
+        if looks[0][0].dry_run:
+            continue
+        lower = next(iter(looks[0][0].numbers["limit"])) in _LOWER_IS_WORSE_KINDS
+        last: dict[int, tuple[GateLook, _GatePoint]] = {}
+        unconfirmed: dict[int, tuple[GateLook, _GatePoint]] = {}
+        for seen, point in looks:
+            last[point.wave] = (seen, point)
+            devices = seen.numbers.get("devices")
+            if (
+                point.verdict == "inconclusive"
+                and isinstance(devices, int)
+                and devices < 2
+                and math.isfinite(point.threshold)
+                and _beyond(point.high if lower else point.low, point, lower)
+            ):
+                unconfirmed.setdefault(point.wave, (seen, point))
+        wide = [
+            f"wave {wave + 1}: up to {_number(far)}{_evidence(seen)}"
+            for wave, (seen, point) in sorted(last.items())
+            if point.verdict == "pass"
+            and math.isfinite(point.threshold)
+            and _beyond(far := point.low if lower else point.high, point, lower)
+        ]
+        if wide:
+            threshold = _number(last[max(last)][1].threshold)
+            lines.append(
+                f"<li><b>{_e(gate)}</b> passed with its band still past the threshold "
+                f"({_e(threshold)}) in {_e('; '.join(wide))}. The estimate was within the "
+                "limit and the gate had its min_samples: too few devices yet to show the "
+                "candidate within the limit, none showing it beyond.</li>"
+            )
+        for wave, (seen, point) in sorted(unconfirmed.items()):
+            lines.append(
+                f"<li><b>{_e(gate)}</b> in wave {wave + 1} at {_e(_t(point.t))}: the band "
+                "lay wholly past the threshold, and the verdict was inconclusive, not fail: "
+                f"it rested on {_e(seen.numbers.get('devices'))} candidate device, and a "
+                "gate on per-device values needs 2 before it may fail.</li>"
+            )
+    if not lines:
+        return ""
+    return (
+        f'<div class="notes"><p>Verdicts of {_e(release.version)} to read with the legend:</p>'
+        f"<ul>{''.join(lines)}</ul></div>"
+    )
+
+
+def _evidence(look: GateLook) -> str:
+    """What a look counted, in words (" (0 of 10 finished devices rolled back)")."""
+    numbers = look.numbers
+    if look.metric in _DELIVERY_METRICS and isinstance(numbers.get("finished"), int):
+        return f" ({numbers.get('count')} of {numbers['finished']} finished devices)"
+    if isinstance(numbers.get("devices"), int):
+        return f" ({numbers['devices']} candidate devices)"
+    if isinstance(numbers.get("trials"), int):
+        return f" ({numbers.get('events')} in {numbers['trials']:,} requests)"
+    return ""
+
+
+def _gates_figure(release: ReleaseResult, unit: _TimeUnit) -> Figure | None:
+    plotted = _plotted(release)
+    if not plotted:
         return None
+    series = {gate: [point for _, point in looks] for gate, looks in plotted.items()}
+    first_look = {gate: looks[0][0] for gate, looks in plotted.items()}
+    level = _confidence(release)
     figure = Figure(figsize=(10, 0.6 + 2.2 * len(series)), layout="constrained")
     axes = figure.subplots(len(series), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (gate, points) in zip(axes, series.items(), strict=True):
         look = first_look[gate]
         kind, bound = next(iter(look.numbers["limit"].items()))
-        _gate_axes(ax, points, unit)
+        _gate_axes(ax, points, unit, f"{level} confidence band")
         thresholds = {p.threshold for p in points if math.isfinite(p.threshold)}
         label = _label(_threshold_label(kind, bound))
         if len(thresholds) == 1:
@@ -647,7 +953,7 @@ def _gates_figure(release: ReleaseResult, unit: _TimeUnit) -> Figure | None:
     return figure
 
 
-def _gate_axes(ax: Axes, points: Sequence[_GatePoint], unit: _TimeUnit) -> None:
+def _gate_axes(ax: Axes, points: Sequence[_GatePoint], unit: _TimeUnit, band_label: str) -> None:
     waves = sorted({p.wave for p in points})
     has_band = any(math.isfinite(p.low) for p in points)
     for wave in waves:
@@ -657,7 +963,7 @@ def _gate_axes(ax: Axes, points: Sequence[_GatePoint], unit: _TimeUnit) -> None:
         t = [unit.of(p.t) for p in of_wave]
         if has_band:
             low, high = [p.low for p in of_wave], [p.high for p in of_wave]
-            band = "confidence sequence" if wave == waves[0] else "_"
+            band = band_label if wave == waves[0] else "_"
             ax.fill_between(t, low, high, color="#90a4ae", alpha=0.3, linewidth=0, label=band)
             ax.vlines(t, low, high, color="#90a4ae", linewidth=1)  # shows a single look too
         ax.plot(t, [p.value for p in of_wave], color="#455a64", linewidth=0.8)
