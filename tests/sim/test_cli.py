@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -18,7 +20,7 @@ releases:
   - version: 1.1.0
     rollout:
       waves: [{percent: 100, bake_s: 1, device_timeout_s: 60}]
-      trial: {min_inferences: 100, min_seconds: 1, max_latency_p95_ratio: 3.0}
+      trial: {min_inferences: 100, min_seconds: 1, max_latency_ratio: 3.0}
       gates: [{metric: rollbacks, max_count: 0, min_samples: 1}]
     expect: {state: aborted, committed: all}
 """
@@ -80,14 +82,63 @@ def test_failed_expectations_exit_non_zero_with_the_json_and_report(cli, tmp_pat
     assert report.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_the_demo_report_goes_to_the_user_data_folder_by_default(tmp_path, monkeypatch):
+    from edgefleet.cli.demo import default_report
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_report() == tmp_path / "data" / "edgefleet" / "demo-report.html"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    assert default_report() == Path.home() / ".local" / "share" / "edgefleet" / "demo-report.html"
+    assert "XDG_DATA_HOME" in " ".join(CliRunner().invoke(app, ["demo", "--help"]).output.split())
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_demo_plays_its_story(cli, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    from edgefleet.cli.output import console
+    from edgefleet.sim.scenario import load_scenario
+
+    # Wide enough that no table cell wraps, so the rows can be read back.
+    monkeypatch.setattr(console, "width", 240)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     result = cli("demo")
     assert result.exit_code == 0, result.output
     out = result.stdout
+    assert "1.1.0 wave 1 → 2: advance (gates_passed)" in out
     assert "1.1.0 wave 3: succeed (all_waves_passed)" in out
     assert "1.2.0 wave 1: abort (gate_failed:" in out
     assert "decision log of" in out and "PASSED" in out
-    assert (tmp_path / "edgefleet-demo-report.html").stat().st_size > 10_000
+
+    # The story once, before the run.
+    assert out.count(load_scenario("demo").description.strip()) == 1
+
+    # Progress from the first second, every line on the one clock.
+    stamps = [float(m) for m in re.findall(r"^ *(\d+\.\d)s ", out, re.MULTILINE)]
+    assert stamps and stamps[0] < 1.0 and stamps == sorted(stamps)
+    said = float(re.search(r"^ *(\d+\.\d)s rollout ro-\w+: digits 1\.1\.0", out, re.M)[1])
+    ran = re.search(r"│ ran +│ t = (\d+\.\d) s → t = (\d+\.\d) s", out)
+    assert ran and abs(float(ran[1]) - said) < 1.0
+    ended = float(re.search(r"^ *(\d+\.\d)s rollout ro-\w+ succeeded", out, re.M)[1])
+    assert abs(float(ran[2]) - ended) < 1.0
+
+    # The rollout target explained where it first shows.
+    assert re.search(r"to sim_run:r\w+ \(this run's 200 devices, the ones with sim_run=", out)
+
+    # Commits counted per release, consistent with the fleet at the end.
+    assert re.search(r"│ committed to 1\.1\.0 at the end of the run +│ 200 / 200 ", out)
+    assert re.search(r"│ committed to 1\.2\.0 at the end of the run +│ 0 / 200 ", out)
+    assert re.search(r"│ serving at the end \(of 200\) +│ 1\.1\.0 200 ", out)
+    assert "│ devices committed" not in out
+    if re.search(r"· lost \d", out):
+        assert "lost: dropped by the simulated network" in out
+
+    # The report where the last line says, outside the current folder.
+    report = tmp_path / "data" / "edgefleet" / "demo-report.html"
+    assert out.strip().splitlines()[-1].endswith(str(report))
+    assert list(here.iterdir()) == []
+    page = report.read_text(encoding="utf-8")
+    assert len(page) > 10_000 and page.count('id="gate-legend"') == 1
