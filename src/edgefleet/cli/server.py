@@ -21,26 +21,31 @@ def server(
 ) -> None:
     """Run the control plane (REST API, TUF files, metrics) until interrupted."""
     try:
-        import uvicorn
-
         from edgefleet.server.app import create_app
+        from edgefleet.server.serve import bind, serve, url_of
     except ImportError as exc:
         from edgefleet.errors import MissingDependencyError
 
         raise MissingDependencyError.for_extra("server", exc.name or "fastapi") from exc
     settings = load_settings()
+    # A port in use is an error (exit 1) before the app is built or anything is printed.
+    listeners = bind(host, port)
+    url = url_of(host, listeners)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    console.print(
-        f"edgefleet server on http://{host}:{port} (home {settings.home}); the first admin key, "
-        f"if one was created, is in {settings.home / 'admin.token'}",
-        highlight=False,
-    )
-    uvicorn.run(
+
+    def say_started() -> None:
+        console.print(
+            f"edgefleet server on {url} (home {settings.home}); the first admin key, if one "
+            f"was created, is in {settings.home / 'admin.token'}",
+            highlight=False,
+        )
+
+    serve(
         create_app(settings),
-        host=host,
-        port=port,
+        listeners,
+        on_started=say_started,
         log_level=log_level,
         access_log=access_log,
         timeout_graceful_shutdown=10,
