@@ -238,6 +238,14 @@ def test_the_message_points_a_caret_at_the_position():
     assert lines[1:] == ["  region:eu-west AND hw:", "  " + " " * 22 + "^"]
 
 
+def test_the_caret_counts_terminal_columns_not_characters():
+    # Each of カメラ takes two columns, and the é written as e + combining accent one.
+    text = 'site:"カメラ" AND name:"cafe\u0301" AND AND b:1'
+    error = syntax_error(text)
+    assert error.details["position"] == text.index("AND AND") + 4 == 32  # characters
+    assert error.message.splitlines()[1:] == ["  " + text, "  " + " " * 34 + "^"]
+
+
 def test_the_error_has_the_query_syntax_code():
     assert syntax_error("a:").to_dict()["code"] == "query_syntax"
 

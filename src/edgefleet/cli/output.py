@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -118,8 +119,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error message to stderr and exit with ``code``."""
     first, *rest = message.splitlines() or [""]
     err_console.print(Text.assemble(("error: ", "bold red"), first), soft_wrap=True)
-    for line in rest:
-        err_console.print(f"  {line.strip()}", highlight=False, markup=False, soft_wrap=True)
+    # Dedented as one block, not line by line: a caret line keeps its place under the
+    # query line above it.
+    for line in textwrap.dedent("\n".join(rest)).splitlines():
+        err_console.print(f"  {line.rstrip()}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -33,6 +33,7 @@ Malformed input raises ``QuerySyntaxError`` whose ``details`` say where (``posit
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
@@ -329,7 +330,15 @@ def _error(text: str, position: int, problem: str, expected: list[str]) -> Query
     caret_at = position if len(text) <= 200 else position - max(0, position - 100)
     # One line of printable characters, so the caret stays under its character.
     shown = re.sub(r"[\s\x00-\x1f\x7f]", " ", line)
-    message = (
-        f"query syntax error at position {position}: {problem}\n  {shown}\n  {' ' * caret_at}^"
-    )
+    indent = " " * _columns(shown[:caret_at])
+    message = f"query syntax error at position {position}: {problem}\n  {shown}\n  {indent}^"
     return QuerySyntaxError(message, details={"position": position, "expected": expected})
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns ``text`` takes: wide East Asian characters take two,
+    combining marks none."""
+    return sum(
+        0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        for char in text
+    )
