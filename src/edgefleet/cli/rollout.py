@@ -18,6 +18,7 @@ from pydantic_core import to_jsonable_python
 from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn
+from rich.text import Text
 
 from edgefleet.cli.devices import LocalFleet, local_or_remote
 from edgefleet.cli.output import CliTable, console, json_option, print_json
@@ -37,6 +38,8 @@ STATUS_ORDER = (
     "reverted",
 )
 FINAL = ("succeeded", "aborted", "failed")
+#: Where a watch stops: a final state, or paused (only an operator moves it on).
+WATCH_ENDS = (*FINAL, "paused")
 
 
 class LocalRollouts(LocalFleet):
@@ -160,12 +163,17 @@ def list_rollouts(
 
 
 def _render(r: dict[str, Any]) -> Group:
-    head = (
-        f"[bold]{r['id']}[/] {r['model']} {r['version']} → '{r['target']}': "
-        f"[bold]{r['state']}[/] (wave {r['wave'] + 1}/{len(r['waves'])}, {r['phase']})"
+    head = Text.assemble(
+        (r["id"], "bold"),
+        f" {r['model']} {r['version']} → '{r['target']}': ",
+        (r["state"], "bold"),
+        f" (wave {r['wave'] + 1}/{len(r['waves'])}, {r['phase']})",
+        f" — {r['reason']}" if r.get("reason") else "",
+        # Wrapped, never cut: a live display crops the lines a soft-wrapping console
+        # would leave to the terminal.
+        no_wrap=False,
+        overflow="fold",
     )
-    if r.get("reason"):
-        head += f" — {r['reason']}"
     bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -207,6 +215,17 @@ def _render(r: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
+def _progress_line(r: dict[str, Any]) -> str:
+    """One line of a watched rollout: state, wave, phase and its devices per status."""
+    devices = r.get("devices") or {}
+    counts = ", ".join(f"{s} {devices[s]}" for s in STATUS_ORDER if devices.get(s))
+    return (
+        f"{r['state']} (wave {r['wave'] + 1}/{len(r['waves'])}, {r['phase']})"
+        + (f" — {r['reason']}" if r.get("reason") else "")
+        + (f": {counts}" if counts else "")
+    )
+
+
 @app.command()
 def status(
     rollout_id: Annotated[str, typer.Argument(help="Rollout id.")],
@@ -216,7 +235,13 @@ def status(
     interval: Annotated[float, typer.Option(min=0.2, help="Refresh period, seconds.")] = 2.0,
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
-    """A rollout's waves (devices per status), gate verdicts with their numbers."""
+    """A rollout's waves (devices per status), gate verdicts with their numbers.
+
+    With ``--watch`` on a terminal the view is redrawn until the rollout is succeeded,
+    aborted, failed or paused (then it says how to go on); elsewhere (a pipe, a log
+    file) one line is printed whenever the state, wave, phase or device counts change,
+    then the final view.
+    """
     with rollouts() as client:
         result = _jsonable(client.call("show", rollout_id))
         if as_json:
@@ -225,11 +250,38 @@ def status(
         if not watch:
             console.print(_render(result))
             return
-        with Live(_render(result), console=console, refresh_per_second=4) as live:
-            while result["state"] not in FINAL:
-                time.sleep(interval)
-                result = _jsonable(client.call("show", rollout_id))
-                live.update(_render(result))
+
+        def refreshed() -> dict[str, Any]:
+            time.sleep(interval)
+            view: dict[str, Any] = _jsonable(client.call("show", rollout_id))
+            return view
+
+        if console.is_terminal:
+            with Live(_render(result), console=console, refresh_per_second=4) as live:
+                while result["state"] not in WATCH_ENDS:
+                    result = refreshed()
+                    live.update(_render(result))
+        else:
+            # Not a terminal: rich's Live would print only its last frame, without a
+            # newline.
+            printed = ""
+            while True:
+                line = _progress_line(result)
+                if line != printed:
+                    stamp = time.strftime("%H:%M:%S")
+                    console.print(f"{stamp} {line}", highlight=False, markup=False)
+                    printed = line
+                if result["state"] in WATCH_ENDS:
+                    break
+                result = refreshed()
+            console.print(_render(result))
+        if result["state"] == "paused":
+            console.print(
+                f"paused: go on with `edgefleet rollout resume {rollout_id}` (or `approve`), "
+                f"or `edgefleet rollout abort {rollout_id}` to send its devices back",
+                highlight=False,
+                markup=False,
+            )
 
 
 def _simple(action: str, help_text: str) -> None:

@@ -1,0 +1,73 @@
+"""``rollout status --watch`` off a terminal: a line per change, the final view, and a
+hint where a paused rollout waits for the operator."""
+
+from contextlib import contextmanager
+
+from typer.testing import CliRunner
+
+from edgefleet.cli import rollout as rollout_cli
+from edgefleet.cli.main import app
+
+
+def view(state: str, phase: str, committed: int, reason: str | None = None) -> dict:
+    devices = {"committed": committed, "assigned": 2 - committed}
+    return {
+        "id": "ro-0123456789ab",
+        "model": "digits",
+        "version": "1.2.0",
+        "target": "*",
+        "state": state,
+        "phase": phase,
+        "reason": reason,
+        "wave": 0,
+        "devices": devices,
+        "waves": [{"index": 0, "percent": 100, "devices": devices}],
+        "gates": [],
+    }
+
+
+def watch(monkeypatch, views: list[dict]):
+    class Client:
+        def call(self, action, rollout_id=None, **kwargs):
+            assert (action, rollout_id) == ("show", "ro-0123456789ab")
+            return views.pop(0) if len(views) > 1 else views[0]
+
+    @contextmanager
+    def fake_rollouts():
+        yield Client()
+
+    monkeypatch.setattr(rollout_cli, "rollouts", fake_rollouts)
+    monkeypatch.setattr(rollout_cli.time, "sleep", lambda _: None)
+    return CliRunner().invoke(app, ["rollout", "status", "ro-0123456789ab", "--watch"])
+
+
+def test_a_watch_prints_a_line_per_change_and_ends_when_the_rollout_does(monkeypatch):
+    result = watch(
+        monkeypatch,
+        [
+            view("running", "assigning", 0),
+            view("running", "assigning", 0),  # no change: no line
+            view("running", "baking", 1),
+            view("succeeded", "done", 2),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    progress = [line for line in lines if "(wave 1/1" in line and "ro-" not in line]
+    assert [line.split(" ", 1)[1] for line in progress] == [
+        "running (wave 1/1, assigning): assigned 2",
+        "running (wave 1/1, baking): assigned 1, committed 1",
+        "succeeded (wave 1/1, done): committed 2",
+    ]
+    assert result.stdout.endswith("\n") and "paused" not in result.stdout
+
+
+def test_a_watch_ends_at_a_pause_and_says_how_to_go_on(monkeypatch):
+    result = watch(
+        monkeypatch,
+        [view("running", "analysing", 1), view("paused", "analysing", 1, "gate_failed:rollbacks")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "gate_failed:rollbacks" in result.stdout
+    assert "edgefleet rollout resume ro-0123456789ab" in result.stdout
+    assert "edgefleet rollout abort ro-0123456789ab" in result.stdout
