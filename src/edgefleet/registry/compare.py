@@ -52,27 +52,16 @@ def make_row(
     ``higher_is_better`` is the quantity's direction; ``None`` leaves ``better`` unset
     unless the two values are equal.
     """
-    if a is None or b is None:
-        return Row(
-            kind=kind,
-            name=name,
-            a=a,
-            b=b,
-            delta=None,
-            relative=None,
-            higher_is_better=higher_is_better,
-            better=None,
-        )
-    delta = b - a
-    relative = delta / abs(a) if a else None
-    better: str | None
-    if delta == 0:
-        better = "same"
-    elif higher_is_better is None:
-        better = None
-    else:
-        b_wins = delta > 0 if higher_is_better else delta < 0
-        better = "b" if b_wins else "a"
+    delta = relative = None
+    better: str | None = None
+    if a is not None and b is not None:
+        delta = b - a
+        relative = delta / abs(a) if a else None
+        if delta == 0:
+            better = "same"
+        elif higher_is_better is not None:
+            b_wins = delta > 0 if higher_is_better else delta < 0
+            better = "b" if b_wins else "a"
     return Row(
         kind=kind,
         name=name,
