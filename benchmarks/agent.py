@@ -196,6 +196,7 @@ def main() -> None:
                         "min_inferences": 50,
                         "min_seconds": 0,
                         "max_latency_ratio": 1000,
+                        "max_cpu_ratio": 1000,
                     },
                 }
                 http.put(

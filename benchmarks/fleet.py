@@ -67,7 +67,7 @@ releases:
         - {{percent: 25, bake_s: 10, device_timeout_s: 300}}
         - {{percent: 50, bake_s: 10, device_timeout_s: 300}}
         - {{percent: 100, bake_s: 10, device_timeout_s: 300}}
-      trial: {{min_inferences: 500, min_seconds: 3, max_latency_ratio: 3.0}}
+      trial: {{min_inferences: 500, min_seconds: 3, max_latency_ratio: 3.0, max_cpu_ratio: 3.0}}
       gates:
         - {{metric: download_failures, max: 0.1, min_samples: 10}}
         - {{metric: rollbacks, max: 0.05, min_samples: 10}}

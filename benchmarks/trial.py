@@ -69,8 +69,9 @@ INSTALL_TRIAL = {"min_inferences": 0, "min_seconds": 0}
 FINAL_STATES = ("COMMITTED", "ROLLED_BACK", "FAILED")
 PAIRED = (
     "probe_pairs",
-    "probes_over",
+    "latency_probes_over",
     "latency_ratio_median",
+    "cpu_ratio_median",
     "latency_p50_ms",
     "baseline_latency_p50_ms",
     "latency_p95_ms",
@@ -313,7 +314,7 @@ def run_batch(
                 "elapsed_s": details.get("elapsed_s"),
                 "seen_after_s": round(seen_s, 1),
                 **{name: details.get(name) for name in PAIRED},
-                "probe_over_share": details.get("probe_over_share"),
+                "latency_over_share": details.get("latency_over_share"),
                 "agents_at_once": len(devices),
                 "loadavg_1m_at_update": round(load_before[0], 2),
                 "loadavg_1m_at_end": round(load_after[0], 2),
@@ -364,7 +365,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 key = f"{r['outcome']} {r['reason']}"
                 outcomes[key] = outcomes.get(key, 0) + 1
             ranges: dict[str, tuple[float, float] | None] = {}
-            for name in ("elapsed_s", "probe_over_share", *PAIRED):
+            for name in ("elapsed_s", "latency_over_share", *PAIRED):
                 values = [r[name] for r in group if r.get(name) is not None]
                 ranges[name] = (min(values), max(values)) if values else None
             elapsed = [r["elapsed_s"] for r in group if r["elapsed_s"] is not None]
@@ -393,7 +394,8 @@ def print_summary(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
         "trial s",
         "pairs",
         "over share",
-        "ratio median",
+        "latency ratio median",
+        "cpu ratio median",
         "p50 ms cand / prev",
         "p95 ms cand / prev",
     ):
@@ -405,8 +407,9 @@ def print_summary(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
             f"{s['as_expected']}/{s['runs']} {s['expected']}",
             span(s["elapsed_s"]),
             span(s["probe_pairs"]),
-            span(s["probe_over_share"]),
+            span(s["latency_over_share"]),
             span(s["latency_ratio_median"]),
+            span(s["cpu_ratio_median"]),
             f"{span(s['latency_p50_ms'])} / {span(s['baseline_latency_p50_ms'])}",
             f"{span(s['latency_p95_ms'])} / {span(s['baseline_latency_p95_ms'])}",
         )

@@ -9,7 +9,7 @@ from edgefleet.agent.slots import CorruptStateError, SlotStore
 from edgefleet.agent.statemachine import AgentState, SlotContent, State, Target
 from edgefleet.agent.trial import (
     HealthMax,
-    LatencyProbes,
+    PairedProbes,
     TrialRun,
     judge,
     judge_shadow,
@@ -100,19 +100,24 @@ POLICY = TrialPolicy(
 )
 
 
-def probes(ratio: float, pairs: int = 100, baseline_s: float = 20e-6) -> LatencyProbes:
-    measured = LatencyProbes(max_ratio=1.5, floor_s=2e-6)
+def probes(
+    ratio: float, pairs: int = 100, baseline_s: float = 20e-6, cpu_ratio: float | None = None
+) -> list[PairedProbes]:
+    latency = PairedProbes("latency", max_ratio=1.5, floor_s=2e-6)
+    cpu = PairedProbes("cpu", max_ratio=1.5, floor_s=2e-6)
     for i in range(pairs):
         wobble = 1 + 0.1 * ((i % 7) - 3) / 3  # +-10%, the same for both models of a pair
-        measured.add(baseline_s * ratio * wobble, baseline_s * wobble)
-    return measured
+        latency.add(baseline_s * ratio * wobble, baseline_s * wobble)
+        cpu.add(baseline_s * (cpu_ratio or ratio) * wobble, baseline_s * wobble)
+    return [latency, cpu]
 
 
 def test_a_good_candidate_passes_with_its_numbers():
     verdict = judge(POLICY, stats(), stats(), HealthMax(40, 100, 50), 60, probes(1.0))
     assert verdict.passed is True
     assert verdict.numbers["latency_ratio_median"] == 1.0
-    assert verdict.numbers["probe_pairs"] == 100 and verdict.numbers["probes_over"] == 0
+    assert verdict.numbers["probe_pairs"] == 100 and verdict.numbers["latency_probes_over"] == 0
+    assert verdict.numbers["cpu_ratio_median"] == 1.0
     assert verdict.numbers["latency_p50_ms"] == pytest.approx(0.02)
     assert verdict.numbers["mean_confidence"] == pytest.approx(0.975)
 
@@ -144,7 +149,15 @@ def test_a_slower_candidate_fails_on_latency_before_the_trial_is_over():
     verdict = judge(POLICY, stats(requests=10), stats(), HealthMax(), 1, probes(2.0, pairs=30))
     assert verdict.passed is False and verdict.check == "latency"
     assert verdict.numbers["latency_ratio_median"] == pytest.approx(2.0)
-    assert verdict.numbers["probe_over_share"] == 1.0
+    assert verdict.numbers["latency_over_share"] == 1.0
+
+
+def test_a_candidate_as_fast_but_costlier_in_cpu_fails_on_cpu():
+    # Same wall time, twice the CPU: e.g. a model that spreads over more threads.
+    verdict = judge(POLICY, stats(), None, HealthMax(), 60, probes(1.0, cpu_ratio=2.0))
+    assert verdict.passed is False and verdict.check == "cpu"
+    assert verdict.numbers["cpu_ratio_median"] == pytest.approx(2.0)
+    assert verdict.numbers["latency_ratio_median"] == pytest.approx(1.0)
 
 
 def test_a_difference_under_the_floor_is_not_acted_on_but_a_fast_models_2x_is():
@@ -157,12 +170,12 @@ def test_a_difference_under_the_floor_is_not_acted_on_but_a_fast_models_2x_is():
 
 def test_the_trial_is_extended_while_the_latency_is_inconclusive():
     # Half the pairs over the limit, half under: no evidence either way.
-    mixed = LatencyProbes(max_ratio=1.5, floor_s=0.0)
+    mixed = PairedProbes("latency", max_ratio=1.5, floor_s=0.0)
     for i in range(200):
         mixed.add(2.0e-5 if i % 2 else 1.0e-5, 1.0e-5)
-    waiting = judge(POLICY, stats(), stats(), HealthMax(), 60, mixed)
+    waiting = judge(POLICY, stats(), stats(), HealthMax(), 60, [mixed])
     assert waiting.passed is None and waiting.numbers["extended_for"] == "latency"
-    at_deadline = judge(POLICY, stats(), stats(), HealthMax(), POLICY.deadline_s, mixed)
+    at_deadline = judge(POLICY, stats(), stats(), HealthMax(), POLICY.deadline_s, [mixed])
     assert at_deadline.passed is True and at_deadline.numbers["latency"] == "inconclusive"
 
 
@@ -193,11 +206,14 @@ def test_a_trial_run_keeps_the_health_maxima_and_the_probes():
     run.add_health({"cpu_percent": 30.0, "ram_used_mb": None})
     run.add_health({"cpu_percent": 20.0, "ram_used_mb": 120.0})
     for _ in range(50):
-        run.add_probe(2.1e-5, 2.0e-5)
+        run.add_probe(2.1e-5, 2.0e-5, 2.0e-5, 2.0e-5)
     assert run.health == HealthMax(30.0, 120.0, None)
     assert run.verdict(stats(), now_s=100.0 + 60).passed is True
+    assert run.pairs == 50 and [c.measure for c in run.probes or []] == ["latency", "cpu"]
     no_latency = POLICY.model_copy(update={"max_latency_ratio": None})
-    assert TrialRun(no_latency, started_s=0, baseline=None, compare_latency=True).probes is None
+    only_cpu = TrialRun(no_latency, started_s=0, baseline=None, compare_latency=True).probes
+    assert [c.measure for c in only_cpu or []] == ["cpu"]
+    assert TrialRun(POLICY, started_s=0, baseline=None, compare_latency=False).probes is None
 
 
 def test_the_old_name_of_the_latency_limit_is_still_read():

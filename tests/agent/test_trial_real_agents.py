@@ -145,6 +145,7 @@ def test_the_default_trial_commits_a_good_release_and_rolls_back_a_slow_one(
             assert good["reason"] == "trial_passed"
             details = good["details"]
             assert details["probe_pairs"] > 0 and details["latency_ratio_median"] < 1.5
+            assert details["cpu_ratio_median"] < 1.5
             assert details["elapsed_s"] >= DEFAULT.min_seconds
             assert heavy["to_state"] == "ROLLED_BACK", (condition, heavy)
             assert heavy["reason"] == "trial_failed:latency"

@@ -103,7 +103,7 @@ def test_a_virtual_trial_is_judged_by_the_agents_trial_run_on_paired_probes(prof
     for name, candidate in (("same", new), ("slow", slow)):
         run = TrialRun(policy, started_s=0.0, baseline=None, compare_latency=True)
         for ours, theirs in probe_pairs(candidate, old, 40, rng):
-            run.add_probe(ours, theirs)
+            run.add_probe(ours, theirs, ours, theirs)
         verdicts[name] = run.verdict(ModelStats(), now_s=1.0)
     assert verdicts["same"].passed is True
     assert verdicts["same"].numbers["latency_ratio_median"] < 1.5

@@ -20,7 +20,7 @@ releases:
   - version: 1.1.0
     rollout:
       waves: [{percent: 100, bake_s: 1, device_timeout_s: 60}]
-      trial: {min_inferences: 100, min_seconds: 1, max_latency_ratio: 3.0}
+      trial: {min_inferences: 100, min_seconds: 1, max_latency_ratio: 3.0, max_cpu_ratio: 3.0}
       gates: [{metric: rollbacks, max_count: 0, min_samples: 1}]
     expect: {state: aborted, committed: all}
 """

@@ -542,8 +542,9 @@ class Agent:
         pairs = _probe_feeds(model, previous, replay) if previous is not None else []
         if previous is not None and not pairs:
             previous, why_not = None, "no input both models accept"
-        if why_not is not None and policy.max_latency_ratio is not None:
-            log.warning("the trial does not compare latency: %s", why_not)
+        compared = policy.max_latency_ratio is not None or policy.max_cpu_ratio is not None
+        if why_not is not None and compared:
+            log.warning("the trial does not compare latency and CPU: %s", why_not)
         run = TrialRun(
             policy,
             started_s=self.clock(),
@@ -552,7 +553,9 @@ class Agent:
         )
         probe_feeds = itertools.cycle(pairs)
         try:
-            return self._trial_loop(policy, model, run, previous, probe_feeds, rows, why_not)
+            return self._trial_loop(
+                policy, model, run, previous, probe_feeds, rows, why_not if compared else None
+            )
         finally:
             self._previous = None  # the probes are over: its slot keeps it on disk
 
@@ -575,7 +578,7 @@ class Agent:
             # The live model's own counts: not its shadow period, not an earlier load.
             stats = model.metrics.snapshot()
             verdict = run.verdict(stats, self.clock())
-            if why_not is not None and policy.max_latency_ratio is not None:
+            if why_not is not None:
                 verdict.numbers["latency"] = f"not_compared: {why_not}"
             if self.on_trial is not None:
                 self.on_trial(policy, verdict)
@@ -705,7 +708,9 @@ def _probe(
     run: TrialRun,
 ) -> None:
     """Time both models on the same inputs, one right after the other, the order
-    alternating pair by pair; at most ``PROBE_PAIRS_PER_TICK`` pairs or
+    alternating pair by pair: wall time, and the process's CPU time (which also counts
+    the runtime's worker threads, and the application's, alike for both over the
+    pairs); at most ``PROBE_PAIRS_PER_TICK`` pairs or
     ``PROBE_BUDGET_S``. A probe that fails is no latency: the model's error counts come
     from what it serves.
 
@@ -722,20 +727,23 @@ def _probe(
         return
     for _ in range(PROBE_PAIRS_PER_TICK):
         candidate_feeds, previous_feeds = next(feeds)
-        times = {}
+        wall: dict[int, int] = {}
+        cpu: dict[int, int] = {}
         order = (
             ((candidate, candidate_feeds), (previous, previous_feeds))
-            if run.probes is None or run.probes.pairs % 2 == 0
+            if run.pairs % 2 == 0
             else ((previous, previous_feeds), (candidate, candidate_feeds))
         )
         try:
             for model, model_feeds in order:
-                start = clock()
+                start, start_cpu = clock(), time.process_time_ns()
                 model.session.run(model_feeds)
-                times[id(model)] = clock() - start
+                cpu[id(model)] = time.process_time_ns() - start_cpu
+                wall[id(model)] = clock() - start
         except Exception:
             return
-        run.add_probe(times[id(candidate)] / 1e9, times[id(previous)] / 1e9)
+        ours, theirs = id(candidate), id(previous)
+        run.add_probe(wall[ours] / 1e9, wall[theirs] / 1e9, cpu[ours] / 1e9, cpu[theirs] / 1e9)
         if clock() > deadline:
             return
 

@@ -4,21 +4,23 @@ The trial ends when the candidate has answered ``min_inferences`` samples and
 ``min_seconds`` have passed, and every check has an answer; then every check must hold:
 
 - error rate (failed requests over all requests) at most ``max_error_rate``;
-- latency: the candidate against the previous model *on the same input at the same
-  moment* (``LatencyProbes``); it fails when most probes find the candidate more than
-  ``max_latency_ratio`` times slower (and slower by more than ``latency_floor_ms``);
+- latency and CPU: the candidate against the previous model *on the same input at the
+  same moment* (``PairedProbes``); each fails when most probes find the candidate more
+  than ``max_latency_ratio`` (``max_cpu_ratio``) times as costly in wall time (in the
+  process's CPU time), and costlier by more than ``probe_floor_ms``;
 - CPU, RAM and temperature maxima over the trial within the limits;
 - mean top-1 confidence at least ``min_mean_confidence``;
 - the share of predictions in classes the previous model rarely predicted (under 1%)
   at most ``max_new_class_share``.
 
-The latency check is a sequential sign test: each probe pair either counts as *over*
-(candidate slower than the limit) or not, and the test asks whether most pairs are over.
-Its evidence is an e-value, a nonnegative supermartingale under "at most half the pairs
-are over", so by Ville's inequality it reaches ``1 / latency_alpha`` with probability at
-most ``latency_alpha`` however often the trial looks: a model no slower than the limit
-is rolled back for latency with at most that probability (the false-rollback rate).
-While neither side has the evidence, the trial goes on, up to ``max_seconds``.
+Each paired check is a sequential sign test: each probe pair either counts as *over*
+(candidate costlier than the limit) or not, and the test asks whether most pairs are
+over. Its evidence is an e-value, a nonnegative supermartingale under "at most half the
+pairs are over", so by Ville's inequality it reaches ``1 / alpha`` with probability at
+most ``alpha`` however often the trial looks; each check gets ``alpha`` =
+``false_rollback_rate`` over the number of checks, so a model within both limits is
+rolled back by them with at most that probability. While a check has no evidence either
+way, the trial goes on, up to ``max_seconds``.
 
 A check fails early when it cannot recover (the error budget of the whole trial is
 already spent, or the latency evidence is in), so a bad model does not serve the whole
@@ -26,7 +28,7 @@ trial. ``TrialRun`` keeps what a shell measured during one trial and judges it; 
 agent and the simulator both drive one, so they judge alike::
 
     run = TrialRun(policy, started_s=clock(), baseline=previous_stats, compare_latency=True)
-    run.add_probe(candidate_s=0.000041, baseline_s=0.000020)  # one pair, in seconds
+    run.add_probe(0.000041, 0.000020, 0.000040, 0.000019)  # wall and CPU seconds
     run.add_health({"cpu_percent": 31.0})
     verdict = run.verdict(candidate_stats, now_s=clock())  # passed: None while running
 
@@ -120,13 +122,15 @@ def log_evidence(hits: npt.ArrayLike, trials: npt.ArrayLike) -> npt.NDArray[np.f
 
 
 @dataclass
-class LatencyProbes:
-    """Paired latency probes of a trial: the candidate and the previous model run on the
-    same input one right after the other (the order alternating), so both see the same
-    caches, clock speed and load. A pair is *over* when the candidate took more than
-    ``max_ratio`` times as long as the previous model and more than ``floor_s`` longer.
+class PairedProbes:
+    """Paired probes of one measure (``latency``: wall time; ``cpu``: the process's CPU
+    time) of a trial: the candidate and the previous model run on the same input one
+    right after the other (the order alternating), so both see the same caches, clock
+    speed and load. A pair is *over* when the candidate took more than ``max_ratio``
+    times as much as the previous model and more than ``floor_s`` more.
     """
 
+    measure: str
     max_ratio: float
     floor_s: float
     pairs: int = 0
@@ -143,7 +147,7 @@ class LatencyProbes:
         self.baseline_s.append(baseline_s)
 
     def decided(self, alpha: float) -> bool | None:
-        """``True``: the candidate is slower than the limit; ``False``: it is not;
+        """``True``: the candidate costs more than the limit; ``False``: it does not;
         ``None``: not enough evidence either way yet."""
         threshold = math.log(1 / alpha)
         if float(log_evidence(self.over, self.pairs)) >= threshold:
@@ -153,13 +157,13 @@ class LatencyProbes:
         return None
 
     def numbers(self) -> dict[str, Any]:
-        """What an event reports: the pairs, the share over the limit, the median ratio
-        and each model's p50 and p95 on the kept probes (ms)."""
+        """What an event reports, named for the measure: the pairs, those over the limit
+        and their share, the median ratio and each model's p50 and p95 (ms)."""
+        m = self.measure
         numbers: dict[str, Any] = {
             "probe_pairs": self.pairs,
-            "probes_over": self.over,
-            "max_latency_ratio": self.max_ratio,
-            "latency_floor_ms": round(self.floor_s * 1000, 6),
+            f"{m}_probes_over": self.over,
+            f"max_{m}_ratio": self.max_ratio,
         }
         if not self.pairs:
             return numbers
@@ -167,12 +171,12 @@ class LatencyProbes:
         baseline = np.asarray(self.baseline_s) * 1000
         ratios = candidate / np.maximum(baseline, 1e-12)
         numbers |= {
-            "probe_over_share": round(self.over / self.pairs, 4),
-            "latency_ratio_median": round(float(np.median(ratios)), 4),
-            "latency_p50_ms": round(float(np.quantile(candidate, 0.5)), 6),
-            "latency_p95_ms": round(float(np.quantile(candidate, 0.95)), 6),
-            "baseline_latency_p50_ms": round(float(np.quantile(baseline, 0.5)), 6),
-            "baseline_latency_p95_ms": round(float(np.quantile(baseline, 0.95)), 6),
+            f"{m}_over_share": round(self.over / self.pairs, 4),
+            f"{m}_ratio_median": round(float(np.median(ratios)), 4),
+            f"{m}_p50_ms": round(float(np.quantile(candidate, 0.5)), 6),
+            f"{m}_p95_ms": round(float(np.quantile(candidate, 0.95)), 6),
+            f"baseline_{m}_p50_ms": round(float(np.quantile(baseline, 0.5)), 6),
+            f"baseline_{m}_p95_ms": round(float(np.quantile(baseline, 0.95)), 6),
         }
         return numbers
 
@@ -183,12 +187,14 @@ def judge(
     baseline: ModelStats | None,
     health: HealthMax,
     elapsed_s: float,
-    probes: LatencyProbes | None = None,
+    probes: Sequence[PairedProbes] | None = None,
 ) -> Verdict:
     """The verdict on a trial so far.
 
     ``baseline`` is the previous model's stats (for the class mix); ``probes`` the paired
-    latency probes (``None``: the latency was not compared, e.g. no previous model).
+    checks, latency first (``None``: not compared, e.g. no previous model). Each is
+    decided at ``false_rollback_rate`` over their number, so together they roll a model
+    within the limits back with at most that probability.
     """
     numbers: dict[str, Any] = {
         "inferences": candidate.inferences,
@@ -202,14 +208,20 @@ def judge(
     planned = max(policy.min_inferences, candidate.requests + errors)
     if planned and errors / planned > policy.max_error_rate:
         return Verdict(False, "error_rate", numbers | {"max_error_rate": policy.max_error_rate})
-    slower: bool | None = None
+    undecided: list[str] = []
     if probes is not None:
-        numbers |= probes.numbers()
-        slower = probes.decided(policy.latency_alpha)
-        if slower:
-            # Valid at any look: no need to serve a slow model to the end of the trial.
-            return Verdict(False, "latency", numbers | {"latency_alpha": policy.latency_alpha})
-    elif policy.max_latency_ratio is not None:
+        numbers["probe_floor_ms"] = policy.probe_floor_ms
+        alpha = policy.false_rollback_rate / max(len(probes), 1)
+        for check in probes:
+            numbers |= check.numbers()
+            costlier = check.decided(alpha)
+            if costlier:
+                # Valid at any look: no need to serve a slow model to the end of the trial.
+                stated = {"false_rollback_rate": policy.false_rollback_rate}
+                return Verdict(False, check.measure, numbers | stated)
+            if costlier is None:
+                undecided.append(check.measure)
+    elif policy.max_latency_ratio is not None or policy.max_cpu_ratio is not None:
         numbers["latency"] = "not_compared"
     finished = candidate.inferences >= policy.min_inferences and elapsed_s >= policy.min_seconds
     if not finished:
@@ -241,12 +253,13 @@ def judge(
         and share > policy.max_new_class_share
     ):
         return Verdict(False, "class_mix", numbers | {"max": policy.max_new_class_share})
-    if probes is not None and slower is None:
+    if undecided:
         if elapsed_s < policy.deadline_s:
-            return Verdict(None, None, numbers | {"extended_for": "latency"})
+            return Verdict(None, None, numbers | {"extended_for": ", ".join(undecided)})
         # No evidence either way by the deadline: the difference is too close to the
         # limit to tell, and a rollback needs evidence.
-        numbers["latency"] = "inconclusive"
+        for measure in undecided:
+            numbers[measure] = "inconclusive"
     return Verdict(True, None, numbers)
 
 
@@ -269,9 +282,14 @@ class TrialRun:
         self.started_s = started_s
         self.baseline = baseline
         self.health = HealthMax()
-        self.probes = (
-            LatencyProbes(policy.max_latency_ratio, policy.latency_floor_ms / 1000)
-            if compare_latency and policy.max_latency_ratio is not None
+        limits = (("latency", policy.max_latency_ratio), ("cpu", policy.max_cpu_ratio))
+        self.probes: list[PairedProbes] | None = (
+            [
+                PairedProbes(measure, limit, policy.probe_floor_ms / 1000)
+                for measure, limit in limits
+                if limit is not None
+            ]
+            if compare_latency
             else None
         )
 
@@ -288,10 +306,25 @@ class TrialRun:
             ]
         )
 
-    def add_probe(self, candidate_s: float, baseline_s: float) -> None:
-        """One probe pair: the candidate's and the previous model's time on one input."""
-        if self.probes is not None:
-            self.probes.add(candidate_s, baseline_s)
+    def add_probe(
+        self,
+        candidate_s: float,
+        baseline_s: float,
+        candidate_cpu_s: float | None = None,
+        baseline_cpu_s: float | None = None,
+    ) -> None:
+        """One probe pair: the candidate's and the previous model's time on one input
+        (wall time, and the process's CPU time where measured)."""
+        for check in self.probes or ():
+            if check.measure == "latency":
+                check.add(candidate_s, baseline_s)
+            elif candidate_cpu_s is not None and baseline_cpu_s is not None:
+                check.add(candidate_cpu_s, baseline_cpu_s)
+
+    @property
+    def pairs(self) -> int:
+        """Probe pairs taken so far."""
+        return max((check.pairs for check in self.probes or ()), default=0)
 
     def verdict(self, candidate: ModelStats, now_s: float) -> Verdict:
         """The verdict on what the candidate did so far (``candidate``: its live stats)."""

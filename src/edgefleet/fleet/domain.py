@@ -47,8 +47,8 @@ class TrialPolicy(Body):
         default=None,
         ge=0,
         description=(
-            "the trial goes on past min_seconds while the latency check is inconclusive, up "
-            "to this (default: min_seconds + 240); still inconclusive then, it does not fail"
+            "the trial goes on past min_seconds while a paired check is inconclusive, up to "
+            "this (default: min_seconds + 240); still inconclusive then, it does not fail"
         ),
     )
     max_error_rate: float = Field(default=0.01, ge=0, le=1)
@@ -61,20 +61,33 @@ class TrialPolicy(Body):
             "moment (paired probes), at most this for most requests (null: no latency check)"
         ),
     )
-    latency_alpha: float = Field(
+    max_cpu_ratio: float | None = Field(
+        default=1.5,
+        gt=0,
+        description=(
+            "the candidate's CPU time (the process's) over the previous model's on the same "
+            "input at the same moment, at most this for most probes (null: no CPU check)"
+        ),
+    )
+    false_rollback_rate: float = Field(
         default=0.01,
         gt=0,
         lt=0.5,
         description=(
-            "false-rollback rate of the latency check: a model no slower than "
-            "max_latency_ratio is rolled back for latency with at most this probability"
+            "a model within max_latency_ratio and max_cpu_ratio is rolled back by those "
+            "checks with at most this probability, however long the trial looks"
         ),
     )
-    latency_floor_ms: float = Field(
+    probe_floor_ms: float = Field(
         default=0.002,
         ge=0,
-        description="a probe's slowdown smaller than this (timer and cache noise) never counts",
+        description="a probe's excess smaller than this (timer and cache noise) never counts",
     )
+    max_cpu_percent: float | None = Field(default=None, ge=0)
+    max_ram_mb: float | None = Field(default=None, ge=0)
+    max_temperature_c: float | None = None
+    min_mean_confidence: float | None = Field(default=None, ge=0, le=1)
+    max_new_class_share: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _extension_after_minimum(self) -> TrialPolicy:
@@ -88,12 +101,6 @@ class TrialPolicy(Body):
     def deadline_s(self) -> float:
         """When the trial ends at the latest, inconclusive or not."""
         return self.max_seconds if self.max_seconds is not None else self.min_seconds + 240.0
-
-    max_cpu_percent: float | None = Field(default=None, ge=0)
-    max_ram_mb: float | None = Field(default=None, ge=0)
-    max_temperature_c: float | None = None
-    min_mean_confidence: float | None = Field(default=None, ge=0, le=1)
-    max_new_class_share: float | None = Field(default=None, ge=0, le=1)
 
 
 class ShadowPolicy(Body):

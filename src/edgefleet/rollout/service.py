@@ -55,7 +55,11 @@ Notifier = Callable[[str, dict[str, Any]], None]
 
 #: A revert returns to a model the device ran before: no trial to sit through again.
 REVERT_TRIAL = TrialPolicy(
-    min_inferences=0, min_seconds=0, max_error_rate=1.0, max_latency_ratio=None
+    min_inferences=0,
+    min_seconds=0,
+    max_error_rate=1.0,
+    max_latency_ratio=None,
+    max_cpu_ratio=None,
 )
 
 

@@ -628,7 +628,9 @@ class VirtualDevice:
                 self._account()
                 if candidate is not None and previous is not None:
                     for ours, theirs in probe_pairs(candidate, previous, PROBE_PAIRS, self.rng):
-                        run.add_probe(ours, theirs)
+                        # A profile's single-sample request is CPU-bound: its CPU time
+                        # is its latency.
+                        run.add_probe(ours, theirs, ours, theirs)
                 verdict = run.verdict(self._trial[1], self.world.now())
                 if verdict.passed is True:
                     return TrialPassed(verdict.numbers)

@@ -63,7 +63,12 @@ log = logging.getLogger("edgefleet.sim")
 
 FINAL = frozenset({"succeeded", "aborted", "failed"})
 #: The baseline install's trial: quick, it is the version every device starts from.
-BASELINE_TRIAL = {"min_inferences": 50, "min_seconds": 1.0, "max_latency_ratio": 100.0}
+BASELINE_TRIAL = {
+    "min_inferences": 50,
+    "min_seconds": 1.0,
+    "max_latency_ratio": 100.0,
+    "max_cpu_ratio": 100.0,
+}
 SAMPLE_EVERY_S = 1.0
 #: Devices ``_sample`` walks in one turn of the event loop.
 SAMPLE_SLICE = 1000
