@@ -53,7 +53,7 @@ WAIT_S = 120.0
 # What the page must keep checking: a rollout that succeeds with both devices committed,
 # a bad release stopped by its gate and aborted, the devices back on 1.1.0, the log.
 REQUIRED = (
-    "Uvicorn running on",
+    "edgefleet server on http://",
     "2 of 2 devices",
     "signed as release 3",
     "wave 1 (100.0%) committed 2",
