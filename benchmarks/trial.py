@@ -22,7 +22,8 @@ Reports per update the final event (COMMITTED / ROLLED_BACK and its reason), the
 trial's elapsed_s and the paired probe numbers from the event's details, and per
 condition and release the counts and ranges. Results go to stdout as a table and to
 ``benchmarks/results/trial.json``; the exit status is 1 when any update ended other
-than expected (a good release not committed, a heavy one not rolled back on latency)::
+than expected (a good release not committed, a heavy one not rolled back by a paired
+check, latency or CPU: whichever first has the evidence)::
 
     python benchmarks/trial.py --repeats 5
 """
@@ -60,10 +61,12 @@ from edgefleet.fleet.domain import TrialPolicy
 RESULTS = Path(__file__).parent / "results"
 VERSIONS = ("1.0.0", "1.1.0", "1.2.0")
 CONDITIONS = ("idle", "cpu-hog")
-#: kind -> (installed first, the update under test, the outcome expected of it)
+#: kind -> (installed first, the update under test, the final state expected of it, the
+#: reasons that state may give: the heavy model is slower in both paired measures, and
+#: either check may have its evidence first)
 UPDATES = {
-    "good": ("1.0.0", "1.1.0", ("COMMITTED", "trial_passed")),
-    "heavy": ("1.1.0", "1.2.0", ("ROLLED_BACK", "trial_failed:latency")),
+    "good": ("1.0.0", "1.1.0", "COMMITTED", ("trial_passed",)),
+    "heavy": ("1.1.0", "1.2.0", "ROLLED_BACK", ("trial_failed:latency", "trial_failed:cpu")),
 }
 INSTALL_TRIAL = {"min_inferences": 0, "min_seconds": 0}
 FINAL_STATES = ("COMMITTED", "ROLLED_BACK", "FAILED")
@@ -310,7 +313,7 @@ def run_batch(
                 "to": UPDATES[kind][1],
                 "outcome": state,
                 "reason": reason,
-                "expected": (state, reason) == UPDATES[kind][2],
+                "expected": state == UPDATES[kind][2] and reason in UPDATES[kind][3],
                 "elapsed_s": details.get("elapsed_s"),
                 "seen_after_s": round(seen_s, 1),
                 **{name: details.get(name) for name in PAIRED},
@@ -356,7 +359,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per condition and update: the outcomes and, for each number, its [min, max]."""
     summary = []
     for condition in CONDITIONS:
-        for kind, (_, version, (state, reason)) in UPDATES.items():
+        for kind, (_, version, state, reasons) in UPDATES.items():
             group = [r for r in rows if r["condition"] == condition and r["kind"] == kind]
             if not group:
                 continue
@@ -374,7 +377,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "condition": condition,
                     "kind": kind,
                     "update": f"{UPDATES[kind][0]} -> {version}",
-                    "expected": f"{state} {reason}",
+                    "expected": f"{state} {' or '.join(reasons)}",
                     "as_expected": sum(r["expected"] for r in group),
                     "runs": len(group),
                     "outcomes": outcomes,
@@ -404,7 +407,8 @@ def print_summary(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> 
         table.add_row(
             s["condition"],
             s["update"],
-            f"{s['as_expected']}/{s['runs']} {s['expected']}",
+            f"{s['as_expected']}/{s['runs']}: "
+            + ", ".join(f"{n} {key}" for key, n in sorted(s["outcomes"].items())),
             span(s["elapsed_s"]),
             span(s["probe_pairs"]),
             span(s["latency_over_share"]),

@@ -148,7 +148,8 @@ def test_the_default_trial_commits_a_good_release_and_rolls_back_a_slow_one(
             assert details["cpu_ratio_median"] < 1.5
             assert details["elapsed_s"] >= DEFAULT.min_seconds
             assert heavy["to_state"] == "ROLLED_BACK", (condition, heavy)
-            assert heavy["reason"] == "trial_failed:latency"
+            # Slower in both paired measures: either check may have its evidence first.
+            assert heavy["reason"] in ("trial_failed:latency", "trial_failed:cpu")
             details = heavy["details"]
             assert details["latency_ratio_median"] > 1.5
             assert details["latency_p50_ms"] > details["baseline_latency_p50_ms"]
