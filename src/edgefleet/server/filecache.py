@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
+from stat import S_ISREG
 from typing import NamedTuple
 
 from starlette.responses import FileResponse
@@ -44,13 +45,21 @@ class CachedFile(NamedTuple):
 
 def resolve(root: Path, relative: str) -> Path | None:
     """The regular file ``relative`` names under ``root``, or None if it names none
-    (outside ``root``, hidden, missing, not a file)."""
+    (outside ``root``, hidden, missing, not a file, or a name the filesystem refuses)."""
     if "\x00" in relative or relative.startswith("/"):
         return None
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file() or path.name.startswith("."):
+    try:
+        path = (root / relative).resolve(strict=True)
+        if not path.is_relative_to(root.resolve()) or path.name.startswith("."):
+            return None
+        return path if S_ISREG(path.stat().st_mode) else None
+    except (OSError, RuntimeError, ValueError):
+        # The name comes from a URL: one longer than the filesystem allows (ENAMETOOLONG,
+        # also a short one of multi-byte characters), a symlink loop (RuntimeError before
+        # Python 3.13, ELOOP after), a file used as a directory (ENOTDIR), a character
+        # the filesystem's encoding cannot take (UnicodeEncodeError). None of them names
+        # a file we serve: not found, not a server error.
         return None
-    return path
 
 
 def _stamp(stat: os.stat_result) -> tuple[int, int, int]:

@@ -150,7 +150,12 @@ class DeviceFastPath:
             return False
         started = time.perf_counter()
         root = state.ctx.settings.home / "tuf" / directory
-        cached = self.files.get(root, path[len(prefix) :])
+        try:
+            cached = self.files.get(root, path[len(prefix) :])
+        except Exception:
+            # Nothing here turns an exception into the error envelope (the framework is
+            # not running yet): the route tries again, and answers or logs it with one.
+            return False
         if cached is None:
             return False  # missing (the route's 404) or large: the route streams it
         state.metrics.artifact_bytes.inc(len(cached.body))
