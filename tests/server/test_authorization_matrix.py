@@ -124,6 +124,12 @@ ROUTES = [
     Row("PUT", "/api/v1/devices/{device_id}/desired", Access.OPERATOR, DESIRED),
     Row("POST", "/api/v1/fleet/desired", Access.OPERATOR, {"query": "id:nobody", "model": None}),
     Row("POST", "/api/v1/devices/{device_id}/reenroll", Access.OPERATOR),
+    Row(
+        "PATCH",
+        "/api/v1/devices/{device_id}/attributes",
+        Access.OPERATOR,
+        {"attributes": {"cohort": "matrix"}},
+    ),
     Row("GET", "/api/v1/fleet/summary", Access.VIEWER),
     # An enrollment token: creating or revoking API keys needs admin beyond the route's role.
     Row("POST", "/api/v1/tokens", Access.OPERATOR, {"kind": "enrollment", "uses": 1}),

@@ -57,6 +57,11 @@ class LocalFleet:
             self.operator, model=model, version=version, device_id=device_id, query=query
         )
 
+    def set_attributes(self, device_id: str, changes: dict[str, str | None]) -> dict[str, Any]:
+        after = self.ctx.fleet.set_attributes(device_id, self.operator, changes)
+        group = after.pop("group")
+        return {"device_id": device_id, "group": group, "attributes": after}
+
     def summary(self) -> dict[str, Any]:
         return self.ctx.fleet.summary()
 
@@ -90,6 +95,12 @@ class RemoteFleet:
         else:
             data = self.remote.call("POST", "/api/v1/fleet/desired", json={**body, "query": query})
         return int(data["devices"])
+
+    def set_attributes(self, device_id: str, changes: dict[str, str | None]) -> dict[str, Any]:
+        result: dict[str, Any] = self.remote.call(
+            "PATCH", f"/api/v1/devices/{device_id}/attributes", json={"attributes": changes}
+        )
+        return result
 
     def summary(self) -> dict[str, Any]:
         result: dict[str, Any] = self.remote.call("GET", "/api/v1/fleet/summary")
@@ -202,6 +213,65 @@ def set_desired(
     with fleet() as client:
         changed = client.set_desired(device, query, model, version)
     console.print(f"desired model of {changed} device(s) set to {model} {version}", highlight=False)
+
+
+@app.command("set-attributes")
+def set_attributes(
+    device: Annotated[str, typer.Argument(help="Device id.")],
+    assignments: Annotated[
+        list[str] | None,
+        typer.Argument(help="KEY=VALUE to set (values are text), e.g. group=lab cohort=early."),
+    ] = None,
+    unset: Annotated[
+        list[str] | None, typer.Option("--unset", help="An attribute to remove (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, json_option()] = False,
+) -> None:
+    """Set or remove a device's attributes as an operator: its group, cohort labels, or a
+    corrected hw (a device may not set these itself; see docs/security.md)."""
+    changes = attribute_changes(assignments or [], unset or [])
+    with fleet() as client:
+        result = client.set_attributes(device, changes)
+    if as_json:
+        print_json(result)
+        return
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(result["attributes"].items()))
+    console.print(
+        f"{result['device_id']}: group {result['group'] or '-'}; {shown or 'no attributes'}",
+        highlight=False,
+    )
+
+
+def attribute_changes(assignments: list[str], unset: list[str]) -> dict[str, str | None]:
+    """``KEY=VALUE`` and ``--unset KEY`` as the API's changes, checked as the API does.
+
+    Raises:
+        ConfigError: nothing to change, an assignment without ``=``, a bad key or value.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    from edgefleet.errors import ConfigError
+    from edgefleet.fleet.domain import AttributeKey, AttributeValue
+
+    changes: dict[str, str | None] = {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            raise ConfigError(f"{assignment!r} is not KEY=VALUE (remove with --unset KEY)")
+        changes[key] = value
+    for key in unset:
+        if key in changes:
+            raise ConfigError(f"{key!r} is both set and unset")
+        changes[key] = None
+    if not changes:
+        raise ConfigError("nothing to change: give KEY=VALUE or --unset KEY")
+    try:
+        TypeAdapter(dict[AttributeKey, AttributeValue | None]).validate_python(changes)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        raise ConfigError(f"attribute {where}: {problem['msg']}") from exc
+    return changes
 
 
 @app.command()

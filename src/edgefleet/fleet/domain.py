@@ -9,21 +9,27 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, Field, model_validator
+
+from edgefleet.stdjson import Body, JsonObject
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="device identifier")]
-AttributeValue = str | int | float | bool
+AttributeKey = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
+AttributeValue = Annotated[str, Field(max_length=256)] | int | float | bool
 Attributes = Annotated[
-    dict[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")], AttributeValue],
-    Field(max_length=64, description="free-form device attributes used by targeting queries"),
+    dict[AttributeKey, AttributeValue],
+    Field(
+        max_length=64,
+        description=(
+            "device attributes used by targeting queries; who may set which is in "
+            "docs/security.md (a device never sets group or cohort, nor changes hw after "
+            "enrollment)"
+        ),
+    ),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=128)]
 State = Annotated[str, Field(min_length=1, max_length=32)]
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class DesiredModel(Body):
@@ -140,7 +146,7 @@ class DesiredState(Body):
         default=None, description="shadow the model before activating it (null: activate at once)"
     )
     preconditions: Preconditions = Preconditions()
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
     rollout: str | None = Field(default=None, description="rollout that set this, if any")
 
 
@@ -186,7 +192,7 @@ class DeviceEvent(Body):
     model: Name | None = None
     version: Name | None = None
     at: datetime
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: JsonObject = Field(default_factory=dict)
 
 
 class EventBatch(Body):
@@ -199,16 +205,25 @@ class EventsAccepted(Body):
     last_seq: int = Field(description="highest sequence number stored for this device")
 
 
+#: Bounds no device reaches, so that sums over a fleet and a day stay finite numbers
+#: (a sum that overflows to infinity could not be stored as JSON).
+MAX_MB = 1e12  # a petabyte
+MAX_COUNT = 2**53  # counters stay exact as JSON numbers read into doubles
+
+
 class HealthSample(Body):
-    cpu_percent: float | None = Field(default=None, ge=0)
+    cpu_percent: float | None = Field(
+        default=None, ge=0, le=100_000, description="percent of one core, summed over cores"
+    )
     ram_percent: float | None = Field(default=None, ge=0, le=100)
-    ram_used_mb: float | None = Field(default=None, ge=0)
-    rss_mb: float | None = Field(default=None, ge=0)
-    disk_free_mb: float | None = Field(default=None, ge=0)
-    temperature_c: float | None = None
+    ram_used_mb: float | None = Field(default=None, ge=0, le=MAX_MB)
+    rss_mb: float | None = Field(default=None, ge=0, le=MAX_MB)
+    disk_free_mb: float | None = Field(default=None, ge=0, le=MAX_MB)
+    temperature_c: float | None = Field(default=None, ge=-273.15, le=10_000)
 
 
-Counts = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=256)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Counts = Annotated[list[Count], Field(max_length=256)]
 
 
 class ModelMetrics(Body):
@@ -216,8 +231,8 @@ class ModelMetrics(Body):
 
     model: Name
     version: Name
-    inferences: int = Field(default=0, ge=0)
-    errors: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] = Field(
+    inferences: Count = 0
+    errors: dict[Annotated[str, Field(max_length=64)], Count] = Field(
         default_factory=dict, max_length=32
     )
     latency_counts: Counts = Field(default_factory=list)

@@ -42,6 +42,13 @@ class DeviceExistsError(FleetError):
     code = "device_exists"
 
 
+class AttributeNotAllowedError(FleetError):
+    """A device sent an attribute only an operator sets (see ``fleet.attributes``);
+    ``details["attributes"]`` names them."""
+
+    code = "attribute_not_allowed"
+
+
 class InvalidSequenceError(FleetError):
     """An event batch carries malformed sequence numbers."""
 

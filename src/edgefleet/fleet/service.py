@@ -6,14 +6,16 @@ answers it from one indexed row (see ``edgefleet.store.checkin``). Everything el
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, Self
 
 from edgefleet.access import tokens
 from edgefleet.access.service import AccessService, AccessUnitOfWork, Operator
 from edgefleet.access.tokens import Role
+from edgefleet.fleet.attributes import check_device_attributes
 from edgefleet.fleet.domain import (
+    AttributeValue,
     DesiredModel,
     DesiredState,
     EventBatch,
@@ -49,6 +51,9 @@ class DeviceRepository(Protocol):
     ) -> None: ...
     def set_reported(
         self, row: Any, reported: ReportedState, now: datetime, offline_after: float = 3.0
+    ) -> None: ...
+    def set_attributes(
+        self, row: Any, changes: Mapping[str, Any], remove: Sequence[str] = ()
     ) -> None: ...
     def add_events_many(
         self, batches: Sequence[tuple[int, Sequence[Any]]], now: datetime
@@ -110,6 +115,8 @@ class FleetService:
         now = _now()
         with self.uow_factory() as uow:
             group = self.access.use_enrollment_token(uow, enrollment_token)
+            # After the token: a caller without a valid one learns nothing from this.
+            check_device_attributes(attributes, current=None)
             existing = uow.devices.get(device_id, for_update=True)
             if existing is not None:
                 if not existing.reenroll_allowed:
@@ -121,7 +128,7 @@ class FleetService:
                 existing.credential_id = issued.token_id
                 existing.credential_hash = issued.digest
                 existing.reenroll_allowed = False
-                existing.attributes = {**(existing.attributes or {}), **attributes}
+                uow.devices.set_attributes(existing, attributes)
                 if group is not None:
                     existing.group_name = group
             else:
@@ -138,9 +145,16 @@ class FleetService:
         return issued.token
 
     def report(self, device_id: str, reported: ReportedState) -> None:
+        """Store a device's reported state.
+
+        Raises:
+            DeviceNotFoundError, AttributeNotAllowedError (an attribute only an operator
+            sets, see ``fleet.attributes``: nothing of the report is stored).
+        """
         now = _now()
         with self.uow_factory() as uow:
             row = self._device(uow, device_id, for_update=True)
+            check_device_attributes(reported.attributes, current=row.attributes or {})
             uow.devices.set_reported(row, reported, now, self.offline_after_intervals)
             uow.commit()
 
@@ -221,6 +235,43 @@ class FleetService:
                 after={"reenroll_allowed": True},
             )
             uow.commit()
+
+    def set_attributes(
+        self,
+        device_id: str,
+        actor: Operator,
+        changes: Mapping[str, AttributeValue | None],
+    ) -> dict[str, Any]:
+        """Set (a value) or remove (None) a device's attributes as an operator, labels
+        (``group``, ``cohort``) and identity (``hw``) included; returns the device's
+        attributes after the change, ``group`` among them.
+
+        Raises:
+            ForbiddenError, DeviceNotFoundError.
+        """
+        actor.require(Role.OPERATOR)
+        with self.uow_factory() as uow:
+            row = self._device(uow, device_id, for_update=True)
+            before = {**(row.attributes or {}), "group": row.group_name}
+            if "group" in changes:
+                group = changes["group"]
+                row.group_name = None if group is None else str(group)
+            uow.devices.set_attributes(
+                row,
+                {k: v for k, v in changes.items() if k != "group" and v is not None},
+                remove=[k for k, v in changes.items() if k != "group" and v is None],
+            )
+            after = {**(row.attributes or {}), "group": row.group_name}
+            uow.access.audit(
+                at=_now(),
+                actor=actor.actor,
+                action="device.set_attributes",
+                target=device_id,
+                before={k: before.get(k) for k in changes},
+                after={k: after.get(k) for k in changes},
+            )
+            uow.commit()
+        return after
 
     def set_desired(
         self,

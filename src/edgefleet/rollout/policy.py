@@ -19,7 +19,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from edgefleet.fleet.domain import Body, Preconditions, ShadowPolicy, TrialPolicy
+from edgefleet.fleet.domain import Preconditions, ShadowPolicy, TrialPolicy
+from edgefleet.stdjson import Body
 
 Query = Annotated[str, Field(min_length=1, max_length=4096)]
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

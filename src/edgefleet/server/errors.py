@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edgefleet.access.errors import ForbiddenError, TokenNotFoundError, UnauthenticatedError
 from edgefleet.errors import ConfigError, EdgefleetError, MissingDependencyError
 from edgefleet.fleet.errors import (
+    AttributeNotAllowedError,
     DeviceExistsError,
     DeviceNotFoundError,
     QueryFieldError,
@@ -43,6 +44,7 @@ log = logging.getLogger("edgefleet.server")
 STATUS: tuple[tuple[type[EdgefleetError], int], ...] = (
     (UnauthenticatedError, 401),
     (ForbiddenError, 403),
+    (AttributeNotAllowedError, 403),
     (ModelNotFoundError, 404),
     (VersionNotFoundError, 404),
     (DeviceNotFoundError, 404),

@@ -21,9 +21,10 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from edgefleet.errors import EdgefleetError
-from edgefleet.fleet.domain import Body, TrialPolicy
+from edgefleet.fleet.domain import TrialPolicy
 from edgefleet.rollout.policy import GateSpec, RateLimits, RolloutSpec, WaveSpec
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
+from edgefleet.stdjson import Body
 
 #: The attribute naming the run a virtual device belongs to: every rollout of a run
 #: is limited to its own devices, also on a server that has others.

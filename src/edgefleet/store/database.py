@@ -25,6 +25,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
+from edgefleet import stdjson
 from edgefleet.config import Settings
 from edgefleet.errors import ConfigError, MissingDependencyError
 from edgefleet.store.errors import StoreError, StoreUnavailableError
@@ -61,6 +62,7 @@ def make_engine(settings: Settings, *, read_only: bool = False) -> Engine:
                 # instead of four (ping, BEGIN, SELECT, ROLLBACK).
                 return create_engine(
                     url,
+                    json_serializer=stdjson.dumps,
                     isolation_level="AUTOCOMMIT",
                     pool_pre_ping=False,
                     pool_size=10,
@@ -68,6 +70,7 @@ def make_engine(settings: Settings, *, read_only: bool = False) -> Engine:
                 )
             return create_engine(
                 url,
+                json_serializer=stdjson.dumps,
                 pool_pre_ping=True,
                 connect_args={"connect_timeout": settings.db_connect_timeout_s},
             )
@@ -144,7 +147,9 @@ def _sqlite_engine(url: URL, settings: Settings, *, immediate: bool) -> Engine:
     if on_file:
         Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
     busy_ms = int(settings.db_busy_timeout_s * 1000)
-    engine = create_engine(url, connect_args={"timeout": settings.db_busy_timeout_s})
+    engine = create_engine(
+        url, json_serializer=stdjson.dumps, connect_args={"timeout": settings.db_busy_timeout_s}
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,12 +147,24 @@ class SqlDeviceRepository:
         row.agent_state = reported.agent_state
         row.last_seen_at = now
         row.offline_deadline = now + timedelta(seconds=row.poll_interval_s * offline_after)
-        attributes = {**(row.attributes or {}), **reported.attributes}
+        changes: dict[str, Any] = dict(reported.attributes)
         if reported.firmware:
-            attributes["firmware"] = reported.firmware
+            changes["firmware"] = reported.firmware
+        self.set_attributes(row, changes)
+        self.session.flush()
+
+    def set_attributes(
+        self, row: DeviceRow, changes: Mapping[str, Any], remove: Sequence[str] = ()
+    ) -> None:
+        """Merge ``changes`` into the device's attributes and drop ``remove``; the
+        attributes with columns of their own follow."""
+        if not changes and not remove:
+            return
+        attributes = {**(row.attributes or {}), **changes}
+        for key in remove:
+            attributes.pop(key, None)
         row.attributes = attributes
         apply_identity(row, attributes)
-        self.session.flush()
 
     def add_events_many(
         self, batches: Sequence[tuple[int, Sequence[DeviceEvent]]], now: datetime
@@ -284,9 +296,6 @@ def apply_identity(row: DeviceRow, attributes: dict[str, Any]) -> None:
     firmware = attributes.get("firmware")
     row.firmware = str(firmware) if firmware is not None else None
     row.firmware_key = version_key(row.firmware)
-    group = attributes.get("group")
-    if group is not None:
-        row.group_name = str(group)
 
 
 def record_checkins(

@@ -25,8 +25,10 @@ from edgefleet.fleet.domain import (
 )
 from edgefleet.server.auth import authenticate_device, context
 from edgefleet.server.hotpath import not_modified
+from edgefleet.server.jsonbody import StandardJsonRoute
+from edgefleet.stdjson import Body
 
-router = APIRouter(prefix="/api/v1", tags=["device"])
+router = APIRouter(prefix="/api/v1", tags=["device"], route_class=StandardJsonRoute)
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or unknown device credential"},
@@ -34,7 +36,7 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class EnrollRequest(BaseModel):
+class EnrollRequest(Body):
     device_id: DeviceId
     enrollment_token: str = Field(min_length=1, max_length=256)
     attributes: Attributes = Field(default_factory=dict)

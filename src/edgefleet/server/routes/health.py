@@ -7,9 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from edgefleet.server.auth import context
+from edgefleet.server.jsonbody import StandardJsonRoute
 from edgefleet.store.migrate import current_revision, head_revision
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StandardJsonRoute)
 
 
 class Health(BaseModel):

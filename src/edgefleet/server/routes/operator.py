@@ -10,8 +10,17 @@ from pydantic import BaseModel, Field
 
 from edgefleet.access.service import Operator
 from edgefleet.access.tokens import Role
-from edgefleet.fleet.domain import DeviceId, DeviceView, Preconditions, ShadowPolicy, TrialPolicy
+from edgefleet.fleet.domain import (
+    AttributeKey,
+    AttributeValue,
+    DeviceId,
+    DeviceView,
+    Preconditions,
+    ShadowPolicy,
+    TrialPolicy,
+)
 from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
+from edgefleet.server.jsonbody import StandardJsonRoute
 from edgefleet.server.schemas import (
     AuditLog,
     DeviceDetail,
@@ -19,8 +28,9 @@ from edgefleet.server.schemas import (
     TokenInfo,
     TokenList,
 )
+from edgefleet.stdjson import Body, JsonObject
 
-router = APIRouter(prefix="/api/v1", tags=["operator"])
+router = APIRouter(prefix="/api/v1", tags=["operator"], route_class=StandardJsonRoute)
 
 QUERY_HELP = (
     "targeting query, e.g. `region:eu-west AND hw:rev2`, `firmware>=1.8.0`, `site:plant-*`, "
@@ -33,7 +43,7 @@ class DeviceList(BaseModel):
     devices: list[DeviceView]
 
 
-class SetDesired(BaseModel):
+class SetDesired(Body):
     """A desired model for a device (or every device a query selects)."""
 
     model: str | None = Field(default=None, max_length=128, description="null clears the model")
@@ -41,7 +51,7 @@ class SetDesired(BaseModel):
     trial: TrialPolicy = TrialPolicy()
     shadow: ShadowPolicy | None = None
     preconditions: Preconditions = Preconditions()
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
 
 
 class SetDesiredForQuery(SetDesired):
@@ -52,7 +62,23 @@ class Changed(BaseModel):
     devices: int
 
 
-class TokenRequest(BaseModel):
+class AttributeChanges(Body):
+    """Attributes to set (a value) or remove (null), labels and identity included."""
+
+    attributes: dict[AttributeKey, AttributeValue | None] = Field(
+        min_length=1,
+        max_length=64,
+        description='e.g. {"group": "lab", "cohort": "early", "site": null}',
+    )
+
+
+class DeviceAttributes(BaseModel):
+    device_id: str
+    group: str | None
+    attributes: dict[str, Any]
+
+
+class TokenRequest(Body):
     kind: Literal["api_key", "enrollment"]
     role: Role | None = Field(default=None, description="api_key only")
     name: str = Field(default="", max_length=128)
@@ -145,6 +171,20 @@ def allow_reenroll(
 ) -> Changed:
     context(request).fleet.allow_reenroll(device_id, actor)
     return Changed(devices=1)
+
+
+@router.patch(
+    "/devices/{device_id}/attributes",
+    response_model=DeviceAttributes,
+    summary="Set or remove a device's attributes, labels (group, cohort) and identity (hw)",
+    responses={404: {"description": "no such device"}},
+)
+def set_attributes(
+    device_id: DeviceId, body: AttributeChanges, request: Request, actor: Operator = OperatorRole
+) -> DeviceAttributes:
+    after = context(request).fleet.set_attributes(device_id, actor, body.attributes)
+    group = after.pop("group")
+    return DeviceAttributes(device_id=device_id, group=group, attributes=after)
 
 
 @router.get(

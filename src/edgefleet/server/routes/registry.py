@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.access.service import Operator
@@ -17,13 +17,15 @@ from edgefleet.registry.domain import ModelVersion
 from edgefleet.registry.errors import BundleError
 from edgefleet.server.auth import OperatorRole, Viewer, context
 from edgefleet.server.context import ServerContext
+from edgefleet.server.jsonbody import StandardJsonRoute
 from edgefleet.server.schemas import RegisteredVersion, StageChanges, VersionList, VersionSummary
 from edgefleet.signing.publish import PublishOutcome, publish_if_possible
+from edgefleet.stdjson import Body
 
-router = APIRouter(prefix="/api/v1/models", tags=["registry"])
+router = APIRouter(prefix="/api/v1/models", tags=["registry"], route_class=StandardJsonRoute)
 
 
-class Promote(BaseModel):
+class Promote(Body):
     stage: str = Field(min_length=1, max_length=32)
     reason: str = Field(default="", max_length=1000)
     keep_production: bool = False

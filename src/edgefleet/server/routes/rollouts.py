@@ -6,31 +6,33 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from edgefleet.access.service import Operator
 from edgefleet.rollout.policy import RolloutSpec
 from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
+from edgefleet.server.jsonbody import StandardJsonRoute
+from edgefleet.stdjson import Body
 
-router = APIRouter(prefix="/api/v1", tags=["rollouts"])
+router = APIRouter(prefix="/api/v1", tags=["rollouts"], route_class=StandardJsonRoute)
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such rollout"}}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"description": "not possible in the rollout's state"}
 }
 
 
-class Abort(BaseModel):
+class Abort(Body):
     revert: bool = Field(
         default=True, description="send touched devices back to their previous version"
     )
     reason: str = Field(default="", max_length=200)
 
 
-class Pause(BaseModel):
+class Pause(Body):
     reason: str = Field(default="", max_length=200)
 
 
-class WebhookRequest(BaseModel):
+class WebhookRequest(Body):
     url: str = Field(min_length=8, max_length=2048)
 
 

@@ -31,8 +31,9 @@ from starlette.exceptions import HTTPException
 from edgefleet.errors import EdgefleetError
 from edgefleet.server.auth import authenticate_any, context
 from edgefleet.server.filecache import MEDIA_TYPE, resolve
+from edgefleet.server.jsonbody import StandardJsonRoute
 
-router = APIRouter(prefix="/tuf", tags=["tuf"])
+router = APIRouter(prefix="/tuf", tags=["tuf"], route_class=StandardJsonRoute)
 
 # ASCII digits only: ``\d`` would also take other scripts' digits, which ``int()`` reads.
 _RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)")
