@@ -77,7 +77,7 @@ from edgefleet.runtime.health import HealthProbe
 from edgefleet.runtime.metrics import ModelIdentity, ModelStats
 from edgefleet.runtime.runtime import LoadedModel, ModelRuntime
 from edgefleet.signing.client import DeliveryClient
-from edgefleet.signing.errors import DeliveryError, NetworkError
+from edgefleet.signing.errors import DeliveryError
 from edgefleet.signing.policy import DeviceFacts
 
 log = logging.getLogger("edgefleet.agent")
@@ -351,6 +351,17 @@ class Agent:
     # -- commands -----------------------------------------------------------------
 
     def _download(self, target: Target, slot: str) -> Event:
+        try:
+            return self._fetch(target, slot)
+        except Exception as exc:
+            # The delivery client's failures are typed; anything else is a bug, and it
+            # must end this update (reported, the serving model kept), not the agent.
+            log.exception("the download of %s failed unexpectedly", target.key)
+            return DownloadFailed(
+                "internal_error", False, {"message": f"{type(exc).__name__}: {exc}"[:200]}
+            )
+
+    def _fetch(self, target: Target, slot: str) -> Event:
         assert self._delivery is not None
         reason = unmet(
             Preconditions.model_validate(target.preconditions),
@@ -383,12 +394,13 @@ class Agent:
                 self._tolerance[slot] = Tolerance(atol=artifact.atol, rtol=artifact.rtol)
                 golden = self._delivery.resolve(artifact.golden, self.facts)
                 self._delivery.download(golden, self.store.golden_file(slot))
-        except NetworkError as exc:
-            progressed = self._partial_size(slot, target.sha256) > before
-            return DownloadFailed(
-                "network", True, {"message": exc.message[:200]}, progressed=progressed
-            )
         except DeliveryError as exc:
+            if exc.transient:
+                # The network or the disk: another attempt may get past it.
+                progressed = self._partial_size(slot, target.sha256) > before
+                return DownloadFailed(
+                    exc.reason, True, {"message": exc.message[:200]}, progressed=progressed
+                )
             return VerificationFailed(exc.reason, {"message": exc.message[:200]})
         return Downloaded()
 
@@ -407,6 +419,8 @@ class Agent:
                     digest.update(chunk)
         except FileNotFoundError:
             return VerificationFailed("missing_file", {})
+        except OSError as exc:
+            return VerificationFailed("storage", {"message": str(exc)[:200]})
         if digest.hexdigest() != target.sha256:
             return VerificationFailed("hash_mismatch", {"sha256": digest.hexdigest()})
         return Verified()

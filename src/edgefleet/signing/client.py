@@ -3,12 +3,16 @@ verified download into the caller's file.
 
 ``resolve`` runs a fresh ``Updater`` (python-tuf allows one refresh per instance) from
 the device's trusted root, finds the target, and checks its signed custom fields against
-the device and the model's signed policy. ``download`` streams the target into
+the device and the model's signed policy (and refuses a target signed without a
+SHA-256, which the device names files by). ``download`` streams the target into
 ``<dest>.part`` next to ``dest`` (the agent's inactive slot, so a large model never
 needs twice its size in a temp directory), resumes an interrupted download with an
-HTTP ``Range`` request, refuses a byte past the signed length, verifies length and
-hashes over the whole file with python-tuf's ``TargetFile.verify_length_and_hashes``,
-and only then renames it to ``dest``. Every failure is a typed ``DeliveryError``::
+HTTP ``Range`` request (appending a 206 only when its ``Content-Range`` is the rest of
+the signed file; after a 416 or any other range it starts over from byte 0, once),
+refuses a byte past the signed length, verifies length and hashes over the whole file
+with python-tuf's ``TargetFile.verify_length_and_hashes``, and only then renames it to
+``dest``. Every failure, of the network, the server or the device's disk, is a typed
+``DeliveryError``::
 
     client = DeliveryClient(tuf_dir, f"{server}/tuf/metadata/", f"{server}/tuf/targets/",
                             pinned_root=root_bytes)
@@ -18,10 +22,10 @@ and only then renames it to ``dest``. Every failure is a typed ``DeliveryError``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,14 +37,17 @@ from tuf.ngclient import Updater, UpdaterConfig
 from edgefleet.fsutil import fsync_dir
 from edgefleet.progress import Advance
 from edgefleet.signing.errors import (
+    BadRangeError,
     DeliveryError,
     HashMismatchError,
     InvalidMetadataError,
     MetadataExpiredError,
+    MissingSha256Error,
     MixAndMatchError,
     NetworkError,
     RollbackError,
     SignatureError,
+    StorageError,
     TargetNotFoundError,
     TooLargeError,
 )
@@ -65,7 +72,12 @@ class VerifiedTarget:
 
     @property
     def sha256(self) -> str:
-        return self.info.hashes["sha256"]
+        """The signed SHA-256 (``lookup`` refuses a target without one).
+
+        Raises:
+            MissingSha256Error: the target was built by hand without one.
+        """
+        return signed_sha256(self.info)
 
 
 class DeliveryClient:
@@ -141,6 +153,7 @@ class DeliveryClient:
             info = updater.get_targetinfo(target_path)
             if info is None:
                 raise TargetNotFoundError(f"no signed target {target_path}")
+            signed_sha256(info)
             custom = parse_custom(target_path, info.custom)
             artifact = custom if isinstance(custom, ArtifactInfo) else None
             policy = None
@@ -151,12 +164,9 @@ class DeliveryClient:
                     if not isinstance(parsed, ModelPolicy):
                         raise InvalidMetadataError(f"{policy_info.path} is not a policy target")
                     policy = parsed
+            url = self.targets_url + self._remote_name(info)
         return VerifiedTarget(
-            path=target_path,
-            info=info,
-            url=self.targets_url + self._remote_name(info),
-            artifact=artifact,
-            policy=policy,
+            path=target_path, info=info, url=url, artifact=artifact, policy=policy
         )
 
     def _remote_name(self, info: TargetFile) -> str:
@@ -164,26 +174,54 @@ class DeliveryClient:
         if not root.signed.consistent_snapshot:
             return info.path
         directory, slash, name = info.path.rpartition("/")
-        return f"{directory}{slash}{info.hashes['sha256']}.{name}"
+        return f"{directory}{slash}{signed_sha256(info)}.{name}"
 
     def download(self, target: VerifiedTarget, dest: Path, progress: Advance | None = None) -> Path:
         """Download ``target`` to ``dest``, resuming a previous partial download.
 
         Nothing appears at ``dest`` unless the whole file matches the signed length and
-        hashes. A partial file that fails verification is deleted; one cut short by the
-        network is kept so the next call resumes it.
+        hashes. A partial file that fails verification, or that the disk failed to
+        take, is deleted; one cut short by the network is kept so the next call
+        resumes it.
 
         Raises:
-            TooLargeError, HashMismatchError, NetworkError.
+            TooLargeError, HashMismatchError, NetworkError (``BadRangeError``: the
+            server could not continue the partial file, nor send the whole file),
+            StorageError, MissingSha256Error.
         """
-        dest.parent.mkdir(parents=True, exist_ok=True)
         part = partial_path(dest, target.sha256)
+        try:
+            return self._download(target, dest, part, progress)
+        except OSError as exc:
+            # Give the space back (a full disk is the usual cause, and the serving model's
+            # application needs it more), and never resume bytes a write failed on.
+            with contextlib.suppress(OSError):
+                part.unlink(missing_ok=True)
+            raise StorageError(
+                f"cannot store the download of {target.path} in {dest.parent}: "
+                f"{exc.strerror or exc}; the next attempt starts over",
+                details={"path": target.path, "errno": exc.errno},
+            ) from exc
+
+    def _download(
+        self, target: VerifiedTarget, dest: Path, part: Path, progress: Advance | None
+    ) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         offset = part.stat().st_size if part.exists() else 0
         if offset > target.length:
             part.unlink()
             offset = 0
         if offset < target.length:
-            self._fetch_into(target, part, offset, progress)
+            try:
+                self._fetch_into(target, part, offset, progress)
+            except BadRangeError:
+                if not offset:
+                    raise
+                # The server cannot continue this partial file (it is not a prefix of
+                # what the server has, or the server answers other ranges): start over,
+                # once. A server that then still answers wrongly fails the attempt.
+                part.unlink(missing_ok=True)
+                self._fetch_into(target, part, 0, progress)
         with part.open("rb") as f:
             try:
                 target.info.verify_length_and_hashes(f)
@@ -201,22 +239,13 @@ class DeliveryClient:
     def _fetch_into(
         self, target: VerifiedTarget, part: Path, offset: int, progress: Advance | None
     ) -> None:
+        """Fetch the target from byte ``offset`` on into ``part``: appended to it when
+        the server sends that range, over it when the server sends the whole file."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
             with self.http.stream("GET", target.url, headers=headers) as response:
-                if response.status_code == httpx.codes.PARTIAL_CONTENT and offset:
-                    mode = "ab"
-                elif response.status_code == httpx.codes.OK:
-                    mode, offset = "wb", 0
-                elif response.status_code == httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
-                    part.unlink(missing_ok=True)
-                    return self._fetch_into(target, part, 0, progress)
-                else:
-                    raise NetworkError(
-                        f"{target.url} answered HTTP {response.status_code}",
-                        details={"status": response.status_code},
-                    )
-                written = offset
+                mode = _write_mode(target, response, offset)
+                written = offset if mode == "ab" else 0
                 with part.open(mode) as out:
                     # Write chunks as they arrive: what was received before a cut is
                     # kept for the resume.
@@ -242,7 +271,42 @@ class DeliveryClient:
                 f"{exc}; the next attempt resumes",
                 details={"path": target.path},
             ) from exc
-        return None
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+
+
+def _write_mode(target: VerifiedTarget, response: httpx.Response, offset: int) -> str:
+    """How the body of ``response`` to a request from byte ``offset`` goes into the
+    partial file: ``"ab"`` appended, ``"wb"`` over it.
+
+    Raises:
+        BadRangeError: a 416, or a 206 that is not bytes ``offset`` to the end of the
+            signed length (appending it would corrupt the file, which only the final
+            hash would tell, after the whole transfer).
+        NetworkError: any other status but 200.
+    """
+    status = response.status_code
+    if status == httpx.codes.OK:
+        return "wb"  # the whole file, whatever was asked
+    if status == httpx.codes.PARTIAL_CONTENT:
+        content_range = response.headers.get("Content-Range", "")
+        match = _CONTENT_RANGE.fullmatch(content_range.strip())
+        expected = (offset, target.length - 1, target.length)
+        if match is None or tuple(int(n) for n in match.groups()) != expected:
+            shown = repr(content_range) if content_range else "no Content-Range"
+            raise BadRangeError(
+                f"{target.url} answered a 206 with {shown} to a request from byte {offset} "
+                f"of the signed {target.length}",
+                details={"status": status, "content_range": content_range, "offset": offset},
+            )
+        return "ab" if offset else "wb"
+    if status == httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE:
+        raise BadRangeError(
+            f"{target.url} cannot serve bytes {offset}- (HTTP 416)",
+            details={"status": status, "offset": offset},
+        )
+    raise NetworkError(f"{target.url} answered HTTP {status}", details={"status": status})
 
 
 def check_target(target: VerifiedTarget, device: DeviceFacts) -> None:
@@ -257,6 +321,22 @@ def check_target(target: VerifiedTarget, device: DeviceFacts) -> None:
         check_installable(target.artifact, target.policy, device)
 
 
+def signed_sha256(info: TargetFile) -> str:
+    """The SHA-256 among a target's signed hashes.
+
+    Raises:
+        MissingSha256Error: it has none (say, SHA-512 only).
+    """
+    try:
+        return info.hashes["sha256"]
+    except KeyError:
+        raise MissingSha256Error(
+            f"{info.path} is signed with {', '.join(sorted(info.hashes)) or 'no'} hashes "
+            "but no sha256, which this device needs",
+            details={"path": info.path, "hashes": sorted(info.hashes)},
+        ) from None
+
+
 def partial_path(dest: Path, sha256: str) -> Path:
     """Where the partial download of ``dest`` lives: beside it, named by the target hash
     so that a partial file of another version is never resumed."""
@@ -266,7 +346,7 @@ def partial_path(dest: Path, sha256: str) -> Path:
 _SNAPSHOT_ROLLBACK = re.compile(r"^Expected \S+\.json version \d+, got \d+")
 
 
-@contextmanager
+@contextlib.contextmanager
 def translate_tuf_errors() -> Iterator[None]:
     """Turn python-tuf's exceptions into edgefleet's typed delivery errors."""
     try:
@@ -292,3 +372,7 @@ def translate_tuf_errors() -> Iterator[None]:
         raise NetworkError(f"cannot fetch metadata: {exc}") from exc
     except tuf_errors.RepositoryError as exc:
         raise InvalidMetadataError(f"metadata is invalid: {exc}") from exc
+    except OSError as exc:
+        raise StorageError(
+            f"cannot read or write the trusted metadata: {exc}", details={"errno": exc.errno}
+        ) from exc

@@ -4,7 +4,9 @@ Device side, every failure to obtain a trusted target is a ``DeliveryError`` who
 ``reason`` is the code the agent reports (``signature``, ``expired``, ``rollback``,
 ``mix_and_match``, ``hash_mismatch``, ``too_large``, ``incompatible_hardware``,
 ``incompatible_firmware``, ``revoked``, ``below_floor``, ``not_found``, ``network``,
-``invalid_metadata``). Server side, key and repository problems are ``SigningError``.
+``invalid_metadata``, ``missing_sha256``, ``storage``). Those that another attempt may
+get past (``network``, ``storage``) are ``transient``. Server side, key and repository
+problems are ``SigningError``.
 """
 
 from __future__ import annotations
@@ -94,12 +96,33 @@ class NetworkError(DeliveryError):
     """The repository could not be reached or answered with an HTTP error."""
 
     code = reason = "network"
+    transient = True
+
+
+class BadRangeError(NetworkError):
+    """The repository cannot continue a partial download: it answered HTTP 416, or a
+    206 whose ``Content-Range`` is not the rest of the signed file."""
 
 
 class InvalidMetadataError(DeliveryError):
     """Metadata or a target's custom fields are malformed."""
 
     code = reason = "invalid_metadata"
+
+
+class MissingSha256Error(InvalidMetadataError):
+    """The target's signed hashes have no SHA-256, which the device names files and
+    slots by and checks the desired state against."""
+
+    code = reason = "missing_sha256"
+
+
+class StorageError(DeliveryError):
+    """The device could not write or read a download or its trusted metadata (a full
+    disk, an I/O error)."""
+
+    code = reason = "storage"
+    transient = True
 
 
 class SigningError(EdgefleetError):
