@@ -9,18 +9,48 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from edgefleet.stdjson import Body, JsonObject
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str | datetime):
+        raise ValueError("a date and time is an ISO 8601 string, e.g. 2024-06-01T12:00:00Z")
+    return value
+
+
+#: A date and time a device sends: ISO 8601 text, as OpenAPI says (not also a number of
+#: seconds, which pydantic would read).
+Timestamp = Annotated[datetime, BeforeValidator(_text)]
+
+#: The largest event sequence number: the largest integer a double holds exactly, so a
+#: client or an OpenAPI validator comparing as doubles finds the same bound (with 2**62,
+#: 2**62 + 1 compared equal to it and passed the schema, and the server refused it).
+MAX_SEQ = 2**53 - 1
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="device identifier")]
 AttributeKey = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
-AttributeValue = Annotated[str, Field(max_length=256)] | int | float | bool
+# Strict numbers: a string over the length limit is refused, not read as a number
+# ("000...0" was stored as 0).
+AttributeValue = Annotated[str, Field(max_length=256)] | StrictInt | StrictFloat | StrictBool
+#: In OpenAPI, a key the pattern does not match is refused, as pydantic refuses it.
+ONLY_PATTERN_KEYS: dict[str, Any] = {"additionalProperties": False}
 Attributes = Annotated[
     dict[AttributeKey, AttributeValue],
     Field(
         max_length=64,
+        json_schema_extra=ONLY_PATTERN_KEYS,
         description=(
             "device attributes used by targeting queries; who may set which is in "
             "docs/security.md (a device never sets group or cohort, nor changes hw after "
@@ -40,16 +70,16 @@ class DesiredModel(Body):
     variant: Name
     target_path: str = Field(description="TUF target path of the artifact")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    size: int = Field(ge=0)
-    release: int = Field(ge=1, description="signed per-model release counter")
+    size: StrictInt = Field(ge=0)
+    release: StrictInt = Field(ge=1, description="signed per-model release counter")
 
 
 class TrialPolicy(Body):
     """How a device judges a new model before committing to it (see the agent)."""
 
-    min_inferences: int = Field(default=200, ge=0)
-    min_seconds: float = Field(default=60.0, ge=0)
-    max_seconds: float | None = Field(
+    min_inferences: StrictInt = Field(default=200, ge=0)
+    min_seconds: StrictFloat = Field(default=60.0, ge=0)
+    max_seconds: StrictFloat | None = Field(
         default=None,
         ge=0,
         description=(
@@ -57,8 +87,8 @@ class TrialPolicy(Body):
             "this (default: min_seconds + 240); still inconclusive then, it does not fail"
         ),
     )
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
-    max_latency_ratio: float | None = Field(
+    max_error_rate: StrictFloat = Field(default=0.01, ge=0, le=1)
+    max_latency_ratio: StrictFloat | None = Field(
         default=1.5,
         gt=0,
         validation_alias=AliasChoices("max_latency_ratio", "max_latency_p95_ratio"),
@@ -67,7 +97,7 @@ class TrialPolicy(Body):
             "moment (paired probes), at most this for most requests (null: no latency check)"
         ),
     )
-    max_cpu_ratio: float | None = Field(
+    max_cpu_ratio: StrictFloat | None = Field(
         default=1.5,
         gt=0,
         description=(
@@ -75,7 +105,7 @@ class TrialPolicy(Body):
             "input at the same moment, at most this for most probes (null: no CPU check)"
         ),
     )
-    false_rollback_rate: float = Field(
+    false_rollback_rate: StrictFloat = Field(
         default=0.01,
         gt=0,
         lt=0.5,
@@ -84,16 +114,16 @@ class TrialPolicy(Body):
             "checks with at most this probability, however long the trial looks"
         ),
     )
-    probe_floor_ms: float = Field(
+    probe_floor_ms: StrictFloat = Field(
         default=0.002,
         ge=0,
         description="a probe's excess smaller than this (timer and cache noise) never counts",
     )
-    max_cpu_percent: float | None = Field(default=None, ge=0)
-    max_ram_mb: float | None = Field(default=None, ge=0)
-    max_temperature_c: float | None = None
-    min_mean_confidence: float | None = Field(default=None, ge=0, le=1)
-    max_new_class_share: float | None = Field(default=None, ge=0, le=1)
+    max_cpu_percent: StrictFloat | None = Field(default=None, ge=0)
+    max_ram_mb: StrictFloat | None = Field(default=None, ge=0)
+    max_temperature_c: StrictFloat | None = None
+    min_mean_confidence: StrictFloat | None = Field(default=None, ge=0, le=1)
+    max_new_class_share: StrictFloat | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _extension_after_minimum(self) -> TrialPolicy:
@@ -114,24 +144,24 @@ class ShadowPolicy(Body):
     serving model on a share of requests, compares their answers and latencies, and
     reports them; it activates the model only if the checks hold."""
 
-    fraction: float = Field(default=0.1, gt=0, le=1, description="share of requests shadowed")
-    min_seconds: float = Field(default=60.0, ge=0)
-    min_compared: int = Field(default=100, ge=0, description="predictions compared, at least")
-    min_agreement: float | None = Field(
+    fraction: StrictFloat = Field(default=0.1, gt=0, le=1, description="share of requests shadowed")
+    min_seconds: StrictFloat = Field(default=60.0, ge=0)
+    min_compared: StrictInt = Field(default=100, ge=0, description="predictions compared, at least")
+    min_agreement: StrictFloat | None = Field(
         default=None, ge=0, le=1, description="top-1 agreement with the serving model, at least"
     )
-    max_latency_p95_ratio: float | None = Field(
+    max_latency_p95_ratio: StrictFloat | None = Field(
         default=None, gt=0, description="candidate p95 over the serving model's p95, at most"
     )
-    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_error_rate: StrictFloat = Field(default=0.01, ge=0, le=1)
 
 
 class Preconditions(Body):
     """What must hold on the device before it downloads."""
 
-    min_free_disk_mb: float | None = Field(default=None, ge=0)
-    min_battery_percent: float | None = Field(default=None, ge=0, le=100)
-    allow_metered: bool = True
+    min_free_disk_mb: StrictFloat | None = Field(default=None, ge=0)
+    min_battery_percent: StrictFloat | None = Field(default=None, ge=0, le=100)
+    allow_metered: StrictBool = True
     window_utc: tuple[str, str] | None = Field(
         default=None, description="allowed download window, HH:MM to HH:MM (UTC)"
     )
@@ -164,7 +194,7 @@ class SlotReport(Body):
     version: Name | None = None
     variant: Name | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    verified: bool = False
+    verified: StrictBool = False
 
 
 class ReportedState(Body):
@@ -184,14 +214,14 @@ class ReportedState(Body):
 class DeviceEvent(Body):
     """One update-state transition, numbered by the device."""
 
-    seq: int = Field(ge=1, le=2**62, description="per-device sequence number")
+    seq: StrictInt = Field(ge=1, le=MAX_SEQ, description="per-device sequence number")
     kind: Literal["transition", "info", "error"] = "transition"
     from_state: State | None = None
     to_state: State | None = None
     reason: Annotated[str, Field(min_length=1, max_length=64)]
     model: Name | None = None
     version: Name | None = None
-    at: datetime
+    at: Timestamp
     details: JsonObject = Field(default_factory=dict)
 
 
@@ -200,29 +230,31 @@ class EventBatch(Body):
 
 
 class EventsAccepted(Body):
-    accepted: int = Field(description="events stored now")
-    duplicates: int = Field(description="events already stored (same sequence number)")
-    last_seq: int = Field(description="highest sequence number stored for this device")
+    accepted: StrictInt = Field(description="events stored now")
+    duplicates: StrictInt = Field(description="events already stored (same sequence number)")
+    last_seq: StrictInt = Field(description="highest sequence number stored for this device")
 
 
 #: Bounds no device reaches, so that sums over a fleet and a day stay finite numbers
 #: (a sum that overflows to infinity could not be stored as JSON).
 MAX_MB = 1e12  # a petabyte
-MAX_COUNT = 2**53  # counters stay exact as JSON numbers read into doubles
+# Counters stay exact as JSON numbers read into doubles. 2**53 - 1, not 2**53: a client
+# (or an OpenAPI validator) comparing as doubles reads 2**53 + 1 as 2**53, within it.
+MAX_COUNT = 2**53 - 1
 
 
 class HealthSample(Body):
-    cpu_percent: float | None = Field(
+    cpu_percent: StrictFloat | None = Field(
         default=None, ge=0, le=100_000, description="percent of one core, summed over cores"
     )
-    ram_percent: float | None = Field(default=None, ge=0, le=100)
-    ram_used_mb: float | None = Field(default=None, ge=0, le=MAX_MB)
-    rss_mb: float | None = Field(default=None, ge=0, le=MAX_MB)
-    disk_free_mb: float | None = Field(default=None, ge=0, le=MAX_MB)
-    temperature_c: float | None = Field(default=None, ge=-273.15, le=10_000)
+    ram_percent: StrictFloat | None = Field(default=None, ge=0, le=100)
+    ram_used_mb: StrictFloat | None = Field(default=None, ge=0, le=MAX_MB)
+    rss_mb: StrictFloat | None = Field(default=None, ge=0, le=MAX_MB)
+    disk_free_mb: StrictFloat | None = Field(default=None, ge=0, le=MAX_MB)
+    temperature_c: StrictFloat | None = Field(default=None, ge=-273.15, le=10_000)
 
 
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 Counts = Annotated[list[Count], Field(max_length=256)]
 
 
@@ -246,7 +278,7 @@ class ModelMetrics(Body):
 
 
 class TelemetrySample(Body):
-    at: datetime
+    at: Timestamp
     health: HealthSample | None = None
     models: list[ModelMetrics] = Field(default_factory=list, max_length=8)
 
@@ -256,8 +288,8 @@ class TelemetryBatch(Body):
 
 
 class TelemetryAccepted(Body):
-    samples: int
-    buckets: int = Field(description="time buckets the samples were merged into")
+    samples: StrictInt
+    buckets: StrictInt = Field(description="time buckets the samples were merged into")
 
 
 class DeviceView(BaseModel):

@@ -11,11 +11,29 @@ the text but ignored for precedence, as the specification says::
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import semver as _semver
+from pydantic import Field
 
 from edgefleet.registry.errors import InvalidVersionError
 
 Version = _semver.Version
+
+#: What :func:`parse_version` accepts (after stripping surrounding whitespace), as a
+#: regular expression for OpenAPI: semver.org's, in ASCII digits.
+SEMVER_PATTERN = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(-(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)(\.(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?"
+    r"(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+)
+
+#: OpenAPI's description of a version field; :func:`parse_version` checks it (an
+#: ``InvalidVersionError``, 422 ``invalid_version`` in the API).
+SEMVER_SCHEMA: dict[str, Any] = {"pattern": SEMVER_PATTERN, "examples": ["1.2.0", "2.0.0-rc.1"]}
+
+#: A version as an API input: the pattern is documented, :func:`parse_version` enforces it.
+VersionText = Annotated[str, Field(max_length=128, json_schema_extra=SEMVER_SCHEMA)]
 
 
 def parse_version(text: str) -> Version:

@@ -6,8 +6,19 @@ the fleet back to it); nothing moves to the stage it is already in.
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from pydantic import Field
+
 from edgefleet.registry.domain import Stage
 from edgefleet.registry.errors import InvalidStageError
+
+#: OpenAPI's description of a stage field; :func:`parse_stage` checks it (an
+#: ``InvalidStageError``, 422 ``invalid_stage`` in the API).
+STAGE_SCHEMA: dict[str, Any] = {"enum": [stage.value for stage in Stage]}
+
+#: A stage name as an API input: the names are documented, :func:`parse_stage` enforces them.
+StageText = Annotated[str, Field(min_length=1, max_length=32, json_schema_extra=STAGE_SCHEMA)]
 
 ALLOWED: dict[Stage, frozenset[Stage]] = {
     Stage.CANDIDATE: frozenset({Stage.PRODUCTION, Stage.ARCHIVED}),

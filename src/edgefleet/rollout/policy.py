@@ -17,9 +17,10 @@ from datetime import datetime, time
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from edgefleet.fleet.domain import Preconditions, ShadowPolicy, TrialPolicy
+from edgefleet.registry.semver import VersionText
 from edgefleet.stdjson import Body
 
 Query = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -34,23 +35,25 @@ class Approval(StrEnum):
 class WaveSpec(Body):
     """One wave: a cumulative share of the target, or an explicit cohort query."""
 
-    percent: float | None = Field(
+    percent: StrictFloat | None = Field(
         default=None, gt=0, le=100, description="cumulative share of the target"
     )
     cohort: Query | None = Field(
         default=None, description="targeting query of this wave's devices (within the target)"
     )
-    bake_s: float = Field(default=600.0, ge=0, description="observation time before the gates")
-    min_devices: int = Field(
+    bake_s: StrictFloat = Field(
+        default=600.0, ge=0, description="observation time before the gates"
+    )
+    min_devices: StrictInt = Field(
         default=1, ge=0, description="devices that must have finished (committed or not)"
     )
     approval: Approval = Field(
         default=Approval.AUTO, description="manual: an operator approves before the wave starts"
     )
-    device_timeout_s: float = Field(
+    device_timeout_s: StrictFloat = Field(
         default=3600.0, gt=0, description="after this an unfinished device counts as unreachable"
     )
-    analysis_timeout_s: float = Field(
+    analysis_timeout_s: StrictFloat = Field(
         default=3600.0,
         gt=0,
         description="after the bake, inconclusive gates pause the rollout after this long",
@@ -68,8 +71,8 @@ def default_waves() -> list[WaveSpec]:
 
 
 class RateLimits(Body):
-    max_assign_per_minute: int | None = Field(default=None, ge=1)
-    max_concurrent_downloads: int | None = Field(
+    max_assign_per_minute: StrictInt | None = Field(default=None, ge=1)
+    max_concurrent_downloads: StrictInt | None = Field(
         default=None, ge=1, description="assigned devices not yet past their download"
     )
 
@@ -153,20 +156,20 @@ class GateSpec(Body):
 
     metric: Metric
     name: str | None = Field(default=None, max_length=64, description="default: the metric")
-    max: float | None = None
-    min: float | None = None
-    max_increase: float | None = Field(default=None, ge=0)
-    max_decrease: float | None = Field(default=None, ge=0)
-    max_ratio: float | None = Field(default=None, gt=0)
-    max_count: int | None = Field(default=None, ge=0)
-    max_change: float | None = Field(default=None, gt=0)
-    min_samples: int = Field(
+    max: StrictFloat | None = None
+    min: StrictFloat | None = None
+    max_increase: StrictFloat | None = Field(default=None, ge=0)
+    max_decrease: StrictFloat | None = Field(default=None, ge=0)
+    max_ratio: StrictFloat | None = Field(default=None, gt=0)
+    max_count: StrictInt | None = Field(default=None, ge=0)
+    max_change: StrictFloat | None = Field(default=None, gt=0)
+    min_samples: StrictInt = Field(
         default=30,
         ge=1,
         description="least data for a pass: devices (delivery), requests (rates), "
         "devices (per-device means), predictions (class distribution)",
     )
-    dry_run: bool = Field(default=False, description="report the verdict, never act on it")
+    dry_run: StrictBool = Field(default=False, description="report the verdict, never act on it")
 
     @property
     def label(self) -> str:
@@ -232,11 +235,10 @@ class RolloutSpec(Body):
 
     name: str = Field(default="", max_length=128)
     model: str = Field(min_length=1, max_length=128)
-    version: str = Field(min_length=1, max_length=128)
+    version: VersionText
     target: Query = Field(description="targeting query of the devices to release to")
-    previous_version: str | None = Field(
+    previous_version: VersionText | None = Field(
         default=None,
-        max_length=128,
         description="what to roll back to and compare with; default: what each device runs",
     )
     waves: list[WaveSpec] = Field(default_factory=default_waves, min_length=1, max_length=64)
@@ -247,7 +249,7 @@ class RolloutSpec(Body):
     shadow: ShadowPolicy | None = None
     gates: list[GateSpec] = Field(default_factory=default_gates, max_length=64)
     on_failure: Literal["abort", "pause"] = "abort"
-    alpha: float = Field(
+    alpha: StrictFloat = Field(
         default=0.05, gt=0, lt=0.5, description="false-alarm budget of each gate, all looks"
     )
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from edgefleet.access.errors import ForbiddenError, TokenNotFoundError, UnauthenticatedError
 from edgefleet.errors import ConfigError, EdgefleetError, MissingDependencyError
@@ -93,6 +94,19 @@ def envelope(
     )
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of every route at the request's path, for a 405's ``Allow`` (RFC 9110
+    section 15.5.6: it MUST list them). Starlette's own 405 names only the first route
+    matching the path, so ``OPTIONS /api/v1/models`` said ``POST`` and not ``GET``."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn exceptions into envelopes."""
 
@@ -128,7 +142,10 @@ def install(app: FastAPI) -> None:
             416: "range_not_satisfiable",
         }
         code = codes.get(exc.status_code, "http_error")
-        return envelope(code, str(exc.detail), None, exc.status_code, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return envelope(code, str(exc.detail), None, exc.status_code, headers)
 
     @app.exception_handler(BodyTooLargeError)
     async def _too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:

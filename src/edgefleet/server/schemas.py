@@ -1,4 +1,8 @@
-"""Response models of the operator and registry API, so OpenAPI describes every answer."""
+"""Response models of the API, so OpenAPI describes every answer, errors included.
+
+Every error is the same envelope (server/errors.py); a route lists the statuses it can
+answer with ``responses=errors(401, 403, 404, ...)``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,48 @@ from pydantic import BaseModel, Field
 
 from edgefleet.fleet.domain import DeviceView
 from edgefleet.registry.domain import ModelVersion, StageChange
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="stable, machine-readable: not_found, query_syntax, ...")
+    message: str = Field(description="for people: what is wrong and what to do")
+    details: dict[str, Any] = Field(description="the values involved; {} when none")
+
+
+class ErrorEnvelope(BaseModel):
+    """How every error leaves the API."""
+
+    error: ErrorBody
+
+
+#: What each error status means, wherever it is answered.
+ERROR_MEANING: dict[int, str] = {
+    400: "a targeting query that does not parse or names an unknown field (query_syntax, "
+    "query_field), or a malformed Range header (bad_range)",
+    401: "no, malformed, unknown or revoked credential",
+    403: "the credential is valid but may not do this (role, or another device's)",
+    404: "no such resource",
+    409: "conflicts with the current state",
+    413: "the request body is over the size limit",
+    416: "the range selects no byte of the file",
+    422: "the request is invalid (the envelope's details name the fields)",
+    501: "a feature whose optional dependency is not installed",
+    503: "the database or signer is unavailable, or the schema is not current",
+}
+
+
+def errors(*statuses: int, **meanings: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each with the envelope's schema.
+
+    ``meanings`` overrides a description for this route: ``errors(404, e404="no such device")``.
+    """
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": meanings.get(f"e{status}", ERROR_MEANING[status]),
+        }
+        for status in statuses
+    }
 
 
 class VariantSummary(BaseModel):

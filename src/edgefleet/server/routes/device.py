@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.fleet.domain import (
@@ -26,21 +26,24 @@ from edgefleet.fleet.domain import (
 from edgefleet.server.auth import authenticate_device, context
 from edgefleet.server.hotpath import not_modified
 from edgefleet.server.jsonbody import StandardJsonRoute
+from edgefleet.server.schemas import errors
 from edgefleet.stdjson import Body
 
 router = APIRouter(prefix="/api/v1", tags=["device"], route_class=StandardJsonRoute)
 
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or unknown device credential"},
-    403: {"description": "the credential belongs to another device"},
+AUTH_MEANINGS = {
+    "e401": "missing, unknown or replaced device credential",
+    "e403": "the credential belongs to another device",
 }
+#: What a device route with a body answers besides its own answer.
+BODY_ERRORS = errors(401, 403, 413, 422, 503, **AUTH_MEANINGS)
 
 
 class EnrollRequest(Body):
     device_id: DeviceId
     enrollment_token: str = Field(min_length=1, max_length=256)
     attributes: Attributes = Field(default_factory=dict)
-    poll_interval_s: int | None = Field(default=None, ge=1, le=86400)
+    poll_interval_s: StrictInt | None = Field(default=None, ge=1, le=86400)
 
 
 class DeviceUrls(BaseModel):
@@ -80,10 +83,15 @@ def base_url(request: Request) -> str:
     response_model=EnrollResponse,
     status_code=201,
     summary="Enroll a device with an enrollment token",
-    responses={
-        401: {"description": "bad enrollment token"},
-        409: {"description": "already enrolled"},
-    },
+    responses=errors(
+        401,
+        409,
+        413,
+        422,
+        503,
+        e401="unknown, expired, revoked or used-up enrollment token",
+        e409="already enrolled (an operator may allow re-enrollment)",
+    ),
 )
 def enroll(body: EnrollRequest, request: Request) -> EnrollResponse:
     ctx = context(request)
@@ -117,7 +125,10 @@ def enroll(body: EnrollRequest, request: Request) -> EnrollResponse:
     "/devices/{device_id}/desired",
     response_model=DesiredResponse,
     summary="Poll the desired state (ETag / If-None-Match: 304 when unchanged)",
-    responses={304: {"description": "unchanged since the ETag given"}, **AUTH_ERRORS},
+    responses={
+        304: {"description": "unchanged since the ETag given"},
+        **errors(401, 403, 422, 503, **AUTH_MEANINGS),
+    },
 )
 async def desired(device_id: str, request: Request, response: Response) -> Any:
     # Answered before the framework the same way for an enrolled device's own credential
@@ -146,7 +157,7 @@ async def desired(device_id: str, request: Request, response: Response) -> Any:
     "/devices/{device_id}/reported",
     response_model=Accepted,
     summary="Report the device's actual state",
-    responses=AUTH_ERRORS,
+    responses=BODY_ERRORS,
 )
 async def reported(device_id: str, body: ReportedState, request: Request) -> Accepted:
     # A valid report without attribute changes, with a length, is answered before the
@@ -167,7 +178,7 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
     "/devices/{device_id}/events",
     response_model=EventsAccepted,
     summary="Report update-state transitions (idempotent by sequence number)",
-    responses=AUTH_ERRORS,
+    responses=BODY_ERRORS,
 )
 async def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
     # Stored with other devices' batches in one transaction, answered once it committed
@@ -181,7 +192,7 @@ async def events(device_id: str, body: EventBatch, request: Request) -> EventsAc
     "/devices/{device_id}/telemetry",
     response_model=TelemetryAccepted,
     summary="Send a batch of health and model metrics",
-    responses=AUTH_ERRORS,
+    responses=BODY_ERRORS,
 )
 async def telemetry(device_id: str, body: TelemetryBatch, request: Request) -> TelemetryAccepted:
     # A valid batch with a length is answered before the framework (server/hotpath.py);

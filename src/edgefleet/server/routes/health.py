@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 from edgefleet.server.auth import context
 from edgefleet.server.jsonbody import StandardJsonRoute
+from edgefleet.server.schemas import errors
 from edgefleet.store.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["health"], route_class=StandardJsonRoute)
@@ -27,7 +28,7 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     summary="The database is reachable and its schema current",
-    responses={503: {"description": "not ready (envelope says why)"}},
+    responses=errors(503, e503="not ready: the database is unreachable or its schema not current"),
 )
 def readyz(request: Request) -> Health:
     from edgefleet.store.errors import SchemaOutOfDateError

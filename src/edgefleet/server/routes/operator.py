@@ -6,11 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from edgefleet.access.service import Operator
 from edgefleet.access.tokens import Role
 from edgefleet.fleet.domain import (
+    ONLY_PATTERN_KEYS,
     AttributeKey,
     AttributeValue,
     DeviceId,
@@ -19,6 +20,7 @@ from edgefleet.fleet.domain import (
     ShadowPolicy,
     TrialPolicy,
 )
+from edgefleet.registry.semver import VersionText
 from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
 from edgefleet.server.jsonbody import StandardJsonRoute
 from edgefleet.server.schemas import (
@@ -27,6 +29,7 @@ from edgefleet.server.schemas import (
     FleetSummary,
     TokenInfo,
     TokenList,
+    errors,
 )
 from edgefleet.stdjson import Body, JsonObject
 
@@ -47,7 +50,7 @@ class SetDesired(Body):
     """A desired model for a device (or every device a query selects)."""
 
     model: str | None = Field(default=None, max_length=128, description="null clears the model")
-    version: str | None = Field(default=None, max_length=128)
+    version: VersionText | None = None
     trial: TrialPolicy = TrialPolicy()
     shadow: ShadowPolicy | None = None
     preconditions: Preconditions = Preconditions()
@@ -69,6 +72,7 @@ class AttributeChanges(Body):
         min_length=1,
         max_length=64,
         description='e.g. {"group": "lab", "cohort": "early", "site": null}',
+        json_schema_extra=ONLY_PATTERN_KEYS,
     )
 
 
@@ -82,8 +86,8 @@ class TokenRequest(Body):
     kind: Literal["api_key", "enrollment"]
     role: Role | None = Field(default=None, description="api_key only")
     name: str = Field(default="", max_length=128)
-    uses: int | None = Field(default=None, ge=1, le=10_000_000, description="enrollment only")
-    expires_in_s: int | None = Field(default=None, ge=1, le=10 * 365 * 86400)
+    uses: StrictInt | None = Field(default=None, ge=1, le=10_000_000, description="enrollment only")
+    expires_in_s: StrictInt | None = Field(default=None, ge=1, le=10 * 365 * 86400)
     group: str | None = Field(default=None, max_length=128)
 
 
@@ -102,7 +106,10 @@ def _template(body: SetDesired):  # type: ignore[no-untyped-def]
 
 
 @router.get(
-    "/devices", response_model=DeviceList, summary="List devices, filtered by a targeting query"
+    "/devices",
+    response_model=DeviceList,
+    summary="List devices, filtered by a targeting query",
+    responses=errors(400, 401, 403, 422, 503),
 )
 def list_devices(
     request: Request,
@@ -119,7 +126,7 @@ def list_devices(
     "/devices/{device_id}",
     response_model=DeviceDetail,
     summary="One device: twin, recent events, recent telemetry",
-    responses={404: {"description": "no such device"}},
+    responses=errors(401, 403, 404, 422, 503, e404="no such device"),
 )
 def show_device(device_id: DeviceId, request: Request, _: Operator = Viewer) -> dict[str, Any]:
     ctx = context(request)
@@ -128,7 +135,20 @@ def show_device(device_id: DeviceId, request: Request, _: Operator = Viewer) -> 
 
 
 @router.put(
-    "/devices/{device_id}/desired", response_model=Changed, summary="Set one device's desired model"
+    "/devices/{device_id}/desired",
+    response_model=Changed,
+    summary="Set one device's desired model",
+    responses=errors(
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        503,
+        e404="no such device, model or version",
+        e409="the version is not signed yet (repository_state)",
+    ),
 )
 def set_device_desired(
     device_id: DeviceId, body: SetDesired, request: Request, actor: Operator = OperatorRole
@@ -147,6 +167,18 @@ def set_device_desired(
     "/fleet/desired",
     response_model=Changed,
     summary="Set the desired model of every device a query selects",
+    responses=errors(
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        503,
+        e404="no such model or version",
+        e409="the version is not signed yet, or the fleet changed while it was set",
+    ),
 )
 def set_query_desired(
     body: SetDesiredForQuery, request: Request, actor: Operator = OperatorRole
@@ -165,6 +197,7 @@ def set_query_desired(
     "/devices/{device_id}/reenroll",
     response_model=Changed,
     summary="Allow a device id to enroll again (its next enrollment replaces the credential)",
+    responses=errors(401, 403, 404, 422, 503, e404="no such device"),
 )
 def allow_reenroll(
     device_id: DeviceId, request: Request, actor: Operator = OperatorRole
@@ -177,7 +210,7 @@ def allow_reenroll(
     "/devices/{device_id}/attributes",
     response_model=DeviceAttributes,
     summary="Set or remove a device's attributes, labels (group, cohort) and identity (hw)",
-    responses={404: {"description": "no such device"}},
+    responses=errors(401, 403, 404, 413, 422, 503, e404="no such device"),
 )
 def set_attributes(
     device_id: DeviceId, body: AttributeChanges, request: Request, actor: Operator = OperatorRole
@@ -191,6 +224,7 @@ def set_attributes(
     "/fleet/summary",
     response_model=FleetSummary,
     summary="Device counts by version, by state, online/offline",
+    responses=errors(401, 403, 503),
 )
 def fleet_summary(request: Request, _: Operator = Viewer) -> dict[str, Any]:
     return context(request).fleet.summary()
@@ -201,6 +235,7 @@ def fleet_summary(request: Request, _: Operator = Viewer) -> dict[str, Any]:
     response_model=TokenCreated,
     status_code=201,
     summary="Create an API key or enrollment token",
+    responses=errors(401, 403, 413, 422, 503),
 )
 def create_token(
     body: TokenRequest, request: Request, actor: Operator = OperatorRole
@@ -228,6 +263,7 @@ def create_token(
     "/tokens",
     response_model=TokenList,
     summary="API keys and enrollment tokens (never their secrets)",
+    responses=errors(401, 403, 503),
 )
 def list_tokens(request: Request, actor: Operator = OperatorRole) -> dict[str, Any]:
     return {"tokens": context(request).access.list_tokens(actor)}
@@ -237,13 +273,17 @@ def list_tokens(request: Request, actor: Operator = OperatorRole) -> dict[str, A
     "/tokens/{token_id}",
     response_model=TokenInfo,
     summary="Revoke an API key (admin) or enrollment token",
+    responses=errors(401, 403, 404, 422, 503, e404="no such token"),
 )
 def revoke_token(token_id: str, request: Request, actor: Operator = OperatorRole) -> dict[str, Any]:
     return context(request).access.revoke(token_id[:64], actor=actor)
 
 
 @router.get(
-    "/audit", response_model=AuditLog, summary="The audit log of operator writes, newest first"
+    "/audit",
+    response_model=AuditLog,
+    summary="The audit log of operator writes, newest first",
+    responses=errors(401, 403, 422, 503),
 )
 def audit_log(
     request: Request,

@@ -5,30 +5,45 @@ from __future__ import annotations
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import Field
+from fastapi import Path as PathParam
+from pydantic import Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from edgefleet.access.service import Operator
 from edgefleet.registry.compare import Comparison
-from edgefleet.registry.domain import ModelVersion
+from edgefleet.registry.domain import NAME_PATTERN, ModelVersion
 from edgefleet.registry.errors import BundleError
+from edgefleet.registry.semver import SEMVER_SCHEMA
+from edgefleet.registry.stages import STAGE_SCHEMA, StageText
 from edgefleet.server.auth import OperatorRole, Viewer, context
 from edgefleet.server.context import ServerContext
 from edgefleet.server.jsonbody import StandardJsonRoute
-from edgefleet.server.schemas import RegisteredVersion, StageChanges, VersionList, VersionSummary
+from edgefleet.server.schemas import (
+    RegisteredVersion,
+    StageChanges,
+    VersionList,
+    VersionSummary,
+    errors,
+)
 from edgefleet.signing.publish import PublishOutcome, publish_if_possible
 from edgefleet.stdjson import Body
 
 router = APIRouter(prefix="/api/v1/models", tags=["registry"], route_class=StandardJsonRoute)
 
+#: Path parameters, described as the registry checks them (an unknown name is a 404, a
+#: malformed version a 422 ``invalid_version``).
+ModelName = Annotated[str, PathParam(json_schema_extra={"pattern": NAME_PATTERN})]
+VersionParam = Annotated[str, PathParam(max_length=128, json_schema_extra=SEMVER_SCHEMA)]
+NOT_FOUND = "no such model or version"
+
 
 class Promote(Body):
-    stage: str = Field(min_length=1, max_length=32)
+    stage: StageText
     reason: str = Field(default="", max_length=1000)
-    keep_production: bool = False
+    keep_production: StrictBool = False
 
 
 def _register(
@@ -64,10 +79,17 @@ def _bundle_root(directory: Path) -> Path:
     status_code=201,
     response_model=RegisteredVersion,
     summary="Register a bundle uploaded as a .tar.gz (body: the archive)",
-    responses={
-        409: {"description": "version already registered"},
-        422: {"description": "bad bundle"},
-    },
+    responses=errors(
+        401,
+        403,
+        409,
+        413,
+        422,
+        501,
+        503,
+        e409="version already registered",
+        e422="not a bundle, or a bundle that fails its checks",
+    ),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -95,11 +117,16 @@ async def register(request: Request, actor: Operator = OperatorRole) -> dict[str
     }
 
 
-@router.get("", response_model=VersionList, summary="List versions (filter by model, stage, tag)")
+@router.get(
+    "",
+    response_model=VersionList,
+    summary="List versions (filter by model, stage, tag)",
+    responses=errors(401, 403, 422, 503),
+)
 def list_versions(
     request: Request,
     name: str | None = Query(default=None, max_length=128),
-    stage: str | None = Query(default=None, max_length=32),
+    stage: str | None = Query(default=None, max_length=32, json_schema_extra=STAGE_SCHEMA),
     tag: str | None = Query(default=None, max_length=64),
     _: Operator = Viewer,
 ) -> dict[str, Any]:
@@ -111,31 +138,40 @@ def list_versions(
     "/{name}/versions/{version}",
     response_model=ModelVersion,
     summary="Everything about one version",
+    responses=errors(401, 403, 404, 422, 503, e404=NOT_FOUND),
 )
-def show(name: str, version: str, request: Request, _: Operator = Viewer) -> dict[str, Any]:
+def show(
+    name: ModelName, version: VersionParam, request: Request, _: Operator = Viewer
+) -> dict[str, Any]:
     return context(request).registry.get(name, version).model_dump(mode="json")
 
 
 @router.get(
-    "/{name}/latest", response_model=VersionSummary, summary="Highest version by semver precedence"
+    "/{name}/latest",
+    response_model=VersionSummary,
+    summary="Highest version by semver precedence",
+    responses=errors(401, 403, 404, 422, 503, e404="no such model, or none in that stage"),
 )
 def latest(
-    name: str,
+    name: ModelName,
     request: Request,
-    stage: str | None = Query(default=None, max_length=32),
+    stage: str | None = Query(default=None, max_length=32, json_schema_extra=STAGE_SCHEMA),
     _: Operator = Viewer,
 ) -> dict[str, Any]:
     return context(request).registry.latest(name, stage).summary()
 
 
 @router.get(
-    "/{name}/compare", response_model=Comparison, summary="Compare version b with version a"
+    "/{name}/compare",
+    response_model=Comparison,
+    summary="Compare version b with version a",
+    responses=errors(401, 403, 404, 422, 503, e404=NOT_FOUND),
 )
 def compare(
-    name: str,
+    name: ModelName,
     request: Request,
-    a: str = Query(max_length=128),
-    b: str = Query(max_length=128),
+    a: str = Query(max_length=128, json_schema_extra=SEMVER_SCHEMA),
+    b: str = Query(max_length=128, json_schema_extra=SEMVER_SCHEMA),
     _: Operator = Viewer,
 ) -> dict[str, Any]:
     return context(request).registry.compare(name, a, b).model_dump(mode="json")
@@ -145,9 +181,14 @@ def compare(
     "/{name}/versions/{version}/promote",
     response_model=StageChanges,
     summary="Move a version to another stage",
+    responses=errors(401, 403, 404, 409, 413, 422, 503, e404=NOT_FOUND),
 )
 def promote(
-    name: str, version: str, body: Promote, request: Request, actor: Operator = OperatorRole
+    name: ModelName,
+    version: VersionParam,
+    body: Promote,
+    request: Request,
+    actor: Operator = OperatorRole,
 ) -> dict[str, Any]:
     ctx = context(request)
     changes = ctx.registry.promote(
@@ -167,11 +208,12 @@ def promote(
     "/{name}/history",
     response_model=StageChanges,
     summary="Stage history of a model or one version",
+    responses=errors(401, 403, 404, 422, 503, e404=NOT_FOUND),
 )
 def history(
-    name: str,
+    name: ModelName,
     request: Request,
-    version: str | None = Query(default=None, max_length=128),
+    version: str | None = Query(default=None, max_length=128, json_schema_extra=SEMVER_SCHEMA),
     _: Operator = Viewer,
 ) -> dict[str, Any]:
     changes = context(request).registry.history(name, version)

@@ -6,23 +6,27 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from edgefleet.access.service import Operator
 from edgefleet.rollout.policy import RolloutSpec
 from edgefleet.server.auth import Admin, OperatorRole, Viewer, context
 from edgefleet.server.jsonbody import StandardJsonRoute
+from edgefleet.server.schemas import errors
 from edgefleet.stdjson import Body
 
 router = APIRouter(prefix="/api/v1", tags=["rollouts"], route_class=StandardJsonRoute)
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such rollout"}}
-CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"description": "not possible in the rollout's state"}
-}
+NO_ROLLOUT = "no such rollout"
+#: A rollout's read routes.
+READ = errors(401, 403, 404, 422, 503, e404=NO_ROLLOUT)
+#: A rollout's actions: no such rollout, or not possible in its state.
+ACTION = errors(
+    401, 403, 404, 409, 413, 422, 503, e404=NO_ROLLOUT, e409="not possible in the rollout's state"
+)
 
 
 class Abort(Body):
-    revert: bool = Field(
+    revert: StrictBool = Field(
         default=True, description="send touched devices back to their previous version"
     )
     reason: str = Field(default="", max_length=200)
@@ -33,10 +37,31 @@ class Pause(Body):
 
 
 class WebhookRequest(Body):
-    url: str = Field(min_length=8, max_length=2048)
+    url: str = Field(
+        min_length=8,
+        max_length=2048,
+        # Documents the service's check (RolloutSpecError, 422 rollout_invalid).
+        json_schema_extra={"pattern": "^https?://"},
+    )
 
 
-@router.post("/rollouts", status_code=201, summary="Create (and start) a rollout")
+@router.post(
+    "/rollouts",
+    status_code=201,
+    summary="Create (and start) a rollout",
+    responses=errors(
+        400,
+        401,
+        403,
+        404,
+        409,
+        413,
+        422,
+        503,
+        e404="no such model or version",
+        e409="the version is not signed yet, or conflicts with a running rollout",
+    ),
+)
 def create_rollout(
     spec: RolloutSpec,
     request: Request,
@@ -46,16 +71,14 @@ def create_rollout(
     return context(request).rollouts.create(actor, spec, start=start)
 
 
-@router.get("/rollouts", summary="Rollouts, newest first")
+@router.get("/rollouts", summary="Rollouts, newest first", responses=errors(401, 403, 422, 503))
 def list_rollouts(
     request: Request, limit: int = Query(default=100, ge=1, le=1000), _: Operator = Viewer
 ) -> list[dict[str, Any]]:
     return context(request).rollouts.list_rollouts(limit)
 
 
-@router.get(
-    "/rollouts/{rollout_id}", summary="One rollout: state, waves, gates", responses=NOT_FOUND
-)
+@router.get("/rollouts/{rollout_id}", summary="One rollout: state, waves, gates", responses=READ)
 def show_rollout(rollout_id: str, request: Request, _: Operator = Viewer) -> dict[str, Any]:
     return context(request).rollouts.show(rollout_id)
 
@@ -63,7 +86,7 @@ def show_rollout(rollout_id: str, request: Request, _: Operator = Viewer) -> dic
 @router.get(
     "/rollouts/{rollout_id}/devices",
     summary="The rollout's devices and their status",
-    responses=NOT_FOUND,
+    responses=READ,
 )
 def rollout_devices(
     rollout_id: str,
@@ -74,9 +97,7 @@ def rollout_devices(
     return context(request).rollouts.devices(rollout_id, limit)
 
 
-@router.get(
-    "/rollouts/{rollout_id}/log", summary="The decision log (append-only)", responses=NOT_FOUND
-)
+@router.get("/rollouts/{rollout_id}/log", summary="The decision log (append-only)", responses=READ)
 def rollout_log(
     rollout_id: str,
     request: Request,
@@ -86,23 +107,21 @@ def rollout_log(
     return context(request).rollouts.log(rollout_id, after)
 
 
-@router.post(
-    "/rollouts/{rollout_id}/start", summary="Start a draft", responses=NOT_FOUND | CONFLICT
-)
+@router.post("/rollouts/{rollout_id}/start", summary="Start a draft", responses=ACTION)
 def start_rollout(
     rollout_id: str, request: Request, actor: Operator = OperatorRole
 ) -> dict[str, Any]:
     return context(request).rollouts.start(actor, rollout_id)
 
 
-@router.post("/rollouts/{rollout_id}/pause", summary="Pause", responses=NOT_FOUND | CONFLICT)
+@router.post("/rollouts/{rollout_id}/pause", summary="Pause", responses=ACTION)
 def pause_rollout(
     rollout_id: str, request: Request, body: Pause | None = None, actor: Operator = OperatorRole
 ) -> dict[str, Any]:
     return context(request).rollouts.pause(actor, rollout_id, body.reason if body else "")
 
 
-@router.post("/rollouts/{rollout_id}/resume", summary="Resume", responses=NOT_FOUND | CONFLICT)
+@router.post("/rollouts/{rollout_id}/resume", summary="Resume", responses=ACTION)
 def resume_rollout(
     rollout_id: str, request: Request, actor: Operator = OperatorRole
 ) -> dict[str, Any]:
@@ -112,7 +131,7 @@ def resume_rollout(
 @router.post(
     "/rollouts/{rollout_id}/approve",
     summary="Approve a manual wave (or go on past an inconclusive one)",
-    responses=NOT_FOUND | CONFLICT,
+    responses=ACTION,
 )
 def approve_rollout(
     rollout_id: str, request: Request, actor: Operator = OperatorRole
@@ -123,7 +142,7 @@ def approve_rollout(
 @router.post(
     "/rollouts/{rollout_id}/abort",
     summary="Abort, reverting devices by default",
-    responses=NOT_FOUND | CONFLICT,
+    responses=ACTION,
 )
 def abort_rollout(
     rollout_id: str, request: Request, body: Abort | None = None, actor: Operator = OperatorRole
@@ -134,11 +153,20 @@ def abort_rollout(
     )
 
 
-@router.post("/webhooks", status_code=201, summary="Register a webhook (the secret is shown once)")
+@router.post(
+    "/webhooks",
+    status_code=201,
+    summary="Register a webhook (the secret is shown once)",
+    responses=errors(401, 403, 413, 422, 503),
+)
 def add_webhook(body: WebhookRequest, request: Request, actor: Operator = Admin) -> dict[str, Any]:
     return context(request).rollouts.add_webhook(actor, body.url)
 
 
-@router.get("/webhooks", summary="Webhooks and their recent deliveries")
+@router.get(
+    "/webhooks",
+    summary="Webhooks and their recent deliveries",
+    responses=errors(401, 403, 503),
+)
 def list_webhooks(request: Request, actor: Operator = Admin) -> list[dict[str, Any]]:
     return context(request).rollouts.webhooks(actor)

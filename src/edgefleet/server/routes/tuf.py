@@ -32,6 +32,7 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.server.auth import authenticate_any, context
 from edgefleet.server.filecache import MEDIA_TYPE, resolve
 from edgefleet.server.jsonbody import StandardJsonRoute
+from edgefleet.server.schemas import errors
 
 router = APIRouter(prefix="/tuf", tags=["tuf"], route_class=StandardJsonRoute)
 
@@ -172,8 +173,18 @@ def _serve(request: Request, directory: Path, relative: str) -> FileResponse:
     return response
 
 
+#: What a file route answers besides the file.
+FILE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    206: {"description": "the requested range (Content-Range)"},
+    **errors(400, 404, 416, e400="a malformed Range header (bad_range)", e404="no such file"),
+}
+
+
 @router.get(
-    "/metadata/{path:path}", summary="TUF metadata (public, signed)", response_class=FileResponse
+    "/metadata/{path:path}",
+    summary="TUF metadata (public, signed)",
+    response_class=FileResponse,
+    responses=FILE_ANSWERS,
 )
 def metadata(path: str, request: Request) -> FileResponse:
     return _serve(request, context(request).settings.home / "tuf" / "metadata", path)
@@ -183,10 +194,7 @@ def metadata(path: str, request: Request) -> FileResponse:
     "/targets/{path:path}",
     summary="TUF targets: model artifacts, golden samples, profiles (authenticated)",
     response_class=FileResponse,
-    responses={
-        206: {"description": "the requested range"},
-        416: {"description": "range not satisfiable"},
-    },
+    responses={**FILE_ANSWERS, **errors(401, 503)},
 )
 def targets(path: str, request: Request) -> FileResponse:
     authenticate_any(request)
