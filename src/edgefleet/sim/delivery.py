@@ -108,7 +108,7 @@ class SharedDelivery:
                     self._verdicts[sha] = None
                     self.verified_artifacts += 1
                 except DeliveryError as exc:
-                    if exc.code == "network":
+                    if exc.transient:
                         raise  # not a verdict on the bytes: the next device tries again
                     self._verdicts[sha] = exc
         verdict = self._verdicts[sha]

@@ -526,8 +526,8 @@ class VirtualDevice:
             verified = await self.world.delivery.lookup(target.target_path)
             check_target(verified, self.facts)
         except DeliveryError as exc:
-            if exc.code == "network":
-                return DownloadFailed("network", True, {"message": exc.message[:200]})
+            if exc.transient:  # as the agent decides: another attempt may get past it
+                return DownloadFailed(exc.reason, True, {"message": exc.message[:200]})
             return VerificationFailed(exc.reason, {"message": exc.message[:200]})
         if verified.sha256 != target.sha256 or verified.length != target.size:
             return VerificationFailed(
@@ -548,8 +548,8 @@ class VirtualDevice:
         try:
             await self.world.delivery.verify_bytes(verified)
         except DeliveryError as exc:
-            if exc.code == "network":
-                return DownloadFailed("network", True, {"message": exc.message[:200]})
+            if exc.transient:
+                return DownloadFailed(exc.reason, True, {"message": exc.message[:200]})
             self._partials.pop(slot, None)
             return VerificationFailed(exc.reason, {"message": exc.message[:200]})
         return Downloaded()
