@@ -3,13 +3,19 @@
 Each device keeps one row per bucket (``BUCKET``, 5 minutes) and model version; a
 sample is merged in by adding counters and histograms and accumulating health sums,
 so a bucket costs the same whether the device sent one sample or fifty.
+
+A bucket also says how long its version served: the samples that listed it first
+(the serving model; the health sample is filed with it) are counted in
+``served_samples``, and the first and last of their times kept (``served_first``,
+``served_last``, epoch seconds). Over a device's buckets, that gives the time the
+device was on the version (``served_seconds``), which turns ``restarts`` into a rate.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import zip_longest
 from typing import Any
@@ -26,6 +32,8 @@ BucketKey = tuple[datetime, str, str]
 
 
 _BUCKET_S = int(BUCKET.total_seconds())
+#: Bucket fields that merge by adding.
+_SUMS = frozenset({"inferences", "restarts", "served_samples"})
 
 
 def bucket_of(at: datetime) -> datetime:
@@ -50,10 +58,18 @@ def add_counts(a: list[int], b: list[int]) -> list[int]:
 
 
 def merge(
-    data: dict[str, Any], health: HealthSample | None, metrics: ModelMetrics | None
+    data: dict[str, Any],
+    health: HealthSample | None,
+    metrics: ModelMetrics | None,
+    served_at: float | None = None,
 ) -> dict[str, Any]:
-    """``data`` (a bucket's merged content) with one more sample added."""
+    """``data`` (a bucket's merged content) with one more sample added; ``served_at``
+    (epoch seconds): the sample's time, when the version served in it."""
     merged = dict(data)
+    if served_at is not None:
+        merged["served_samples"] = merged.get("served_samples", 0) + 1
+        merged["served_first"] = min(merged.get("served_first", served_at), served_at)
+        merged["served_last"] = max(merged.get("served_last", served_at), served_at)
     if health is not None:
         sums = dict(merged.get("health_sum", {}))
         counts = dict(merged.get("health_n", {}))
@@ -68,6 +84,8 @@ def merge(
         merged |= {"health_sum": sums, "health_n": counts, "health_max": maxima}
     if metrics is not None:
         merged["inferences"] = merged.get("inferences", 0) + metrics.inferences
+        if metrics.restarts:
+            merged["restarts"] = merged.get("restarts", 0) + metrics.restarts
         errors = dict(merged.get("errors", {}))
         for kind, count in metrics.errors.items():
             errors[kind] = errors.get(kind, 0) + count
@@ -88,8 +106,12 @@ def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for key, value in b.items():
         if key not in merged:
             merged[key] = value
-        elif key == "inferences":
+        elif key in _SUMS:
             merged[key] = merged[key] + value
+        elif key == "served_first":
+            merged[key] = min(merged[key], value)
+        elif key == "served_last":
+            merged[key] = max(merged[key], value)
         elif key in ("latency_counts", "confidence_counts", "class_counts"):
             merged[key] = add_counts(merged[key], value)
         elif key == "feature_counts":
@@ -106,6 +128,18 @@ def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 k: v for k, v in merged[key].items() if k not in value
             }
     return merged
+
+
+def served_seconds(data: Mapping[str, Any]) -> float | None:
+    """How long the device was on the bucket's version, from merged buckets: the span
+    of the samples in which it served, plus one sample interval (a sample reports the
+    interval before it), estimated from the span itself; restarts and outages within
+    the span count as time on the version. ``None`` with fewer than two samples."""
+    samples = int(data.get("served_samples", 0))
+    if samples < 2:
+        return None
+    span = float(data["served_last"]) - float(data["served_first"])
+    return span * samples / (samples - 1) if span > 0 else None
 
 
 def frozen(data: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +177,9 @@ def to_buckets(samples: Iterable[TelemetrySample]) -> dict[BucketKey, tuple[dict
             model, version = (metrics.model, metrics.version) if metrics else NO_MODEL
             key = (bucket, model, version)
             data, count = buckets.get(key, ({}, 0))
-            health = sample.health if index == 0 else None
-            buckets[key] = (merge(data, health, metrics), count + 1)
+            # The first entry is the model that served (health is filed under it too).
+            health, served = (sample.health, at.timestamp()) if index == 0 else (None, None)
+            if metrics is None:
+                served = None
+            buckets[key] = (merge(data, health, metrics, served), count + 1)
     return buckets

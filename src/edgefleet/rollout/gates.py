@@ -15,7 +15,8 @@ under repeated looks (docs/rollouts.md):
 Delivery metrics count the rollout's devices that finished (committed, rolled back or
 failed). Behaviour metrics compare per-device telemetry of the candidate with the
 baseline (devices on the previous version), matched by hardware: means are compared
-per device, rates per request::
+per device, rates per request. ``restart_rate`` is a per-device mean too: each device's
+unclean restarts on the version per hour it was on it (``DeviceSummary.value``)::
 
     result = evaluate(GateSpec(metric=Metric.CPU, max_ratio=1.3), evidence, 0.05, look=3)
     result.verdict, result.numbers["estimate"]
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from edgefleet.fleet.telemetry import served_seconds
 from edgefleet.registry.profile import CONFIDENCE_EDGES, confidence_mean
 from edgefleet.rollout.policy import LOWER_IS_WORSE, GateSpec, Metric
 from edgefleet.rollout.stats import (
@@ -50,6 +52,7 @@ MIN_CLASS_SHARE = 0.005
 LOW_CONFIDENCE = 0.5
 #: Per-device means need at least this many candidate devices before a gate may fail.
 MIN_DEVICES_TO_FAIL = 2
+SECONDS_PER_HOUR = 3600.0
 
 
 class Verdict(StrEnum):
@@ -70,6 +73,9 @@ class DeviceSummary:
     confidence_counts: tuple[int, ...] = ()
     class_counts: tuple[int, ...] = ()
     health: Mapping[str, float] = field(default_factory=dict)
+    restarts: int = 0
+    #: Seconds the device was on the version (``fleet.telemetry.served_seconds``).
+    served_s: float | None = None
 
     @classmethod
     def from_bucket(
@@ -86,6 +92,8 @@ class DeviceSummary:
             tuple(data.get("confidence_counts", ())),
             tuple(data.get("class_counts", ())),
             {k: sums[k] / counts[k] for k in sums if counts.get(k)},
+            int(data.get("restarts", 0)),
+            served_seconds(data),
         )
 
     def value(self, metric: Metric) -> float | None:
@@ -94,6 +102,14 @@ class DeviceSummary:
             return latency_quantile(list(self.latency_counts), 0.95)
         if metric is Metric.MEAN_CONFIDENCE:
             return confidence_mean(self.confidence_counts)
+        if metric is Metric.RESTART_RATE:
+            # Restarts per hour on the version. Each device's own rate, so a device on
+            # the version for a short while weighs as much as one on it for long: a
+            # mean of per-device rates is unbiased for the fleet's rate either way,
+            # and a few restart-looping devices show as the spread they are.
+            if not self.served_s:
+                return None
+            return self.restarts * SECONDS_PER_HOUR / self.served_s
         return self.health.get(metric.value)
 
     def rate(self, metric: Metric) -> tuple[int, int]:
@@ -255,7 +271,10 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
     ]
     if gate.max_ratio is not None:
         if not all_b.n or all_b.mean <= 0:
-            numbers["test"] = "no baseline"
+            # A healthy fleet's restart rate is often 0, and no ratio to 0 is a limit.
+            numbers["test"] = (
+                "no baseline" if not all_b.n else "baseline mean is 0: use max_increase"
+            )
             return Verdict.INCONCLUSIVE
         margin = (gate.max_ratio - 1.0) * all_b.mean
         numbers["ratio"] = all_c.mean / all_b.mean if all_c.n else None

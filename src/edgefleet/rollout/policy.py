@@ -129,6 +129,7 @@ class Metric(StrEnum):
     RAM = "ram_used_mb"
     TEMPERATURE = "temperature_c"
     MEAN_CONFIDENCE = "mean_confidence"
+    RESTART_RATE = "restart_rate"  # per-device unclean restarts per hour on the version
     LOW_CONFIDENCE = "low_confidence_share"  # predictions with top-1 confidence < 0.5
     CLASS_DISTRIBUTION = "class_distribution"
 
@@ -214,6 +215,7 @@ _ALLOWED: dict[Metric, set[str]] = {
     Metric.CPU: _BEHAVIOUR_LIMITS,
     Metric.RAM: _BEHAVIOUR_LIMITS,
     Metric.TEMPERATURE: _BEHAVIOUR_LIMITS,
+    Metric.RESTART_RATE: _BEHAVIOUR_LIMITS,
     Metric.MEAN_CONFIDENCE: {"min", "max_decrease"},
     Metric.CLASS_DISTRIBUTION: {"max_change"},
 }

@@ -514,6 +514,10 @@ GATE_KEYS = (
     "class_counts",
     "health_sum",
     "health_n",
+    "restarts",
+    "served_samples",
+    "served_first",
+    "served_last",
 )
 _GATE_FIELDS = [TelemetryRow.data[key] for key in GATE_KEYS]
 
