@@ -109,3 +109,21 @@ def test_a_candidate_at_its_limit_is_rarely_ever_failed_over_many_looks():
                 failed += 1
                 break
     assert failed / 100 <= ALPHA  # measured: 2-3% (naive tests: far more)
+
+
+def test_one_device_that_restarts_alone_on_its_hardware_is_no_failure():
+    # Three kinds of device, two canaries each, none of the fleet restarting: one canary
+    # that restarts ten times (its power supply, say) is not a bad release, and its
+    # stratum of one device must not claim an interval of no width.
+    baseline = [
+        d for kind in ("a", "b", "c") for d in devices(30, 0.0, 2.0, seed=14, hardware=kind)
+    ]
+    canaries = [d for kind in ("a", "b", "c") for d in devices(2, 0.0, 0.5, seed=15, hardware=kind)]
+    canaries[0] = DeviceSummary("looping", "a", restarts=10, served_s=0.5 * HOUR)
+    result = evaluate(GATE, Evidence(Delivery(), canaries, baseline), ALPHA, look=1)
+    assert result.verdict is not Verdict.FAIL and result.numbers["devices_restarted"] == 1
+    # Every canary of two kinds restarting that often is a release problem.
+    for index, kind in ((1, "a"), (2, "b"), (3, "b")):
+        canaries[index] = DeviceSummary(f"looping-{index}", kind, restarts=10, served_s=0.5 * HOUR)
+    result = evaluate(GATE, Evidence(Delivery(), canaries, baseline), ALPHA, look=1)
+    assert result.verdict is Verdict.FAIL

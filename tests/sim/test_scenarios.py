@@ -25,7 +25,7 @@ def play(name: str, tmp_path, bundle_cache) -> RunResult:
     return result
 
 
-def test_the_library_has_the_six_scenarios_and_the_demo():
+def test_the_library_has_the_seven_scenarios_and_the_demo():
     assert set(builtin_names()) == {
         "good-release",
         "cpu-spike",
@@ -33,6 +33,7 @@ def test_the_library_has_the_six_scenarios_and_the_demo():
         "slow-network",
         "crash-on-hw",
         "offline-devices",
+        "restart-loop",
         "demo",
     }
 
@@ -101,3 +102,21 @@ def test_offline_devices_catch_up_without_stalling_the_rollout(tmp_path, bundle_
     # The rollout ended while devices were still away, and they caught up afterwards.
     assert offline_at_end.states.get("OFFLINE", 0) > 0
     assert result.final_versions == {"1.1.0": 200}
+
+
+def test_a_release_that_makes_devices_restart_is_aborted_by_restart_rate(tmp_path, bundle_cache):
+    # At its own size (60 devices): the story needs a few canaries, not a large fleet.
+    result = run_scenario(
+        load_scenario("restart-loop"), work_dir=tmp_path / "run", bundle_cache=bundle_cache
+    )
+    failed = [c.name for c in result.checks if not c.passed]
+    assert not failed, result.checks
+    (release,) = result.releases
+    assert release.state == "aborted" and release.failed_gates == ["restart_rate"]
+    assert release.waves_reached == 1 and release.restarts >= 2
+    # Every canary stayed under its trial's restart limit: none rolled back on its own.
+    assert release.rollbacks_by_revision == {}
+    failing = [look for look in release.gate_looks if look.verdict == "fail"]
+    assert failing[0].metric == "restart_rate"
+    assert failing[0].numbers["devices_restarted"] >= 2
+    assert failing[0].numbers["low"] > 60.0

@@ -185,6 +185,10 @@ def show(
         "desired_etag",
     ):
         console.print(f"  {key + ':':<15}{device.get(key)}", highlight=False, markup=False)
+    trial_restarts = (device.get("reported") or {}).get("trial_restarts")
+    if trial_restarts is not None:
+        # Only while a trial runs: unclean restarts it counted against its limit.
+        console.print(f"  trial_restarts: {trial_restarts}", highlight=False, markup=False)
     if result["events"]:
         table = CliTable("seq", "at", "from", "to", "reason")
         for e in result["events"]:

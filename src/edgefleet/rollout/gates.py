@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -265,10 +265,12 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
         if gate.max is not None:
             return _decide(all_c.mean > bound, interval.low > bound, enough)
         return _decide(all_c.mean < bound, interval.high < bound, enough)
+    kinds = sorted(set(candidate) | set(baseline))
     strata = [
-        Stratum(Moments.of(candidate.get(h, [])), Moments.of(baseline.get(h, [])))
-        for h in sorted(set(candidate) | set(baseline))
+        Stratum(Moments.of(candidate.get(h, [])), Moments.of(baseline.get(h, []))) for h in kinds
     ]
+    if metric is Metric.RESTART_RATE:
+        strata = [_with_poisson_floor(s, h, evidence) for s, h in zip(strata, kinds, strict=True)]
     if gate.max_ratio is not None:
         if not all_b.n or all_b.mean <= 0:
             # A healthy fleet's restart rate is often 0, and no ratio to 0 is a limit.
@@ -292,6 +294,13 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
         # One device's value against a fleet is not evidence enough either way (the
         # interval's normal approximation needs a few values per arm).
         return Verdict.INCONCLUSIVE
+    if metric is Metric.RESTART_RATE:
+        restarted = sum(1 for d in evidence.candidate if d.restarts and d.served_s)
+        numbers["devices_restarted"] = restarted
+        if restarted < MIN_DEVICES_TO_FAIL:
+            # Nor is one device that restarted, however often: a bad power supply is
+            # not a bad release.
+            return _decide(diff.estimate > margin, False, enough)
     worse = Interval(
         sign * diff.estimate,
         min(sign * diff.low, sign * diff.high),
@@ -351,6 +360,32 @@ def _sum_counts(histograms: Iterable[tuple[int, ...]]) -> list[int]:
         for index, count in enumerate(histogram):
             total[index] += count
     return total
+
+
+def _with_poisson_floor(stratum: Stratum, hardware: str, evidence: Evidence) -> Stratum:
+    """``stratum`` of per-device restart rates with each arm's Poisson noise as its
+    least variance: ``rate * mean(1 / hours)`` of the arm's devices, ``rate`` the
+    stratum's pooled restarts per hour, at least half a restart over all its hours (as
+    the rate gates keep a pooled rate off 0). Devices that all happen to show 0, or one
+    device alone in its arm, cannot then claim an interval of no width."""
+
+    def arm(devices: Sequence[DeviceSummary]) -> list[tuple[int, float]]:
+        return [
+            (d.restarts, d.served_s / SECONDS_PER_HOUR)
+            for d in devices
+            if d.hardware == hardware and d.served_s
+        ]
+
+    ours, theirs = arm(evidence.candidate), arm(evidence.baseline)
+    hours = sum(h for _, h in ours) + sum(h for _, h in theirs)
+    if not hours:
+        return stratum
+    rate = max(sum(r for r, _ in ours) + sum(r for r, _ in theirs), 0.5) / hours
+
+    def floor(devices: list[tuple[int, float]]) -> float:
+        return rate * sum(1.0 / h for _, h in devices) / len(devices) if devices else 0.0
+
+    return replace(stratum, candidate_floor=floor(ours), baseline_floor=floor(theirs))
 
 
 def _values(devices: Sequence[DeviceSummary], metric: Metric) -> dict[str, list[float]]:

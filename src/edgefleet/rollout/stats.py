@@ -91,6 +91,10 @@ class Stratum:
 
     candidate: Moments
     baseline: Moments
+    #: The least variance of one unit's value in each arm, where the data say what it
+    #: is however alike the units look (a count rate's Poisson noise, for example).
+    candidate_floor: float = 0.0
+    baseline_floor: float = 0.0
 
 
 def _check_alpha(alpha: float) -> None:
@@ -137,7 +141,8 @@ def mean_difference_cs(strata: Sequence[Stratum], alpha: float, tau: float) -> I
     ``sum w_h^2 (max(s_c,h^2, s_h^2) / n_c,h + s_b,h^2 / n_b,h)``: Welch's per-arm
     variances, the candidate's never below ``s_h^2``, the pooled within-arm variance
     (df ``n_c,h + n_b,h - 2``); an arm of one unit uses ``s_h^2``; all floored at
-    ``(1e-6 * max(1, |means|))^2``. A stratum counts
+    ``(1e-6 * max(1, |means|))^2`` and the stratum's ``candidate_floor`` /
+    ``baseline_floor``. A stratum counts
     when both arms have a unit and there are 3 in all; None when none does. ``tau`` is the
     mixing scale in the quantity's units (about the effect that matters).
 
@@ -166,7 +171,9 @@ def mean_difference_cs(strata: Sequence[Stratum], alpha: float, tau: float) -> I
         var_c = c.variance if c.n >= 2 else pooled
         var_b = b.variance if b.n >= 2 else pooled
         estimate += weight * (c.mean - b.mean)
-        variance += weight * weight * (max(var_c, pooled, floor) / c.n + max(var_b, floor) / b.n)
+        var_c = max(var_c, pooled, floor, s.candidate_floor)
+        var_b = max(var_b, floor, s.baseline_floor)
+        variance += weight * weight * (var_c / c.n + var_b / b.n)
     return _cs(estimate, variance, alpha, tau2)
 
 

@@ -61,6 +61,7 @@ from edgefleet.agent.statemachine import (
     VerificationFailed,
     Verified,
     Verify,
+    recover,
     reported_state,
     step,
 )
@@ -105,6 +106,8 @@ class Counters:
     interruptions: int = 0
     #: (version, hardware revision) -> devices that rolled it back on their own
     rollbacks: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: version -> unclean restarts of devices while they served it (scenario behaviour)
+    restarts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     #: round-trip times of desired-state polls that the server answered (ms), and
     #: when each ended (``World.now``)
@@ -270,6 +273,10 @@ class VirtualDevice:
         self._models: dict[tuple[str, str], VirtualModel] = {}
         self._pending: dict[tuple[str, str], ModelStats] = {}
         self._health: dict[str, float] = {}
+        #: unclean restarts to report, per (model, version) that served, and those the
+        #: core has not recovered from yet
+        self._restarts: dict[tuple[str, str], int] = {}
+        self._crashes = 0
         self._traffic_at = world.now()
         self._telemetry_at = world.now()
         #: the trial in progress: the (version, variant) on trial, its live stats, the run
@@ -339,6 +346,8 @@ class VirtualDevice:
         now = self.world.now()
         if now - self._telemetry_at >= self.world.telemetry_interval_s:
             self._queue_telemetry()
+        if self._crashes:
+            await self._restart()
         headers = {"If-None-Match": self.etag} if self.etag else {}
         response = await self._request("GET", "desired", headers=headers)
         if response.status_code != 304:
@@ -612,7 +621,7 @@ class VirtualDevice:
             return SmokeFailed("load_failed", {"message": "no measured behaviour"})
         return SmokePassed()
 
-    async def _run_trial(self, target: Target) -> Event:
+    async def _run_trial(self, target: Target) -> Event | None:
         policy = TrialPolicy.model_validate(target.trial) if target.trial else TrialPolicy()
         key = (target.version, target.variant)
         candidate, previous = self._model(*key), self._previous
@@ -626,6 +635,8 @@ class VirtualDevice:
         try:
             while True:
                 self._account()
+                if self._crashes and not await self._restart():
+                    return None  # the core rolled back at the restart limit
                 if candidate is not None and previous is not None:
                     for ours, theirs in probe_pairs(candidate, previous, PROBE_PAIRS, self.rng):
                         # A profile's single-sample request is CPU-bound: its CPU time
@@ -642,6 +653,31 @@ class VirtualDevice:
         finally:
             self._trial = None
             self._previous = None
+
+    async def _restart(self) -> bool:
+        """The device restarted uncleanly (the scenario's ``restarts_per_hour``), once per
+        crash drawn: through the core's ``recover``, as the agent starts. A trial in
+        progress resumes under the policy's restart limit and at the limit the core rolls
+        back. Whether a trial is still in progress afterwards."""
+        while self._crashes:
+            self._crashes -= 1
+            target = self.state.target
+            policy = (
+                TrialPolicy.model_validate(target.trial)
+                if target is not None and target.trial
+                else TrialPolicy()
+            )
+            in_trial = self.state.state is State.TRIAL
+            state, commands, transitions = recover(
+                self.state, restart_limit=policy.max_trial_restarts
+            )
+            self._apply(state, transitions)
+            if in_trial:
+                # The trial loop this runs in goes on with the evidence it has (the agent
+                # keeps it across the restart), or stops once the core rolled back.
+                commands = [c for c in commands if not isinstance(c, RunTrial)]
+            await self._execute(commands)
+        return self.state.state is State.TRIAL
 
     # -- simulated traffic ------------------------------------------------------------
 
@@ -668,6 +704,14 @@ class VirtualDevice:
         metrics, health = model.interval(requests=requests, seconds=seconds, rng=self.rng)
         stats = _stats(metrics)
         key = (active.model, active.version)
+        behaviour = self.world.behaviours.get(active.version)
+        if behaviour is not None and behaviour.restarts_per_hour:
+            crashes = int(self.rng.poisson(behaviour.restarts_per_hour * seconds / 3600.0))
+            if crashes:
+                self._restarts[key] = self._restarts.get(key, 0) + crashes
+                self._crashes += crashes
+                restarts = self.world.counters.restarts
+                restarts[active.version] = restarts.get(active.version, 0) + crashes
         self._pending.setdefault(key, ModelStats()).add(stats)
         self._health = health
         if self._trial is not None and self._trial[0] == (active.version, active.variant):
@@ -688,12 +732,13 @@ class VirtualDevice:
         serving = self.state.active_content
         first = (serving.model, serving.version) if serving is not None else None
         # The serving model first: the server files the health sample under it.
-        ordered = sorted(self._pending.items(), key=lambda item: item[0] != first)
+        keys = [*self._pending, *(k for k in self._restarts if k not in self._pending)]
         models = [
-            {"model": model, "version": version, **_counts(stats)}
-            for (model, version), stats in ordered
+            _entry(key, self._pending.get(key), self._restarts.get(key, 0))
+            for key in sorted(keys, key=lambda key: key != first)
         ][:8]
         self._pending.clear()
+        self._restarts.clear()
         if not models and not self._health:
             return
         self.telemetry.append(
@@ -712,6 +757,16 @@ def _stats(metrics: dict[str, Any]) -> ModelStats:
         confidence_counts=list(metrics["confidence_counts"]),
         class_counts=list(metrics["class_counts"]),
     )
+
+
+def _entry(key: tuple[str, str], stats: ModelStats | None, restarts: int) -> dict[str, Any]:
+    """One model's telemetry entry: its counts, and its restarts when there were any."""
+    entry: dict[str, Any] = {"model": key[0], "version": key[1]}
+    if stats is not None:
+        entry |= _counts(stats)
+    if restarts:
+        entry["restarts"] = restarts
+    return entry
 
 
 def _counts(stats: ModelStats) -> dict[str, Any]:

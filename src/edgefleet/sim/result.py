@@ -94,6 +94,8 @@ class ReleaseResult:
     failed_gates: list[str]
     #: devices that rolled this version back on their own, by hardware revision
     rollbacks_by_revision: dict[str, int]
+    #: unclean restarts of devices while they served this version
+    restarts: int = 0
     gate_looks: list[GateLook] = field(default_factory=list)
     #: the server's decision log of the rollout as its API returns it, each entry with
     #: ``t`` (seconds since the run started) added

@@ -669,6 +669,7 @@ class _Run:
             exposed_share=round(exposed / len(self.devices), 4) if self.devices else 0.0,
             failed_gates=failed,
             rollbacks_by_revision=rollbacks,
+            restarts=self.world.counters.restarts.get(version, 0),
             gate_looks=watch.looks,
             log=watch.log,
             checkins=len(checkins),
@@ -752,6 +753,25 @@ class _Run:
                     bool(revisions) and revisions <= set(expect.rollbacks_only_on),
                     expect.rollbacks_only_on,
                     result.rollbacks_by_revision,
+                )
+            )
+        if expect.max_rollbacks is not None:
+            rolled_back = sum(result.rollbacks_by_revision.values())
+            checks.append(
+                Check(
+                    f"{label} on-device rollbacks",
+                    rolled_back <= expect.max_rollbacks,
+                    f"<= {expect.max_rollbacks}",
+                    rolled_back,
+                )
+            )
+        if expect.min_restarts is not None:
+            checks.append(
+                Check(
+                    f"{label} devices restarted on it",
+                    result.restarts >= expect.min_restarts,
+                    f">= {expect.min_restarts}",
+                    result.restarts,
                 )
             )
         counters = self.world.counters

@@ -172,6 +172,15 @@ class Behaviour(Body):
         default_factory=list, description="hardware revisions on which the model fails to load"
     )
     error_rate: float | None = Field(default=None, ge=0, le=1)
+    restarts_per_hour: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "unclean restarts (a crash, as after a power loss) per hour a device serves this "
+            "version; each restarts through the agent core's recovery and is reported in "
+            "telemetry"
+        ),
+    )
 
 
 class Offline(Body):
@@ -199,6 +208,12 @@ class Expect(Body):
     )
     rollbacks_only_on: list[str] | None = Field(
         default=None, description="on-device rollbacks happened, and only on these revisions"
+    )
+    max_rollbacks: int | None = Field(
+        default=None, ge=0, description="devices that rolled this version back on their own"
+    )
+    min_restarts: int | None = Field(
+        default=None, ge=0, description="unclean restarts of devices while serving this version"
     )
     max_repeated_chunks_per_interruption: float | None = Field(default=None, ge=0)
     min_interruptions: int | None = Field(default=None, ge=0)
