@@ -13,26 +13,37 @@ import yaml
 from tests.agent.test_agent_e2e import FAST_TRIAL, desired
 from tests.server.conftest import LiveServer
 
-# (crash point, expected end): "committed" = 1.1.0 serving, "rolled_back" = 1.0.0 serving.
+# (crash point, expected end, trial policy beyond FAST_TRIAL): "committed" = 1.1.0
+# serving, "rolled_back" = 1.0.0 serving.
 POINTS = [
-    ("state_unrenamed:DOWNLOADING", "committed"),
-    ("state_saved:DOWNLOADING", "committed"),
-    ("download_chunk", "committed"),
-    ("state_saved:VERIFYING", "committed"),
-    ("state_unrenamed:SMOKE_TEST", "committed"),
-    ("state_saved:SMOKE_TEST", "committed"),
+    ("state_unrenamed:DOWNLOADING", "committed", {}),
+    ("events_queued:DOWNLOADING", "committed", {}),
+    ("state_saved:DOWNLOADING", "committed", {}),
+    ("download_chunk", "committed", {}),
+    # The file complete in its slot, the state still DOWNLOADING: not fetched again.
+    ("downloaded", "committed", {}),
+    ("state_saved:VERIFYING", "committed", {}),
+    ("state_unrenamed:SMOKE_TEST", "committed", {}),
+    ("state_saved:SMOKE_TEST", "committed", {}),
     # Shadow first: the old model still serves alone, the candidate is only compared.
-    ("state_saved:SHADOW", "committed"),
-    ("shadow_tick:2", "committed"),
-    ("state_saved:ACTIVATING", "committed"),
-    ("pointer_unrenamed", "committed"),
-    ("pointer_written", "committed"),
-    ("activated_in_runtime", "committed"),
-    # The new model was live when the device went down: that counts against it.
-    ("state_saved:TRIAL", "rolled_back"),
-    ("trial_tick:2", "rolled_back"),
-    ("state_unrenamed:COMMITTED", "rolled_back"),
-    ("state_saved:COMMITTED", "committed"),
+    ("state_saved:SHADOW", "committed", {}),
+    ("shadow_tick:2", "committed", {}),
+    ("state_saved:ACTIVATING", "committed", {}),
+    ("pointer_unrenamed", "committed", {}),
+    ("pointer_written", "committed", {}),
+    ("activated_in_runtime", "committed", {}),
+    # The pointer moved and the event is queued, the state not saved yet.
+    ("events_queued:TRIAL", "committed", {}),
+    # A restart during the trial resumes it (default restart limit 3) ...
+    ("state_saved:TRIAL", "committed", {}),
+    ("trial_tick:2", "committed", {}),
+    ("state_unrenamed:COMMITTED", "committed", {}),
+    # ... unless the limit is 1: then the new model is taken as having brought it down.
+    ("trial_tick:2", "rolled_back", {"max_trial_restarts": 1}),
+    ("state_saved:COMMITTED", "committed", {}),
+    # A trial that fails (no model is that confident), killed as the pointer switches back.
+    ("pointer_unrenamed:2", "rolled_back", {"min_mean_confidence": 1.0}),
+    ("pointer_written:2", "rolled_back", {"min_mean_confidence": 1.0}),
 ]
 
 
@@ -91,7 +102,7 @@ def test_kill_at_every_step_of_an_update(live: LiveServer, tmp_path):
     results = {}
     only = os.environ.get("EDGEFLEET_CRASH_POINTS")
     points = [p for p in POINTS if not only or p[0] in only.split(",")]
-    for index, (point, _expected) in enumerate(points):
+    for index, (point, _expected, trial) in enumerate(points):
         device = f"crash-{index}"
         state_dir = tmp_path / device
         config = tmp_path / f"{device}.yaml"
@@ -121,7 +132,7 @@ def test_kill_at_every_step_of_an_update(live: LiveServer, tmp_path):
         shadowed = {
             "model": "digits",
             "version": "1.1.0",
-            "trial": FAST_TRIAL,
+            "trial": {**FAST_TRIAL, **trial},
             "shadow": {"fraction": 0.5, "min_seconds": 0, "min_compared": 20},
         }
         response = live.admin("PUT", f"/api/v1/devices/{device}/desired", json=shadowed)
@@ -145,21 +156,29 @@ def test_kill_at_every_step_of_an_update(live: LiveServer, tmp_path):
                 else f"{final['state']} {version}"
             )
         )
-        results[point] = outcome
-        reported = live.admin("GET", f"/api/v1/devices/{device}").json()["device"]
+        results[(point, str(trial))] = outcome
+        shown = live.admin("GET", f"/api/v1/devices/{device}").json()
+        reported = shown["device"]
         assert reported["version"] == version and reported["agent_state"] == final["state"]
-    assert results == dict(points)
+        # Every transition reached the server: no gap in the sequence, none twice.
+        seqs = sorted(e["seq"] for e in shown["events"])
+        assert seqs == list(range(1, len(seqs) + 1)), (point, seqs)
+        assert shown["events"][-1]["to_state"] == final["state"], (point, shown["events"][-1])
+        if point == "downloaded":
+            assert "downloaded 0 bytes" in restarted.stdout, restarted.stdout
+    assert results == {(p, str(t)): expected for p, expected, t in points}
 
 
-@pytest.mark.timeout(1500)  # ~250 agent processes, ~1.2 s each
+@pytest.mark.timeout(1500)  # ~150 agent processes, ~1.2 s each
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_random_kills(live: LiveServer, tmp_path, example_bundles):
-    """At least EDGEFLEET_RANDOM_KILLS (default 200) SIGKILLs at random moments of
-    updates cycling through versions; after every kill the files name a verified model."""
+    """At least EDGEFLEET_RANDOM_KILLS (default 120) SIGKILLs at random moments of
+    updates cycling through versions; after every kill the files name a verified model,
+    and in the end the server holds every event the agent numbered, none twice."""
     import random
     import shutil
 
-    wanted = int(os.environ.get("EDGEFLEET_RANDOM_KILLS", "200"))
+    wanted = int(os.environ.get("EDGEFLEET_RANDOM_KILLS", "120"))
     # More versions of the same model to cycle through (copies of 1.1.0's bundle).
     versions = ["1.0.0", "1.1.0"]
     for minor in range(2, 6):
@@ -224,5 +243,76 @@ def test_random_kills(live: LiveServer, tmp_path, example_bundles):
     assert kills >= wanted, f"only {kills} kills in {index} runs"
     final = agent_run(config)
     assert final.returncode == 0, final.stderr
-    assert_verified_model_active(state_dir, status(config))
+    final_state = status(config)
+    assert_verified_model_active(state_dir, final_state)
+    # The newest 50 events the server shows run without a gap up to the agent's last.
+    seqs = [e["seq"] for e in live.admin("GET", "/api/v1/devices/random").json()["events"]]
+    assert seqs == list(range(final_state["seq"] - len(seqs) + 1, final_state["seq"] + 1))
     print(f"random kills: {kills} kills, {completed} runs completed, {checks} checks of the files")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_service_stop_during_the_trial_is_no_restart_to_count(live: LiveServer, tmp_path):
+    """SIGTERM (systemctl stop) ends the agent cleanly: with a restart limit of 1 the
+    trial still resumes, its serving time kept, and the release commits."""
+    import signal
+    import time
+
+    state_dir = tmp_path / "stopped"
+    config = tmp_path / "stopped.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": live.url,
+                "device_id": "stopped",
+                "enrollment_token": live.token(),
+                "state_dir": str(state_dir),
+                "hardware": "x86_64",
+                "firmware": "2.0.0",
+                "serve_port": None,
+                "poll_interval_s": 0.2,
+                "trial_replay_per_s": 2000,
+            }
+        )
+    )
+    assert agent_run(config).returncode == 0
+    desired(live, "stopped", "1.0.0")
+    assert agent_run(config).returncode == 0
+    desired(live, "stopped", "1.1.0", min_seconds=6, max_trial_restarts=1)
+    env = {k: v for k, v in os.environ.items() if k != "EDGEFLEET_AGENT_CRASH_AT"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgefleet", "agent", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (files_state(state_dir) or {}).get("state") != "TRIAL":
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr
+            time.sleep(0.05)
+        time.sleep(3.0)  # some of the trial served
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (state_dir / "clean-stop").exists()
+    # The stop kept the trial's evidence (the periodic save comes every 5 s).
+    stopped = json.loads((state_dir / "state.json").read_text())
+    assert stopped["state"] == "TRIAL" and stopped["trial_progress"]["serving_s"] >= 2.0
+    resumed = agent_run(config)
+    assert resumed.returncode == 0, resumed.stderr
+    final = status(config)
+    assert (final["state"], assert_verified_model_active(state_dir, final)) == (
+        "COMMITTED",
+        "1.1.0",
+    )
+    events = live.admin("GET", "/api/v1/devices/stopped").json()["events"]
+    assert not [e for e in events if e["reason"] == "trial_resumed"]
+    passed = events[-1]
+    assert passed["reason"] == "trial_passed"
+    # The serving time before the stop counted toward the trial's 6 s.
+    assert passed["details"]["elapsed_s"] >= 6.0

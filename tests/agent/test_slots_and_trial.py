@@ -278,3 +278,35 @@ def test_shadow_errors_fail_early_and_no_limits_means_agreement_is_only_reported
     lenient = ShadowPolicy(min_seconds=0, min_compared=10)
     verdict = judge_shadow(lenient, shadow_stats(runs=10, agreed=1, shadow_ms=50), 0)
     assert verdict.passed is True and verdict.numbers["agreement"] == 0.1
+
+
+def test_a_trials_evidence_survives_a_restart():
+    policy = TrialPolicy(min_inferences=1000, min_seconds=60, max_latency_ratio=None)
+    before = TrialRun(policy, started_s=500.0, baseline=None, compare_latency=False)
+    first = stats(requests=700)
+    saved = before.progress(first, now_s=500.0 + 40)
+    assert saved["serving_s"] == 40.0 and saved["stats"]["inferences"] == 700
+    assert before.verdict(first, now_s=540.0).passed is None  # 700 of 1,000, 40 of 60 s
+    # After the restart (downtime not counted): the counts and the serving time add up.
+    after = TrialRun(policy, started_s=9.0, baseline=None, compare_latency=False, progress=saved)
+    more = stats(requests=300)
+    assert after.verdict(more, now_s=9.0 + 10).passed is None  # 50 of 60 s served
+    verdict = after.verdict(more, now_s=9.0 + 20)
+    assert verdict.passed is True
+    assert verdict.numbers["inferences"] == 1000 and verdict.numbers["elapsed_s"] == 60.0
+    again = after.progress(more, now_s=29.0)
+    assert again["serving_s"] == 60.0 and again["stats"]["inferences"] == 1000
+    # Errors before the restart still count against the model.
+    bad = before.progress(stats(requests=100, errors=50), now_s=510.0)
+    failing = TrialRun(policy, started_s=0.0, baseline=None, compare_latency=False, progress=bad)
+    assert failing.verdict(stats(requests=10), now_s=1.0).passed is False
+
+
+def test_events_queued_past_the_saved_state_are_dropped(tmp_path):
+    from edgefleet.agent.outbox import Outbox
+
+    outbox = Outbox(tmp_path / "outbox", max_telemetry=10)
+    outbox.add_events([{"seq": n, "reason": "x"} for n in (4, 5, 6)])
+    assert outbox.drop_events_after(5) == 1
+    assert [e["seq"] for e in outbox.events()] == [4, 5]
+    assert outbox.drop_events_after(5) == 0

@@ -232,14 +232,49 @@ def test_recovery_after_the_pointer_moved_but_before_the_state_did():
     assert transitions[0].reason == "activated"
 
 
-def test_a_restart_during_the_trial_rolls_back():
+def test_restarts_during_the_trial_resume_it_until_the_limit():
     state, _, _ = run(
         installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed(), Activated()
     )
-    recovered, commands, transitions = recover(state)
+    state = dataclasses.replace(state, trial_progress={"serving_s": 12.0})
+    # Below the limit the new model stays and the trial resumes, its evidence kept.
+    for restarts in (1, 2):
+        state, commands, transitions = recover(from_json(to_json(state)), restart_limit=3)
+        assert state.state is State.TRIAL and state.active == "b" and state.trial_boots == restarts
+        assert commands == [RunTrial(V2, "a")]
+        assert [(t.reason, t.details) for t in transitions] == [
+            ("trial_resumed", {"restarts": restarts, "restart_limit": 3})
+        ]
+        assert state.trial_progress == {"serving_s": 12.0}
+    # A clean stop (a service stop) does not count.
+    same, commands, transitions = recover(state, clean_stop=True, restart_limit=3)
+    assert same == state and commands == [RunTrial(V2, "a")] and transitions == []
+    # The third: rolled back, for its own reason, and never retried.
+    recovered, commands, transitions = recover(state, restart_limit=3)
     assert recovered.state is State.ROLLED_BACK and recovered.active == "a"
-    assert transitions[0].reason == "trial_failed:restarted_during_trial"
+    assert [(t.reason, t.details) for t in transitions] == [
+        ("trial_failed:restart_limit", {"restarts": 3, "restart_limit": 3})
+    ]
     assert commands == [SwitchBack("a"), Discard("b")]
+    assert V2.key in recovered.refused and recovered.trial_progress is None
+
+
+def test_a_limit_of_one_rolls_back_at_the_first_restart():
+    state, _, _ = run(
+        installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed(), Activated()
+    )
+    recovered, _, transitions = recover(state, restart_limit=1)
+    assert recovered.state is State.ROLLED_BACK
+    assert transitions[0].reason == "trial_failed:restart_limit"
+
+
+def test_a_trials_evidence_does_not_outlive_it():
+    state, _, _ = run(
+        installed(), DesiredChanged(V2), Downloaded(), Verified(), SmokePassed(), Activated()
+    )
+    state = dataclasses.replace(state, trial_progress={"serving_s": 5.0})
+    committed, _, _ = step(state, TrialPassed())
+    assert committed.trial_progress is None
 
 
 def test_persisted_form_round_trips_and_rejects_garbage():
@@ -333,7 +368,7 @@ def test_invariants_hold_for_any_event_sequence(events):
     for event in events:
         before = state
         if event == "RESTART":
-            state, commands, transitions = recover(from_json(to_json(state)))
+            state, commands, transitions = recover(from_json(to_json(state)), restart_limit=2)
         else:
             try:
                 state, commands, transitions = step(state, event)

@@ -47,6 +47,20 @@ class Outbox:
         if events:
             self._write(self.events_file, self.events() + events)
 
+    def drop_events_after(self, seq: int) -> int:
+        """Drop queued events numbered above ``seq``; how many.
+
+        Events are queued before the state that numbers them is saved, so that no
+        transition is ever saved without its event; after a crash between the two
+        writes, the queue holds events of a transition the saved state never made.
+        Recovery makes that transition again under the same numbers, so these go.
+        """
+        events = self.events()
+        kept = [e for e in events if e["seq"] <= seq]
+        if len(kept) != len(events):
+            self._write(self.events_file, kept)
+        return len(events) - len(kept)
+
     def remove_events(self, up_to_seq: int) -> None:
         self._write(self.events_file, [e for e in self.events() if e["seq"] > up_to_seq])
 

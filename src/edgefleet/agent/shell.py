@@ -86,6 +86,11 @@ log = logging.getLogger("edgefleet.agent")
 RECORDED_INPUTS = "recorded-inputs.npz"
 #: How often a trial or a shadow period looks at its numbers.
 TRIAL_TICK_S = 0.1
+#: How often a trial's evidence is saved with the state, to outlive a power cut: at most
+#: this much of a trial's serving time is lost to a restart.
+TRIAL_PROGRESS_EVERY_S = 5.0
+#: Written by a clean stop (``Agent.stop``): the next start is no restart to count.
+CLEAN_STOP = "clean-stop"
 #: Latency probe pairs per trial tick at most, and the time they may take (the probes
 #: are measurements, not service: they must not crowd out the application).
 PROBE_PAIRS_PER_TICK = 8
@@ -155,15 +160,57 @@ class Agent:
             log.error("%s; starting from the active-slot pointer", exc)
             state = AgentState.initial()
         self.state = state
+        clean_stop = self._take_clean_stop()
+        dropped = self.outbox.drop_events_after(state.seq)
+        if dropped:
+            log.info("dropped %d queued events of a transition the crash undid", dropped)
+        active = state.slots.get(state.active) if state.active else None
+        if not clean_stop and active is not None:
+            # Queued at once, so the count survives a crash loop: the fleet sees restarts
+            # per version (gate metric restart_rate) even under each device's own limit.
+            self.outbox.add_telemetry(
+                {
+                    "at": _now(),
+                    "models": [{"model": active.model, "version": active.version, "restarts": 1}],
+                }
+            )
         self._load_recorded_inputs()
         if state.active is not None:
             try:
                 self._serve_slot(state.active)
             except Exception as exc:
                 log.error("the active slot %s does not load: %s", state.active, exc)
-        state, commands, transitions = recover(state)
+        state, commands, transitions = recover(
+            state,
+            clean_stop=clean_stop,
+            restart_limit=self._policy(state.target).max_trial_restarts,
+        )
         self._apply(state, transitions)
         self._execute(commands)
+
+    def stop(self) -> None:
+        """Record a clean stop (a service stop, SIGTERM): the next start does not count
+        it as a restart against a trial in progress, which then resumes."""
+        self.save_recorded_inputs()
+        write_atomic(self.root / CLEAN_STOP, b"")
+
+    def _take_clean_stop(self) -> bool:
+        """Whether the last run ended with ``stop()``; the mark is used up."""
+        marker = self.root / CLEAN_STOP
+        if not marker.exists():
+            return False
+        marker.unlink()
+        return True
+
+    def _policy(self, target: Target | None) -> TrialPolicy:
+        """The trial policy of ``target``: its own, or the agent's default."""
+        if target is None or not target.trial:
+            return self.trial_policy
+        try:
+            return TrialPolicy.model_validate(target.trial)
+        except ValueError as exc:
+            log.warning("the desired trial policy is invalid (%s); using the default", exc)
+            return self.trial_policy
 
     def _enroll(self) -> None:
         credential_file = self.root / "credential.json"
@@ -285,7 +332,12 @@ class Agent:
         self._execute(commands)
 
     def _apply(self, state: AgentState, transitions: list[Transition]) -> None:
+        # Events first: a crash between the two writes leaves queued events numbered
+        # past the saved state, which the next start drops and recovery makes again;
+        # the other order lost the event of a saved transition for good.
+        self.outbox.add_events([t.to_event(_now()) for t in transitions])
         if state != self.state or transitions:
+            crashpoint(f"events_queued:{state.state.value}")
             self.store.save(state)
         self.state = state
         for t in transitions:
@@ -296,7 +348,6 @@ class Agent:
                 elapsed = self.clock() - self._update_started
                 self.update_outcomes[t.to_state.value] = (count + 1, total + elapsed)
                 self._update_started = None
-        self.outbox.add_events([t.to_event(_now()) for t in transitions])
         for t in transitions:
             log.info(
                 json.dumps(
@@ -376,6 +427,13 @@ class Agent:
         if reason is not None:
             return DownloadDeferred(reason)
         before = self._partial_size(slot, target.sha256)
+        fetched = 0
+
+        def advance(size: int) -> None:
+            nonlocal fetched
+            fetched += size
+            crashpoint("download_chunk")
+
         try:
             verified = self._delivery.resolve(target.target_path, self.facts)
             if verified.sha256 != target.sha256 or verified.length != target.size:
@@ -383,12 +441,11 @@ class Agent:
                     "desired_not_signed",
                     {"desired_sha256": target.sha256, "signed_sha256": verified.sha256},
                 )
-            self._delivery.download(
-                verified,
-                self.store.model_file(slot),
-                progress=lambda _: crashpoint("download_chunk"),
-            )
-            self.bytes_downloaded += target.size - before
+            try:
+                self._delivery.download(verified, self.store.model_file(slot), progress=advance)
+            finally:
+                self.bytes_downloaded += fetched
+            crashpoint("downloaded")  # the file in its slot, the state still DOWNLOADING
             artifact = verified.artifact
             if artifact is not None:
                 self._tolerance[slot] = Tolerance(atol=artifact.atol, rtol=artifact.rtol)
@@ -546,7 +603,7 @@ class Agent:
         return rows
 
     def _trial(self, target: Target) -> Event:
-        policy = TrialPolicy.model_validate(target.trial) if target.trial else self.trial_policy
+        policy = self._policy(target)
         slot = self.state.active
         model = self.runtime.active_model
         assert slot is not None and model is not None
@@ -559,12 +616,23 @@ class Agent:
         compared = policy.max_latency_ratio is not None or policy.max_cpu_ratio is not None
         if why_not is not None and compared:
             log.warning("the trial does not compare latency and CPU: %s", why_not)
-        run = TrialRun(
-            policy,
-            started_s=self.clock(),
-            baseline=self._class_baseline,
-            compare_latency=previous is not None,
-        )
+        progress = self.state.trial_progress
+        try:
+            run = TrialRun(
+                policy,
+                started_s=self.clock(),
+                baseline=self._class_baseline,
+                compare_latency=previous is not None,
+                progress=progress,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("the trial's saved evidence is unreadable (%s); starting it over", exc)
+            run = TrialRun(
+                policy,
+                started_s=self.clock(),
+                baseline=self._class_baseline,
+                compare_latency=previous is not None,
+            )
         probe_feeds = itertools.cycle(pairs)
         try:
             return self._trial_loop(
@@ -584,6 +652,33 @@ class Agent:
         why_not: str | None,
     ) -> Event:
         last_requests = -1
+        saved = self.clock()
+        try:
+            return self._trial_ticks(
+                policy, model, run, previous, probe_feeds, rows, why_not, last_requests, saved
+            )
+        except KeyboardInterrupt:
+            # A clean stop (SIGTERM, Ctrl-C): keep all the evidence so far, not only what
+            # the last periodic save had.
+            now = self.clock()
+            self.state = replace(
+                self.state, trial_progress=run.progress(model.metrics.snapshot(), now)
+            )
+            self.store.save(self.state)
+            raise
+
+    def _trial_ticks(
+        self,
+        policy: TrialPolicy,
+        model: LoadedModel,
+        run: TrialRun,
+        previous: LoadedModel | None,
+        probe_feeds: Iterator[tuple[dict[str, Any], dict[str, Any]]],
+        rows: Iterator[dict[str, Any]] | None,
+        why_not: str | None,
+        last_requests: int,
+        saved: float,
+    ) -> Event:
         while True:
             crashpoint("trial_tick")
             run.add_health(self.health.sample().to_dict())
@@ -591,7 +686,13 @@ class Agent:
                 _probe(model, previous, probe_feeds, run)
             # The live model's own counts: not its shadow period, not an earlier load.
             stats = model.metrics.snapshot()
-            verdict = run.verdict(stats, self.clock())
+            now = self.clock()
+            verdict = run.verdict(stats, now)
+            if now - saved >= TRIAL_PROGRESS_EVERY_S:
+                # Kept across a power cut, at a bounded rate of state writes.
+                self.state = replace(self.state, trial_progress=run.progress(stats, now))
+                self.store.save(self.state)
+                saved = now
             if why_not is not None:
                 verdict.numbers["latency"] = f"not_compared: {why_not}"
             if self.on_trial is not None:

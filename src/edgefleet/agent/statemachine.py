@@ -116,9 +116,12 @@ class AgentState:
     previous: str | None = None  # slot that was active before ACTIVATING (rollback point)
     refused: frozenset[str] = frozenset()  # versions never retried ("model@version")
     download_attempts: int = 0
-    trial_boots: int = 0
+    trial_boots: int = 0  # unclean restarts during the trial in progress
     seq: int = 0
     last_error: dict[str, Any] | None = None
+    #: The trial's evidence so far, kept across restarts (``TrialRun.progress``): its
+    #: serving seconds and the candidate's counts. Only while in TRIAL.
+    trial_progress: dict[str, Any] | None = None
 
     @classmethod
     def initial(cls) -> AgentState:
@@ -372,6 +375,8 @@ def _move(
         version=target.version if target else None,
         details=details or {},
     )
+    if not (to is State.TRIAL and state.state is State.TRIAL):
+        changes.setdefault("trial_progress", None)  # a trial's evidence is its own
     return replace(state, state=to, seq=state.seq + 1, **changes), record
 
 
@@ -602,14 +607,19 @@ def _abandon(state: AgentState, reason: str) -> Result:
     return new_state, [Discard(slot)], [record]
 
 
-def recover(state: AgentState) -> Result:
+def recover(state: AgentState, *, clean_stop: bool = False, restart_limit: int = 1) -> Result:
     """What to do after a restart, from the state found on disk.
 
     The pointer file (``active``) is the truth about which slot serves. An update
     interrupted before ACTIVATING resumes where it was (a download resumes from its
     partial file, verification, smoke test and shadow run again from the start); one
-    interrupted in ACTIVATING re-activates; a restart during TRIAL is taken as the new
-    model having brought the device down, and rolls back.
+    interrupted in ACTIVATING re-activates. A restart during TRIAL resumes the trial on
+    the new model, its evidence kept (``trial_progress``), unless it was the
+    ``restart_limit``-th unclean one of this trial (power loss and crashes count, a
+    crash loop of a model that kills the process at load included; ``clean_stop``, a
+    service stop, does not): then the new model is taken as having brought the device
+    down, and rolls back with ``trial_failed:restart_limit``. As boot counters do
+    (U-Boot's bootlimit, Android A/B's tries_remaining).
     """
     now = state.state
     target = state.target
@@ -631,9 +641,14 @@ def recover(state: AgentState) -> Result:
             return new_state, [RunTrial(target, state.previous)], [record]
         return state, [Activate(state.inactive)], []
     # TRIAL: the device restarted with the new model live.
-    return _roll_back(
-        state, "trial_failed:restarted_during_trial", {"boots": state.trial_boots + 1}
-    )
+    if clean_stop:
+        return state, [RunTrial(target, state.previous)], []
+    restarts = state.trial_boots + 1
+    numbers = {"restarts": restarts, "restart_limit": restart_limit}
+    if restarts >= restart_limit:
+        return _roll_back(state, "trial_failed:restart_limit", numbers)
+    new_state, record = _move(state, State.TRIAL, "trial_resumed", numbers, trial_boots=restarts)
+    return new_state, [RunTrial(target, state.previous)], [record]
 
 
 def reported_state(state: AgentState) -> dict[str, Any]:
@@ -657,6 +672,7 @@ def reported_state(state: AgentState) -> dict[str, Any]:
         "model": active.model if active else None,
         "version": active.version if active else None,
         "last_error": json.dumps(state.last_error)[:2000] if state.last_error else None,
+        "trial_restarts": state.trial_boots if state.state is State.TRIAL else None,
     }
 
 
@@ -673,6 +689,7 @@ def to_json(state: AgentState) -> dict[str, Any]:
         "trial_boots": state.trial_boots,
         "seq": state.seq,
         "last_error": state.last_error,
+        "trial_progress": state.trial_progress,
     }
 
 
@@ -695,4 +712,5 @@ def from_json(data: dict[str, Any]) -> AgentState:
         trial_boots=int(data["trial_boots"]),
         seq=int(data["seq"]),
         last_error=data["last_error"],
+        trial_progress=data.get("trial_progress"),  # absent before restarts resumed trials
     )

@@ -277,10 +277,16 @@ class TrialRun:
         started_s: float,
         baseline: ModelStats | None,
         compare_latency: bool,
+        progress: Mapping[str, Any] | None = None,
     ) -> None:
         self.policy = policy
         self.started_s = started_s
         self.baseline = baseline
+        # What the trial had seen before a restart (``progress()``): its serving time
+        # and the candidate's counts. Probe pairs start again: they compare the two
+        # models at one moment, and the moments before the restart are gone.
+        self.carried_s = float(progress["serving_s"]) if progress else 0.0
+        self.carried = ModelStats.from_dict(progress["stats"]) if progress else ModelStats()
         self.health = HealthMax()
         limits = (("latency", policy.max_latency_ratio), ("cpu", policy.max_cpu_ratio))
         self.probes: list[PairedProbes] | None = (
@@ -327,15 +333,24 @@ class TrialRun:
         return max((check.pairs for check in self.probes or ()), default=0)
 
     def verdict(self, candidate: ModelStats, now_s: float) -> Verdict:
-        """The verdict on what the candidate did so far (``candidate``: its live stats)."""
+        """The verdict on what the candidate did so far (``candidate``: its live stats
+        since this run started)."""
         return judge(
             self.policy,
-            candidate,
+            ModelStats.merge_all([self.carried, candidate]),
             self.baseline,
             self.health,
-            now_s - self.started_s,
+            self.carried_s + now_s - self.started_s,
             self.probes,
         )
+
+    def progress(self, candidate: ModelStats, now_s: float) -> dict[str, Any]:
+        """The evidence to keep across a restart: serving seconds (downtime does not
+        count) and the candidate's counts, in the form ``progress=`` takes."""
+        return {
+            "serving_s": round(self.carried_s + now_s - self.started_s, 3),
+            "stats": ModelStats.merge_all([self.carried, candidate]).to_dict(),
+        }
 
 
 def worst(samples: Sequence[dict[str, float | None]]) -> HealthMax:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -100,29 +101,44 @@ def run(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     agent = Agent(settings)
+    # A service stop (SIGTERM, as systemd sends) ends the agent like Ctrl-C: cleanly,
+    # so that the next start resumes a trial without counting a restart against it.
+    signal.signal(signal.SIGTERM, _interrupt)
     if once:
         with _trial_progress(agent):
-            agent.start()
-            final = agent.converge()
+            try:
+                agent.start()
+                final = agent.converge()
+            finally:
+                agent.stop()
         console.print(f"downloaded {agent.bytes_downloaded} bytes", highlight=False)
         console.print(f"{final.state.value}; active slot {final.active or 'none'}", highlight=False)
         return
-    agent.start()
-    if settings.serve_port is not None:
-        from edgefleet.agent.metrics import AgentCollector
-        from edgefleet.runtime.prometheus import registry_for
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            # A trial a restart interrupted resumes here, before the poll loop.
+            agent.start()
+            if settings.serve_port is not None:
+                from edgefleet.agent.metrics import AgentCollector
+                from edgefleet.runtime.prometheus import registry_for
 
-        registry = registry_for(agent.runtime)
-        registry.register(AgentCollector(agent))
-        server = make_server(
-            agent.runtime, settings.serve_host, settings.serve_port, registry=registry
-        )
-        serve_in_thread(server)
-        console.print(
-            f"serving on http://{settings.serve_host}:{server.server_address[1]}", highlight=False
-        )
-    with contextlib.suppress(KeyboardInterrupt):
-        agent.run_forever()
+                registry = registry_for(agent.runtime)
+                registry.register(AgentCollector(agent))
+                server = make_server(
+                    agent.runtime, settings.serve_host, settings.serve_port, registry=registry
+                )
+                serve_in_thread(server)
+                console.print(
+                    f"serving on http://{settings.serve_host}:{server.server_address[1]}",
+                    highlight=False,
+                )
+            agent.run_forever()
+    finally:
+        agent.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -124,6 +124,16 @@ class TrialPolicy(Body):
     max_temperature_c: StrictFloat | None = None
     min_mean_confidence: StrictFloat | None = Field(default=None, ge=0, le=1)
     max_new_class_share: StrictFloat | None = Field(default=None, ge=0, le=1)
+    max_trial_restarts: StrictInt = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description=(
+            "restarts of the device during one trial (power loss, a crash; a clean stop "
+            "never counts) that end it: the trial resumes after fewer, and at this many the "
+            "agent rolls back with trial_failed:restart_limit (1: the first restart does)"
+        ),
+    )
 
     @model_validator(mode="after")
     def _extension_after_minimum(self) -> TrialPolicy:
@@ -209,6 +219,12 @@ class ReportedState(Body):
     agent_version: str | None = Field(default=None, max_length=64)
     attributes: Attributes = Field(default_factory=dict)
     last_error: str | None = Field(default=None, max_length=2000)
+    trial_restarts: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="restarts counted against the trial in progress (null: no trial)",
+    )
 
 
 class DeviceEvent(Body):
@@ -264,6 +280,13 @@ class ModelMetrics(Body):
     model: Name
     version: Name
     inferences: Count = 0
+    restarts: Count = Field(
+        default=0,
+        description=(
+            "unclean restarts of the device (power loss, a crash) while this version served, "
+            "in the interval; a clean stop does not count"
+        ),
+    )
     errors: dict[Annotated[str, Field(max_length=64)], Count] = Field(
         default_factory=dict, max_length=32
     )

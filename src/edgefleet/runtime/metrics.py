@@ -117,6 +117,19 @@ class ModelStats:
         """Upper edge (ms) of the bucket holding the ``q`` quantile of latencies."""
         return latency_quantile(self.latency_counts, q)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelStats:
+        """The counts ``to_dict`` wrote. Raises KeyError/TypeError/ValueError if malformed."""
+        return cls(
+            inferences=int(data["inferences"]),
+            requests=int(data["requests"]),
+            errors={str(k): int(v) for k, v in data["errors"].items()},
+            latency_counts=[int(c) for c in data["latency_counts"]],
+            confidence_counts=[int(c) for c in data["confidence_counts"]],
+            class_counts=[int(c) for c in data["class_counts"]],
+            feature_counts={str(k): [int(c) for c in v] for k, v in data["feature_counts"].items()},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "inferences": self.inferences,

@@ -207,6 +207,11 @@ class DeliveryClient:
         self, target: VerifiedTarget, dest: Path, part: Path, progress: Advance | None
     ) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if _matches(target, dest):
+            # A download finished before a crash that came before the caller noted it
+            # (the file renamed into place, the state not yet saved): never fetch twice.
+            part.unlink(missing_ok=True)
+            return dest
         offset = part.stat().st_size if part.exists() else 0
         if offset > target.length:
             part.unlink()
@@ -376,3 +381,15 @@ def translate_tuf_errors() -> Iterator[None]:
         raise StorageError(
             f"cannot read or write the trusted metadata: {exc}", details={"errno": exc.errno}
         ) from exc
+
+
+def _matches(target: VerifiedTarget, path: Path) -> bool:
+    """Whether ``path`` holds exactly ``target``'s signed bytes (length and hashes)."""
+    try:
+        if path.stat().st_size != target.length:
+            return False
+        with path.open("rb") as f:
+            target.info.verify_length_and_hashes(f)
+    except (OSError, tuf_errors.LengthOrHashMismatchError):
+        return False
+    return True
