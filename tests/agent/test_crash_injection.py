@@ -316,3 +316,55 @@ def test_a_service_stop_during_the_trial_is_no_restart_to_count(live: LiveServer
     assert passed["reason"] == "trial_passed"
     # The serving time before the stop counted toward the trial's 6 s.
     assert passed["details"]["elapsed_s"] >= 6.0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_model_that_kills_the_agent_in_its_trial_is_rolled_back_at_the_limit(
+    live: LiveServer, tmp_path
+):
+    """A crash loop: the process dies at the new model's first trial look on every start
+    (as a model that kills it at its first inference would); the default budget of 3
+    restarts ends it with trial_failed:restart_limit, and 1.0.0 serves again."""
+    state_dir = tmp_path / "looping"
+    config = tmp_path / "looping.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": live.url,
+                "device_id": "looping",
+                "enrollment_token": live.token(),
+                "state_dir": str(state_dir),
+                "hardware": "x86_64",
+                "firmware": "2.0.0",
+                "serve_port": None,
+                "poll_interval_s": 0.2,
+                "trial_replay_per_s": 2000,
+            }
+        )
+    )
+    assert agent_run(config).returncode == 0
+    desired(live, "looping", "1.0.0")
+    assert agent_run(config).returncode == 0
+    desired(live, "looping", "1.1.0")
+    deaths = 0
+    while deaths < 10:
+        run = agent_run(config, crash_at="trial_tick")
+        if run.returncode != -9:
+            assert run.returncode == 0, run.stderr
+            break
+        deaths += 1
+    # Killed on activation's first look and at each of the two resumed trials; the third
+    # restart reaches the limit and rolls back before any trial runs again.
+    assert deaths == 3
+    final = status(config)
+    assert (final["state"], assert_verified_model_active(state_dir, final)) == (
+        "ROLLED_BACK",
+        "1.0.0",
+    )
+    events = live.admin("GET", "/api/v1/devices/looping").json()["events"]
+    assert [e["details"]["restarts"] for e in events if e["reason"] == "trial_resumed"] == [1, 2]
+    last = events[-1]
+    assert last["reason"] == "trial_failed:restart_limit"
+    assert last["details"] == {"restarts": 3, "restart_limit": 3}
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
