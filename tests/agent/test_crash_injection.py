@@ -47,6 +47,28 @@ POINTS = [
 ]
 
 
+def agent_config(live: LiveServer, tmp_path, device: str):
+    """A config file for a real agent ``device`` on ``live``, its state in
+    ``tmp_path / device``; fast polls and replays."""
+    config = tmp_path / f"{device}.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": live.url,
+                "device_id": device,
+                "enrollment_token": live.token(),
+                "state_dir": str(tmp_path / device),
+                "hardware": "x86_64",
+                "firmware": "2.0.0",
+                "serve_port": None,
+                "poll_interval_s": 0.2,
+                "trial_replay_per_s": 2000,
+            }
+        )
+    )
+    return config
+
+
 def agent_run(config, crash_at=None):
     env = {k: v for k, v in os.environ.items() if k != "EDGEFLEET_AGENT_CRASH_AT"}
     if crash_at:
@@ -105,22 +127,7 @@ def test_kill_at_every_step_of_an_update(live: LiveServer, tmp_path):
     for index, (point, _expected, trial) in enumerate(points):
         device = f"crash-{index}"
         state_dir = tmp_path / device
-        config = tmp_path / f"{device}.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "server": live.url,
-                    "device_id": device,
-                    "enrollment_token": live.token(),
-                    "state_dir": str(state_dir),
-                    "hardware": "x86_64",
-                    "firmware": "2.0.0",
-                    "serve_port": None,
-                    "poll_interval_s": 0.2,
-                    "trial_replay_per_s": 2000,
-                }
-            )
-        )
+        config = agent_config(live, tmp_path, device)
         first = agent_run(config)  # enrolls; nothing desired yet
         assert first.returncode == 0, first.stderr
         desired(live, device, "1.0.0")
@@ -190,22 +197,7 @@ def test_random_kills(live: LiveServer, tmp_path, example_bundles):
         assert live.upload(bundle).status_code == 201
         versions.append(f"1.{minor}.0")
     state_dir = tmp_path / "random"
-    config = tmp_path / "random.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "server": live.url,
-                "device_id": "random",
-                "enrollment_token": live.token(),
-                "state_dir": str(state_dir),
-                "hardware": "x86_64",
-                "firmware": "2.0.0",
-                "serve_port": None,
-                "poll_interval_s": 0.2,
-                "trial_replay_per_s": 2000,
-            }
-        )
-    )
+    config = agent_config(live, tmp_path, "random")
     assert agent_run(config).returncode == 0
     rng = random.Random(20261122)
     kills = completed = checks = 0
@@ -259,22 +251,7 @@ def test_a_service_stop_during_the_trial_is_no_restart_to_count(live: LiveServer
     import time
 
     state_dir = tmp_path / "stopped"
-    config = tmp_path / "stopped.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "server": live.url,
-                "device_id": "stopped",
-                "enrollment_token": live.token(),
-                "state_dir": str(state_dir),
-                "hardware": "x86_64",
-                "firmware": "2.0.0",
-                "serve_port": None,
-                "poll_interval_s": 0.2,
-                "trial_replay_per_s": 2000,
-            }
-        )
-    )
+    config = agent_config(live, tmp_path, "stopped")
     assert agent_run(config).returncode == 0
     desired(live, "stopped", "1.0.0")
     assert agent_run(config).returncode == 0
@@ -326,22 +303,7 @@ def test_a_model_that_kills_the_agent_in_its_trial_is_rolled_back_at_the_limit(
     (as a model that kills it at its first inference would); the default budget of 3
     restarts ends it with trial_failed:restart_limit, and 1.0.0 serves again."""
     state_dir = tmp_path / "looping"
-    config = tmp_path / "looping.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "server": live.url,
-                "device_id": "looping",
-                "enrollment_token": live.token(),
-                "state_dir": str(state_dir),
-                "hardware": "x86_64",
-                "firmware": "2.0.0",
-                "serve_port": None,
-                "poll_interval_s": 0.2,
-                "trial_replay_per_s": 2000,
-            }
-        )
-    )
+    config = agent_config(live, tmp_path, "looping")
     assert agent_run(config).returncode == 0
     desired(live, "looping", "1.0.0")
     assert agent_run(config).returncode == 0

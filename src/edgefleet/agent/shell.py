@@ -654,59 +654,43 @@ class Agent:
         last_requests = -1
         saved = self.clock()
         try:
-            return self._trial_ticks(
-                policy, model, run, previous, probe_feeds, rows, why_not, last_requests, saved
-            )
+            while True:
+                crashpoint("trial_tick")
+                run.add_health(self.health.sample().to_dict())
+                if previous is not None:
+                    _probe(model, previous, probe_feeds, run)
+                # The live model's own counts: not its shadow period, not an earlier load.
+                stats = model.metrics.snapshot()
+                now = self.clock()
+                verdict = run.verdict(stats, now)
+                if now - saved >= TRIAL_PROGRESS_EVERY_S:
+                    # Kept across a power cut, at a bounded rate of state writes.
+                    self._save_trial_progress(run, stats, now)
+                    saved = now
+                if why_not is not None:
+                    verdict.numbers["latency"] = f"not_compared: {why_not}"
+                if self.on_trial is not None:
+                    self.on_trial(policy, verdict)
+                if verdict.passed is True:
+                    return TrialPassed(verdict.numbers)
+                if verdict.passed is False:
+                    return TrialFailed(verdict.check or "unknown", verdict.numbers)
+                if stats.requests == last_requests and rows is not None:
+                    # No application traffic: replay golden and recorded inputs so the
+                    # trial ends.
+                    self._replay_burst(rows, self.config.trial_replay_per_s / 10)
+                last_requests = stats.requests
+                self.sleep(TRIAL_TICK_S)
         except KeyboardInterrupt:
             # A clean stop (SIGTERM, Ctrl-C): keep all the evidence so far, not only what
             # the last periodic save had.
-            now = self.clock()
-            self.state = replace(
-                self.state, trial_progress=run.progress(model.metrics.snapshot(), now)
-            )
-            self.store.save(self.state)
+            self._save_trial_progress(run, model.metrics.snapshot(), self.clock())
             raise
 
-    def _trial_ticks(
-        self,
-        policy: TrialPolicy,
-        model: LoadedModel,
-        run: TrialRun,
-        previous: LoadedModel | None,
-        probe_feeds: Iterator[tuple[dict[str, Any], dict[str, Any]]],
-        rows: Iterator[dict[str, Any]] | None,
-        why_not: str | None,
-        last_requests: int,
-        saved: float,
-    ) -> Event:
-        while True:
-            crashpoint("trial_tick")
-            run.add_health(self.health.sample().to_dict())
-            if previous is not None:
-                _probe(model, previous, probe_feeds, run)
-            # The live model's own counts: not its shadow period, not an earlier load.
-            stats = model.metrics.snapshot()
-            now = self.clock()
-            verdict = run.verdict(stats, now)
-            if now - saved >= TRIAL_PROGRESS_EVERY_S:
-                # Kept across a power cut, at a bounded rate of state writes.
-                self.state = replace(self.state, trial_progress=run.progress(stats, now))
-                self.store.save(self.state)
-                saved = now
-            if why_not is not None:
-                verdict.numbers["latency"] = f"not_compared: {why_not}"
-            if self.on_trial is not None:
-                self.on_trial(policy, verdict)
-            if verdict.passed is True:
-                return TrialPassed(verdict.numbers)
-            if verdict.passed is False:
-                return TrialFailed(verdict.check or "unknown", verdict.numbers)
-            if stats.requests == last_requests and rows is not None:
-                # No application traffic: replay golden and recorded inputs so the
-                # trial ends.
-                self._replay_burst(rows, self.config.trial_replay_per_s / 10)
-            last_requests = stats.requests
-            self.sleep(TRIAL_TICK_S)
+    def _save_trial_progress(self, run: TrialRun, stats: ModelStats, now: float) -> None:
+        """Save the trial's evidence with the state, to outlive a restart."""
+        self.state = replace(self.state, trial_progress=run.progress(stats, now))
+        self.store.save(self.state)
 
     def _previous_for_probes(self, candidate: LoadedModel) -> tuple[LoadedModel | None, str | None]:
         """The model the candidate replaced, for the trial's latency probes, or why
