@@ -9,6 +9,7 @@ command's outcome is the next event. A crash at any point restarts into ``recove
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import itertools
@@ -616,23 +617,18 @@ class Agent:
         compared = policy.max_latency_ratio is not None or policy.max_cpu_ratio is not None
         if why_not is not None and compared:
             log.warning("the trial does not compare latency and CPU: %s", why_not)
-        progress = self.state.trial_progress
+        begin = functools.partial(
+            TrialRun,
+            policy,
+            started_s=self.clock(),
+            baseline=self._class_baseline,
+            compare_latency=previous is not None,
+        )
         try:
-            run = TrialRun(
-                policy,
-                started_s=self.clock(),
-                baseline=self._class_baseline,
-                compare_latency=previous is not None,
-                progress=progress,
-            )
+            run = begin(progress=self.state.trial_progress)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("the trial's saved evidence is unreadable (%s); starting it over", exc)
-            run = TrialRun(
-                policy,
-                started_s=self.clock(),
-                baseline=self._class_baseline,
-                compare_latency=previous is not None,
-            )
+            run = begin()
         probe_feeds = itertools.cycle(pairs)
         try:
             return self._trial_loop(
