@@ -46,10 +46,10 @@ from edgefleet.sim.device import (
     World,
     api_pool_size,
 )
+from edgefleet.sim.expectations import ReleaseFacts, RunFacts, run_checks
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import (
-    Check,
     GateLook,
     ReleaseResult,
     RunResult,
@@ -593,12 +593,20 @@ class _Run:
         for device in devices:
             name = device.serving or "none"
             final[name] = final.get(name, 0) + 1
-        checks = [
-            check
-            for watch, result in zip(self.watches, releases, strict=True)
-            for check in self._checks(watch, result)
-        ]
-        checks.append(Check("no simulator errors", not counters.errors, [], counters.errors[:5]))
+        checks = run_checks(
+            [
+                ReleaseFacts(watch.release.expect, result, watch.max_unreachable)
+                for watch, result in zip(self.watches, releases, strict=True)
+            ],
+            RunFacts(
+                devices=total,
+                serving=final,
+                interruptions=counters.interruptions,
+                bytes_repeated=counters.bytes_repeated,
+                chunk_bytes=CHUNK_BYTES,
+                errors=counters.errors,
+            ),
+        )
         detected = [r for r in releases if r.time_to_detect_s is not None]
         return RunResult(
             scenario=self.scenario.name,
@@ -682,143 +690,6 @@ class _Run:
                 d.serving == version and d.state.state is State.COMMITTED for d in self.devices
             ),
         )
-
-    def _checks(self, watch: _Watch, result: ReleaseResult) -> list[Check]:
-        expect = watch.release.expect
-        version = result.version
-        label = f"{version}:"
-        checks: list[Check] = []
-        if expect.state is not None:
-            checks.append(
-                Check(
-                    f"{label} rollout state",
-                    result.state == expect.state,
-                    expect.state,
-                    result.state,
-                )
-            )
-        if expect.failed_gate is not None:
-            hit = sorted(set(expect.failed_gate) & set(result.failed_gates))
-            checks.append(
-                Check(
-                    f"{label} a gate failed",
-                    bool(hit),
-                    f"any of {expect.failed_gate}",
-                    result.failed_gates,
-                )
-            )
-        if expect.max_wave is not None:
-            checks.append(
-                Check(
-                    f"{label} stopped by wave",
-                    result.waves_reached <= expect.max_wave,
-                    f"<= {expect.max_wave}",
-                    result.waves_reached,
-                )
-            )
-        if expect.committed is not None:
-            wanted = len(self.devices) if expect.committed == "all" else expect.committed
-            checks.append(
-                Check(
-                    f"{label} devices committed",
-                    result.committed >= wanted,
-                    f">= {wanted}",
-                    result.committed,
-                )
-            )
-        if expect.max_exposed_share is not None:
-            checks.append(
-                Check(
-                    f"{label} share exposed",
-                    result.exposed_share <= expect.max_exposed_share,
-                    f"<= {expect.max_exposed_share}",
-                    result.exposed_share,
-                )
-            )
-        if expect.serving_at_end is not None:
-            wrong = sum(d.serving != expect.serving_at_end for d in self.devices)
-            checks.append(
-                Check(
-                    f"{label} every device serves {expect.serving_at_end}",
-                    wrong == 0,
-                    0,
-                    f"{wrong} devices serve something else",
-                )
-            )
-        if expect.rollbacks_only_on is not None:
-            revisions = set(result.rollbacks_by_revision)
-            checks.append(
-                Check(
-                    f"{label} on-device rollbacks only on {', '.join(expect.rollbacks_only_on)}",
-                    bool(revisions) and revisions <= set(expect.rollbacks_only_on),
-                    expect.rollbacks_only_on,
-                    result.rollbacks_by_revision,
-                )
-            )
-        if expect.max_rollbacks is not None:
-            rolled_back = sum(result.rollbacks_by_revision.values())
-            checks.append(
-                Check(
-                    f"{label} on-device rollbacks",
-                    rolled_back <= expect.max_rollbacks,
-                    f"<= {expect.max_rollbacks}",
-                    rolled_back,
-                )
-            )
-        if expect.min_restarts is not None:
-            checks.append(
-                Check(
-                    f"{label} devices restarted on it",
-                    result.restarts >= expect.min_restarts,
-                    f">= {expect.min_restarts}",
-                    result.restarts,
-                )
-            )
-        counters = self.world.counters
-        if expect.max_repeated_chunks_per_interruption is not None:
-            # A resumed download may fetch again at most the chunk it was cut in.
-            allowed = int(expect.max_repeated_chunks_per_interruption * counters.interruptions)
-            allowed *= CHUNK_BYTES
-            checks.append(
-                Check(
-                    f"{label} bytes fetched twice",
-                    counters.bytes_repeated <= allowed,
-                    f"<= {allowed}",
-                    counters.bytes_repeated,
-                )
-            )
-        if expect.min_interruptions is not None:
-            checks.append(
-                Check(
-                    f"{label} downloads interrupted and resumed",
-                    counters.interruptions >= expect.min_interruptions,
-                    f">= {expect.min_interruptions}",
-                    counters.interruptions,
-                )
-            )
-        if expect.min_unreachable is not None:
-            checks.append(
-                Check(
-                    f"{label} devices counted unreachable",
-                    watch.max_unreachable >= expect.min_unreachable,
-                    f">= {expect.min_unreachable}",
-                    watch.max_unreachable,
-                )
-            )
-        for name, limit, value in (
-            ("time to detect", expect.max_time_to_detect_s, result.time_to_detect_s),
-            ("time to roll back", expect.max_time_to_rollback_s, result.time_to_rollback_s),
-        ):
-            if limit is not None:
-                checks.append(
-                    Check(
-                        f"{label} {name}",
-                        value is not None and value <= limit,
-                        f"<= {limit} s",
-                        value,
-                    )
-                )
-        return checks
 
 
 def analysis_looks(view: dict[str, Any], t: float) -> tuple[tuple[int, int] | None, list[GateLook]]:
