@@ -23,7 +23,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ from edgefleet.sim.expectations import ReleaseFacts, RunFacts, run_checks
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import (
-    GateLook,
     ReleaseResult,
     RunResult,
     TimelinePoint,
@@ -58,10 +57,10 @@ from edgefleet.sim.result import (
 )
 from edgefleet.sim.scenario import Release, Scenario, fleet_query
 from edgefleet.sim.server import EmbeddedServer, OperatorClient
+from edgefleet.sim.watch import RolloutWatch
 
 log = logging.getLogger("edgefleet.sim")
 
-FINAL = frozenset({"succeeded", "aborted", "failed"})
 #: The baseline install's trial: quick, it is the version every device starts from.
 BASELINE_TRIAL = {
     "min_inferences": 50,
@@ -259,23 +258,6 @@ def _network(profile: NetworkProfile, override: Any) -> NetworkProfile:
     return replace(profile, **override.model_dump(exclude_none=True))
 
 
-@dataclass
-class _Watch:
-    """What the run saw of one release while it ran."""
-
-    release: Release
-    rollout_id: str
-    started_t: float
-    ended_t: float | None = None
-    view: dict[str, Any] = field(default_factory=dict)
-    looks: list[GateLook] = field(default_factory=list)
-    log: list[dict[str, Any]] = field(default_factory=list)
-    detected_t: float | None = None
-    gone_t: float | None = None  # when no device served the version any more
-    max_unreachable: int = 0
-    analysis: tuple[int, int] | None = None  # the last analysis recorded in ``looks``
-
-
 class _Run:
     def __init__(
         self,
@@ -296,8 +278,8 @@ class _Run:
         self.models = models
         self.say = say
         self.timeline: list[TimelinePoint] = []
-        self.watches: list[_Watch] = []
-        self.current: _Watch | None = None
+        self.watches: list[RolloutWatch] = []
+        self.current: RolloutWatch | None = None
         self.origin = origin
         # The server's decision log is stamped by its clock: t = 0 on that clock.
         self.wall_start = datetime.now(UTC) - timedelta(seconds=time.monotonic() - origin)
@@ -437,7 +419,7 @@ class _Run:
         scenario = self.scenario
         body = release.rollout.body(scenario.model, release.version, self.fleet)
         created = await operator.create_rollout(body)
-        watch = _Watch(release, created["id"], self.world.now())
+        watch = RolloutWatch(release, created["id"], self.world.now())
         self.watches.append(watch)
         self.current = watch
         self.say(
@@ -457,7 +439,7 @@ class _Run:
             if finished > shown:
                 advance(finished - shown)
                 shown = finished
-            if view["state"] in FINAL or view["state"] == "paused":
+            if watch.over:
                 break
             await asyncio.sleep(WATCH_EVERY_S)
         else:
@@ -488,19 +470,13 @@ class _Run:
             f"for {fault.duration_s:.0f} s"
         )
 
-    async def _settle(self, watch: _Watch, deadline: float) -> None:
+    async def _settle(self, watch: RolloutWatch, deadline: float) -> None:
         """Wait until every device has done what the rollout's end asks of it."""
-        version = watch.release.version
-        key = f"{self.scenario.model}@{version}"
-        succeeded = watch.view.get("state") == "succeeded"
+        key = f"{self.scenario.model}@{watch.release.version}"
         end = min(deadline, time.monotonic() + watch.release.settle_s)
 
         def done(device: VirtualDevice) -> bool:
-            if not device.settled:
-                return False
-            if succeeded:
-                return device.serving == version or key in device.state.refused
-            return device.serving != version
+            return device.settled and watch.settled(device.serving, key in device.state.refused)
 
         while time.monotonic() < end:
             self._track_gone(watch)
@@ -509,28 +485,20 @@ class _Run:
             await asyncio.sleep(0.25)
         log.warning("devices still settling after rollout %s ended", watch.rollout_id)
 
-    def _track_gone(self, watch: _Watch) -> None:
-        """Note when, after a gate failed, the last device stopped serving the version."""
-        if watch.detected_t is None or watch.gone_t is not None:
-            return
-        if not any(d.serving == watch.release.version for d in self.devices):
-            watch.gone_t = round(self.world.now(), 3)
+    def _track_gone(self, watch: RolloutWatch) -> None:
+        watch.saw_serving((d.serving for d in self.devices), round(self.world.now(), 3))
 
-    async def _observe(self, operator: OperatorClient, watch: _Watch, view: dict[str, Any]) -> None:
-        watch.view = view
-        analysis, looks = analysis_looks(view, round(self.world.now(), 3))
-        if analysis is not None and analysis != watch.analysis:
-            watch.analysis = analysis
-            watch.looks.extend(looks)
-        watch.max_unreachable = max(watch.max_unreachable, view["devices"].get("unreachable", 0))
+    async def _observe(
+        self, operator: OperatorClient, watch: RolloutWatch, view: dict[str, Any]
+    ) -> None:
+        watch.saw(view, round(self.world.now(), 3))
         entries = await operator.log(
             watch.rollout_id, after=watch.log[-1]["id"] if watch.log else 0
         )
-        watch.log.extend(entries)
         for entry in entries:
-            at = entry["t"] = self._at(entry["at"])
-            if watch.detected_t is None and str(entry["reason"]).startswith("gate_failed"):
-                watch.detected_t = at
+            entry["t"] = self._at(entry["at"])
+        watch.logged(entries)
+        for entry in entries:
             if entry["kind"] not in ("assign", "create"):
                 self.say(
                     f"  {watch.release.version} wave {decision_wave(entry)}: {entry['kind']}"
@@ -637,22 +605,10 @@ class _Run:
             run_id=self.run_id,
         )
 
-    def _release_result(self, watch: _Watch) -> ReleaseResult:
+    def _release_result(self, watch: RolloutWatch) -> ReleaseResult:
         version = watch.release.version
         view = watch.view
         exposed = sum(version in d.ever_served for d in self.devices)
-        failed = sorted(
-            {look.gate for look in watch.looks if look.verdict == "fail" and not look.dry_run}
-            | _failed_in_log(view.get("reason", ""))
-        )
-        detect = (
-            round(watch.detected_t - watch.started_t, 3) if watch.detected_t is not None else None
-        )
-        rollback = (
-            round(watch.gone_t - watch.detected_t, 3)
-            if watch.detected_t is not None and watch.gone_t is not None
-            else None
-        )
         rollbacks = {
             revision: count
             for (v, revision), count in self.world.counters.rollbacks.items()
@@ -672,10 +628,10 @@ class _Run:
             reason=str(view.get("reason", "")),
             waves_reached=int(view.get("wave", 0)) + 1,
             devices=dict(view.get("devices", {})),
-            time_to_detect_s=detect,
-            time_to_rollback_s=rollback,
+            time_to_detect_s=watch.time_to_detect_s,
+            time_to_rollback_s=watch.time_to_rollback_s,
             exposed_share=round(exposed / len(self.devices), 4) if self.devices else 0.0,
-            failed_gates=failed,
+            failed_gates=watch.failed_gates,
             rollbacks_by_revision=rollbacks,
             restarts=self.world.counters.restarts.get(version, 0),
             gate_looks=watch.looks,
@@ -690,34 +646,6 @@ class _Run:
                 d.serving == version and d.state.state is State.COMMITTED for d in self.devices
             ),
         )
-
-
-def analysis_looks(view: dict[str, Any], t: float) -> tuple[tuple[int, int] | None, list[GateLook]]:
-    """The gates of a rollout ``view`` (the API's), as looks of the analysis they came
-    from, and that analysis's key ``(wave, look)``; ``(None, [])`` without gates.
-
-    The view holds the gates of the rollout's last analysis, polled more often than the
-    analyses run, so the key tells a new analysis from one already seen. An analysis
-    that advanced the rollout is shown with the next wave's index and ``looks`` reset to
-    0: it belongs to the wave before.
-    """
-    gates = view.get("gates") or []
-    if not gates:
-        return None, []
-    wave, look = int(view["wave"]), int(view.get("looks") or 0)
-    analysis = (wave - 1, -1) if look == 0 and wave > 0 else (wave, look)
-    return analysis, [
-        GateLook(
-            t=t,
-            wave=analysis[0],
-            gate=gate["gate"],
-            metric=gate["metric"],
-            verdict=gate["verdict"],
-            numbers=gate.get("numbers", {}),
-            dry_run=bool(gate.get("dry_run", False)),
-        )
-        for gate in gates
-    ]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -755,9 +683,3 @@ def _between(values: list[float], times: list[float], start: float, end: float) 
     first = bisect.bisect_left(times, start)
     last = bisect.bisect_right(times, end)
     return values[first:last]
-
-
-def _failed_in_log(reason: str) -> set[str]:
-    if not reason.startswith("gate_failed:"):
-        return set()
-    return set(reason.removeprefix("gate_failed:").split(","))
