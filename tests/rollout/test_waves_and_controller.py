@@ -5,17 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgefleet.rollout.controller import (
-    DeviceStatus,
-    Kind,
-    Phase,
-    RolloutState,
-    Snapshot,
-    decide,
-    device_status,
-)
+from edgefleet.rollout.controller import Kind, Phase, RolloutState, Snapshot, decide
 from edgefleet.rollout.gates import GateResult, Verdict
 from edgefleet.rollout.policy import RolloutSpec
+from edgefleet.rollout.status import DeviceStatus, device_status
 from edgefleet.rollout.waves import members, rank, ranked, wave_size
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)

@@ -1,14 +1,15 @@
-"""Wave membership (pure).
+"""Wave membership (pure): which devices of the target each wave holds.
 
 Devices are ordered by a hash of the rollout's salt and the device id, so the order is
 fixed for a rollout, differs between rollouts, and a device that joins the target late
 takes the place its hash gives it. A percentage wave holds the first ``ceil(p% of N)``
 devices in that order, so the 5% wave contains the 1% wave; devices already assigned
 stay assigned whatever happens to N. A cohort wave holds the target's devices that
-match its query or an earlier wave's::
+match its query or an earlier wave's (``selection``)::
 
     order = ranked(salt, ["cam-1", "cam-2", "cam-3"])
     members(order, 50.0)  # the first two of the order
+    selection(spec, 1)  # the query wave 1 draws its devices from
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
+
+from edgefleet.fleet.query import Node, parse_query
+from edgefleet.rollout.policy import RolloutSpec
 
 
 def rank(salt: str, device_id: str) -> int:
@@ -37,6 +41,40 @@ def wave_size(percent: float, total: int) -> int:
     return min(total, max(1, math.ceil(percent * total / 100 - 1e-9)))
 
 
-def members(order: Sequence[str], percent: float) -> list[str]:
-    """The devices of a cumulative ``percent`` wave, from the rollout's order."""
+def members(order: Sequence[str], percent: float | None) -> list[str]:
+    """The devices of a wave, from the rollout's order of the devices it draws from: the
+    first of them for a cumulative ``percent`` wave, all of them for a cohort wave
+    (``None``; its ``selection`` already holds only its devices)."""
+    if percent is None:
+        return list(order)
     return list(order[: wave_size(percent, len(order))])
+
+
+def selection(spec: RolloutSpec, wave: int) -> Node:
+    """The query of the devices wave ``wave`` draws from: the target, or for cohort
+    waves the target within the cohorts of the waves so far."""
+    if spec.waves[wave].percent is not None:
+        return parse_query(spec.target)
+    cohorts = " OR ".join(f"({w.cohort})" for w in spec.waves[: wave + 1])
+    return parse_query(f"({spec.target}) AND ({cohorts})")
+
+
+class Ranking:
+    """Rollouts' orders of devices, hashing each device once per rollout (sorting the
+    target of a large rollout at every tick spent a third of its time on the keys)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, dict[str, tuple[int, str]]] = {}
+
+    def order(self, salt: str, device_ids: Iterable[str]) -> list[str]:
+        """``device_ids`` in the order of the rollout ``salt`` (as ``ranked``)."""
+        keys = self._keys.setdefault(salt, {})
+        ids = list(device_ids)
+        for device_id in ids:
+            if device_id not in keys:
+                keys[device_id] = (rank(salt, device_id), device_id)
+        return sorted(ids, key=keys.__getitem__)
+
+    def forget(self, salt: str) -> None:
+        """Drop what is kept for the rollout ``salt``."""
+        self._keys.pop(salt, None)

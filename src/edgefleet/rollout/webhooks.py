@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from edgefleet.rollout.ports import RolloutUnitOfWork
+
 MAX_ATTEMPTS = 10
 
 
@@ -47,31 +49,28 @@ def body_of(event: str, payload: dict[str, Any], delivery_id: int) -> bytes:
 
 
 def deliver_due(
-    uow_factory: Callable[[], Any],
+    uow_factory: Callable[[], RolloutUnitOfWork],
     client: httpx.Client,
     now: Callable[[], datetime],
     limit: int = 50,
 ) -> int:
     """Send the deliveries that are due; returns how many succeeded."""
     with uow_factory() as uow:
-        due = [
-            (d.id, d.event, d.payload, h.url, h.secret)
-            for d, h in uow.rollouts.due_deliveries(now(), limit)
-        ]
+        due = uow.rollouts.due_deliveries(now(), limit)
     delivered = 0
-    for delivery_id, event, payload, url, secret in due:
-        body = body_of(event, payload, delivery_id)
+    for item in due:
+        body = body_of(item.event, item.payload, item.id)
         timestamp = int(now().timestamp())
         error = ""
         try:
             response = client.post(
-                url,
+                item.url,
                 content=body,
                 headers={
                     "Content-Type": "application/json",
-                    "X-Edgefleet-Event": event,
+                    "X-Edgefleet-Event": item.event,
                     "X-Edgefleet-Timestamp": str(timestamp),
-                    "X-Edgefleet-Signature": signature(secret, timestamp, body),
+                    "X-Edgefleet-Signature": signature(item.secret, timestamp, body),
                 },
             )
             if response.status_code >= 300:
@@ -79,19 +78,27 @@ def deliver_due(
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         with uow_factory() as uow:
-            row = uow.rollouts.delivery(delivery_id)
-            if row is None:
+            delivery = uow.rollouts.delivery(item.id)
+            if delivery is None:
                 continue
-            row.attempts += 1
+            attempts = delivery.attempts + 1
             if error:
-                row.last_error = error
-                row.next_attempt_at = (
-                    now() + backoff(row.attempts) if row.attempts < MAX_ATTEMPTS else None
+                retry = now() + backoff(attempts) if attempts < MAX_ATTEMPTS else None
+                uow.rollouts.save_delivery(
+                    item.id,
+                    attempts=attempts,
+                    last_error=error,
+                    next_attempt_at=retry,
+                    delivered_at=delivery.delivered_at,
                 )
             else:
-                row.delivered_at = now()
-                row.next_attempt_at = None
-                row.last_error = ""
+                uow.rollouts.save_delivery(
+                    item.id,
+                    attempts=attempts,
+                    last_error="",
+                    next_attempt_at=None,
+                    delivered_at=now(),
+                )
                 delivered += 1
             uow.commit()
     return delivered

@@ -1,15 +1,17 @@
-"""SQL repository of rollouts, their devices, decision log and webhooks.
+"""SQL repository of rollouts, their devices, decision log and webhooks
+(``rollout.ports.RolloutRepository``).
 
 Everything the controller needs per tick is a handful of set-based queries (the
 target's devices, the unfinished assignments with their latest outcome event, the
 telemetry of both arms), so its cost grows with the rows read, not with round trips.
+Rows are handed out as the records of ``rollout.ports``, datetimes in UTC.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +20,26 @@ from sqlalchemy.orm import Session
 
 from edgefleet.fleet.query import Node
 from edgefleet.fleet.telemetry import frozen, merge_buckets
+from edgefleet.rollout.controller import ACTIVE_STATES, Phase, RolloutProgress, RolloutState
+from edgefleet.rollout.policy import RolloutSpec
+from edgefleet.rollout.ports import (
+    DeviceTelemetry,
+    DueDelivery,
+    LogEntry,
+    Rollout,
+    RolloutDevice,
+    TargetDevice,
+    TouchedDevice,
+    Webhook,
+    WebhookDelivery,
+)
+from edgefleet.rollout.status import (
+    FINAL_STATUSES,
+    OUTCOME_STATES,
+    Assignment,
+    DeviceStatus,
+    Tally,
+)
 from edgefleet.store.devices import utc
 from edgefleet.store.tables import (
     DeviceEventRow,
@@ -30,49 +52,6 @@ from edgefleet.store.tables import (
     WebhookRow,
 )
 from edgefleet.store.targeting import compile_query
-
-#: Rollout states that hold on to their devices.
-ACTIVE_STATES = ("draft", "running", "paused")
-#: Device statuses that are final for a rollout.
-FINAL_STATUSES = ("committed", "rolled_back", "failed", "reverted")
-OUTCOME_STATES = ("COMMITTED", "ROLLED_BACK", "FAILED")
-
-
-@dataclass(frozen=True)
-class TargetDevice:
-    pk: int
-    device_id: str
-    hardware: str | None
-    timezone: str | None
-    reported_model: str | None
-    reported_version: str | None
-    desired_model: str | None
-    desired_version: str | None
-
-    def previous_version(self, model: str) -> str | None:
-        """The version of ``model`` a revert sends the device back to: the one it
-        reported running, else (it has not reported one yet, say its first reports are
-        still on their way) the one it was told to run before."""
-        if self.reported_version is not None and self.reported_model in (None, model):
-            return self.reported_version
-        if self.desired_model == model:
-            return self.desired_version
-        return None
-
-
-@dataclass(frozen=True)
-class Progress:
-    """An unfinished assignment with what the device said since."""
-
-    pk: int
-    wave: int
-    status: str
-    assigned_at: datetime
-    agent_state: str | None
-    reported_version: str | None
-    reported_at: datetime | None
-    last_seen_at: datetime | None
-    outcome: tuple[str, str] | None  # (to_state, reason) of the latest outcome event
 
 
 class GateTelemetryCache:
@@ -114,24 +93,41 @@ class SqlRolloutRepository:
 
     # -- rollouts ------------------------------------------------------------------
 
-    def add(self, **fields: Any) -> RolloutRow:
-        row = RolloutRow(**fields)
-        self.session.add(row)
+    def add(self, rollout: Rollout, now: datetime) -> None:
+        self.session.add(
+            RolloutRow(
+                id=rollout.id,
+                name=rollout.name,
+                model=rollout.model,
+                version=rollout.version,
+                spec=rollout.spec.model_dump(mode="json"),
+                created_at=rollout.created_at,
+                created_by=rollout.created_by,
+                **_progress_columns(rollout.progress, now),
+            )
+        )
         self.session.flush()
-        return row
 
-    def get(self, rollout_id: str, *, for_update: bool = False) -> RolloutRow | None:
+    def get(self, rollout_id: str, *, for_update: bool = False) -> Rollout | None:
         query = select(RolloutRow).where(RolloutRow.id == rollout_id)
         if for_update:
             query = query.with_for_update()
-        return self.session.scalars(query).one_or_none()
+        row = self.session.scalars(query).one_or_none()
+        return None if row is None else _rollout(row)
 
-    def recent(self, limit: int = 100) -> list[RolloutRow]:
+    def save(self, rollout_id: str, progress: RolloutProgress, now: datetime) -> None:
+        self.session.execute(
+            update(RolloutRow)
+            .where(RolloutRow.id == rollout_id)
+            .values(**_progress_columns(progress, now))
+        )
+
+    def recent(self, limit: int = 100) -> list[Rollout]:
         query = select(RolloutRow).order_by(RolloutRow.created_at.desc()).limit(limit)
-        return list(self.session.scalars(query))
+        return [_rollout(row) for row in self.session.scalars(query)]
 
     def running_ids(self) -> list[str]:
-        query = select(RolloutRow.id).where(RolloutRow.state == "running")
+        query = select(RolloutRow.id).where(RolloutRow.state == RolloutState.RUNNING.value)
         return list(self.session.scalars(query.order_by(RolloutRow.created_at)))
 
     # -- devices -------------------------------------------------------------------
@@ -144,7 +140,7 @@ class SqlRolloutRepository:
         claimed = (
             select(RolloutDeviceRow.device_pk)
             .join(RolloutRow, RolloutRow.id == RolloutDeviceRow.rollout_id)
-            .where(RolloutRow.state.in_(ACTIVE_STATES), RolloutRow.id != rollout_id)
+            .where(RolloutRow.state.in_(_values(ACTIVE_STATES)), RolloutRow.id != rollout_id)
         )
         query = select(
             DeviceRow.id,
@@ -173,44 +169,39 @@ class SqlRolloutRepository:
     def assigned(self, rollout_id: str) -> set[int]:
         query = select(RolloutDeviceRow.device_pk).where(RolloutDeviceRow.rollout_id == rollout_id)
         # Plain rows (the connection, not the session): no ORM result machinery for the
-        # ten thousand keys of a large rollout, read at every controller step.
+        # ten thousand keys of a large rollout, read at every tick.
         return set(self.session.connection().execute(query).scalars())
 
     def assign(
-        self,
-        rollout_id: str,
-        model: str,
-        wave: int,
-        devices: Sequence[TargetDevice],
-        now: datetime,
+        self, rollout_id: str, wave: int, previous: Mapping[int, str | None], now: datetime
     ) -> None:
-        if not devices:
+        if not previous:
             return
         self.session.execute(
             insert(RolloutDeviceRow),
             [
                 {
                     "rollout_id": rollout_id,
-                    "device_pk": d.pk,
+                    "device_pk": pk,
                     "wave": wave,
-                    "status": "assigned",
+                    "status": DeviceStatus.ASSIGNED.value,
                     "detail": "",
-                    "previous_version": d.previous_version(model),
+                    "previous_version": version,
                     "assigned_at": now,
                     "updated_at": now,
                 }
-                for d in devices
+                for pk, version in previous.items()
             ],
         )
 
-    def progress(self, rollout_id: str, model: str, version: str) -> list[Progress]:
+    def open_assignments(self, rollout_id: str, model: str, version: str) -> list[Assignment]:
         """Unfinished assignments, each with the device's twin and its latest outcome
         event for this version since it was assigned."""
         open_ = and_(
             RolloutDeviceRow.rollout_id == rollout_id,
-            RolloutDeviceRow.status.not_in(FINAL_STATUSES),
+            RolloutDeviceRow.status.not_in(_values(FINAL_STATUSES)),
         )
-        # Plain rows, as in ``assigned``: read at every step.
+        # Plain rows, as in ``assigned``: read at every tick.
         connection = self.session.connection()
         rows = connection.execute(
             select(
@@ -221,7 +212,6 @@ class SqlRolloutRepository:
                 DeviceRow.agent_state,
                 DeviceRow.reported_version,
                 DeviceRow.reported_at,
-                DeviceRow.last_seen_at,
             )
             .join(DeviceRow, DeviceRow.id == RolloutDeviceRow.device_pk)
             .where(open_)
@@ -239,7 +229,7 @@ class SqlRolloutRepository:
                 open_,
                 DeviceEventRow.model == model,
                 DeviceEventRow.version == version,
-                DeviceEventRow.to_state.in_(OUTCOME_STATES),
+                DeviceEventRow.to_state.in_(_values(OUTCOME_STATES)),
                 DeviceEventRow.received_at >= RolloutDeviceRow.assigned_at,
             )
         )
@@ -247,25 +237,24 @@ class SqlRolloutRepository:
             if pk not in outcomes or seq > outcomes[pk][0]:
                 outcomes[pk] = (seq, to_state or "", reason)
         result = []
-        for pk, wave, status, assigned_at, agent_state, reported, reported_at, seen_at in rows:
+        for pk, wave, status, assigned_at, agent_state, reported, reported_at in rows:
             outcome = outcomes.get(pk)
             result.append(
-                Progress(
+                Assignment(
                     pk,
                     wave,
-                    status,
-                    utc(assigned_at),  # type: ignore[arg-type]
+                    DeviceStatus(status),
+                    _aware(assigned_at),
                     agent_state,
                     reported,
                     utc(reported_at),
-                    utc(seen_at),
                     (outcome[1], outcome[2]) if outcome else None,
                 )
             )
         return result
 
     def set_statuses(
-        self, rollout_id: str, changes: dict[int, tuple[str, str]], now: datetime
+        self, rollout_id: str, changes: Mapping[int, tuple[DeviceStatus, str]], now: datetime
     ) -> None:
         for (status, detail), pks in _group(changes).items():
             for start in range(0, len(pks), 1000):
@@ -275,11 +264,10 @@ class SqlRolloutRepository:
                         RolloutDeviceRow.rollout_id == rollout_id,
                         RolloutDeviceRow.device_pk.in_(pks[start : start + 1000]),
                     )
-                    .values(status=status, detail=detail[:64], updated_at=now)
+                    .values(status=status.value, detail=detail[:64], updated_at=now)
                 )
 
-    def counts(self, rollout_id: str) -> dict[tuple[int, str, str], int]:
-        """(wave, status, detail) -> devices."""
+    def tally(self, rollout_id: str) -> Tally:
         query = (
             select(
                 RolloutDeviceRow.wave,
@@ -290,7 +278,9 @@ class SqlRolloutRepository:
             .where(RolloutDeviceRow.rollout_id == rollout_id)
             .group_by(RolloutDeviceRow.wave, RolloutDeviceRow.status, RolloutDeviceRow.detail)
         )
-        return {(w, s, d): int(n) for w, s, d, n in self.session.execute(query)}
+        return Tally(
+            {(w, DeviceStatus(s), d): int(n) for w, s, d, n in self.session.execute(query)}
+        )
 
     def assigned_since(self, rollout_id: str, since: datetime) -> int:
         query = select(func.count()).where(
@@ -298,18 +288,21 @@ class SqlRolloutRepository:
         )
         return int(self.session.scalar(query) or 0)
 
-    def touched(self, rollout_id: str) -> list[tuple[int, str | None, str | None]]:
-        """(device pk, previous version, hardware) of every device not yet reverted."""
+    def touched(self, rollout_id: str) -> list[TouchedDevice]:
+        """The rollout's devices not reverted yet."""
         query = (
             select(
                 RolloutDeviceRow.device_pk, RolloutDeviceRow.previous_version, DeviceRow.hardware
             )
             .join(DeviceRow, DeviceRow.id == RolloutDeviceRow.device_pk)
-            .where(RolloutDeviceRow.rollout_id == rollout_id, RolloutDeviceRow.status != "reverted")
+            .where(
+                RolloutDeviceRow.rollout_id == rollout_id,
+                RolloutDeviceRow.status != DeviceStatus.REVERTED.value,
+            )
         )
-        return [(pk, previous, hardware) for pk, previous, hardware in self.session.execute(query)]
+        return [TouchedDevice(*row) for row in self.session.execute(query)]
 
-    def device_list(self, rollout_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    def devices(self, rollout_id: str, limit: int = 1000) -> list[RolloutDevice]:
         query = (
             select(
                 DeviceRow.device_id,
@@ -325,14 +318,7 @@ class SqlRolloutRepository:
             .limit(limit)
         )
         return [
-            {
-                "device_id": device_id,
-                "wave": wave,
-                "status": status,
-                "detail": detail,
-                "previous_version": previous,
-                "assigned_at": utc(at),
-            }
+            RolloutDevice(device_id, wave, DeviceStatus(status), detail, previous, _aware(at))
             for device_id, wave, status, detail, previous, at in self.session.execute(query)
         ]
 
@@ -340,7 +326,7 @@ class SqlRolloutRepository:
 
     def candidate_telemetry(
         self, rollout_id: str, model: str, version: str, since: datetime, every: int = 1
-    ) -> list[tuple[str, str | None, dict[str, Any]]]:
+    ) -> list[DeviceTelemetry]:
         """(device id, hardware, merged data) of the rollout's devices on ``version``
         (of every ``every``-th device by primary key: a fixed sample of a large fleet)."""
         where = (
@@ -371,7 +357,7 @@ class SqlRolloutRepository:
         previous: str | None,
         since: datetime,
         every: int = 1,
-    ) -> list[tuple[str, str | None, dict[str, Any]]]:
+    ) -> list[DeviceTelemetry]:
         """The target's devices on the previous version (any other version of the model
         when ``previous`` is None) over the same window."""
         on_previous: ColumnElement[bool] = (
@@ -399,7 +385,7 @@ class SqlRolloutRepository:
 
     def _gate_telemetry(
         self, arm: tuple[str, ...], buckets: Callable[..., Any]
-    ) -> list[tuple[str, str | None, dict[str, Any]]]:
+    ) -> list[DeviceTelemetry]:
         """(device id, hardware, merged gate fields) of the buckets ``buckets(*columns)``
         selects, decoding only those the cache does not hold as they are now."""
         connection = self.session.connection()
@@ -420,7 +406,7 @@ class SqlRolloutRepository:
         cache.decoded += len(stale)
         cache.reused += len(listed) - len(stale)
         kept: dict[int, tuple[int, dict[str, Any]]] = {}
-        rows: list[tuple[str, str | None, dict[str, Any]]] = []
+        rows: list[DeviceTelemetry] = []
         for device_id, hardware, pk, _ in listed:
             entry = known.get(pk)
             if entry is None:
@@ -432,38 +418,59 @@ class SqlRolloutRepository:
 
     # -- decision log ------------------------------------------------------------------
 
-    def log(self, **fields: Any) -> None:
-        self.session.add(RolloutDecisionRow(**fields))
+    def log(
+        self,
+        rollout_id: str,
+        *,
+        at: datetime,
+        actor: str,
+        kind: str,
+        wave: int,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        self.session.add(
+            RolloutDecisionRow(
+                rollout_id=rollout_id,
+                at=at,
+                actor=actor,
+                kind=kind,
+                wave=wave,
+                reason=reason,
+                details=details,
+            )
+        )
         self.session.flush()
 
-    def decisions(
-        self, rollout_id: str, after: int = 0, limit: int = 1000
-    ) -> list[RolloutDecisionRow]:
+    def decisions(self, rollout_id: str, after: int = 0, limit: int = 1000) -> list[LogEntry]:
         query = (
             select(RolloutDecisionRow)
             .where(RolloutDecisionRow.rollout_id == rollout_id, RolloutDecisionRow.id > after)
             .order_by(RolloutDecisionRow.id)
             .limit(limit)
         )
-        return list(self.session.scalars(query))
+        return [
+            LogEntry(d.id, _aware(d.at), d.actor, d.kind, d.wave, d.reason, d.details)
+            for d in self.session.scalars(query)
+        ]
 
     # -- webhooks ----------------------------------------------------------------------
 
-    def add_webhook(self, **fields: Any) -> WebhookRow:
-        row = WebhookRow(**fields)
+    def add_webhook(self, *, url: str, secret: str, created_at: datetime, created_by: str) -> int:
+        row = WebhookRow(url=url, secret=secret, created_at=created_at, created_by=created_by)
         self.session.add(row)
         self.session.flush()
-        return row
+        return row.id
 
-    def webhooks(self) -> list[WebhookRow]:
+    def webhooks(self) -> list[Webhook]:
+        return [Webhook(h.id, h.url, _aware(h.created_at)) for h in self._webhook_rows()]
+
+    def _webhook_rows(self) -> list[WebhookRow]:
         query = select(WebhookRow).where(WebhookRow.disabled_at.is_(None)).order_by(WebhookRow.id)
         return list(self.session.scalars(query))
 
-    def get_webhook(self, webhook_id: int) -> WebhookRow | None:
-        return self.session.get(WebhookRow, webhook_id)
-
     def enqueue(self, event: str, payload: dict[str, Any], now: datetime) -> int:
-        hooks = self.webhooks()
+        hooks = self._webhook_rows()
         for hook in hooks:
             self.session.add(
                 WebhookDeliveryRow(
@@ -479,11 +486,15 @@ class SqlRolloutRepository:
         self.session.flush()
         return len(hooks)
 
-    def due_deliveries(
-        self, now: datetime, limit: int = 50
-    ) -> list[tuple[WebhookDeliveryRow, WebhookRow]]:
+    def due_deliveries(self, now: datetime, limit: int = 50) -> list[DueDelivery]:
         query = (
-            select(WebhookDeliveryRow, WebhookRow)
+            select(
+                WebhookDeliveryRow.id,
+                WebhookDeliveryRow.event,
+                WebhookDeliveryRow.payload,
+                WebhookRow.url,
+                WebhookRow.secret,
+            )
             .join(WebhookRow, WebhookRow.id == WebhookDeliveryRow.webhook_id)
             .where(
                 WebhookDeliveryRow.delivered_at.is_(None),
@@ -494,14 +505,93 @@ class SqlRolloutRepository:
             .order_by(WebhookDeliveryRow.id)
             .limit(limit)
         )
-        return [(delivery, hook) for delivery, hook in self.session.execute(query)]
+        return [DueDelivery(*row) for row in self.session.execute(query)]
 
-    def delivery(self, delivery_id: int) -> WebhookDeliveryRow | None:
-        return self.session.get(WebhookDeliveryRow, delivery_id)
+    def delivery(self, delivery_id: int) -> WebhookDelivery | None:
+        row = self.session.get(WebhookDeliveryRow, delivery_id)
+        return None if row is None else _delivery(row)
 
-    def deliveries(self, limit: int = 100) -> list[WebhookDeliveryRow]:
+    def save_delivery(
+        self,
+        delivery_id: int,
+        *,
+        attempts: int,
+        last_error: str,
+        next_attempt_at: datetime | None,
+        delivered_at: datetime | None,
+    ) -> None:
+        self.session.execute(
+            update(WebhookDeliveryRow)
+            .where(WebhookDeliveryRow.id == delivery_id)
+            .values(
+                attempts=attempts,
+                last_error=last_error,
+                next_attempt_at=next_attempt_at,
+                delivered_at=delivered_at,
+            )
+        )
+
+    def deliveries(self, limit: int = 100) -> list[WebhookDelivery]:
         query = select(WebhookDeliveryRow).order_by(WebhookDeliveryRow.id.desc()).limit(limit)
-        return list(self.session.scalars(query))
+        return [_delivery(row) for row in self.session.scalars(query)]
+
+
+def _rollout(row: RolloutRow) -> Rollout:
+    progress = RolloutProgress(
+        state=RolloutState(row.state),
+        wave=row.wave,
+        phase=Phase(row.phase),
+        phase_started_at=_aware(row.phase_started_at),
+        looks=row.looks,
+        last_analysis_at=utc(row.last_analysis_at),
+        gates=tuple(row.gates or ()),
+        reason=row.reason,
+        started_at=utc(row.started_at),
+        finished_at=utc(row.finished_at),
+    )
+    return Rollout(
+        id=row.id,
+        name=row.name,
+        model=row.model,
+        version=row.version,
+        spec=RolloutSpec.model_validate(row.spec),
+        created_at=_aware(row.created_at),
+        created_by=row.created_by,
+        progress=progress,
+    )
+
+
+def _progress_columns(progress: RolloutProgress, now: datetime) -> dict[str, Any]:
+    columns = asdict(progress)
+    columns |= {
+        "state": progress.state.value,
+        "phase": progress.phase.value,
+        "gates": list(progress.gates),
+        "updated_at": now,
+    }
+    return columns
+
+
+def _delivery(row: WebhookDeliveryRow) -> WebhookDelivery:
+    return WebhookDelivery(
+        row.id,
+        row.webhook_id,
+        row.event,
+        row.attempts,
+        utc(row.delivered_at),
+        utc(row.next_attempt_at),
+        row.last_error,
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    """``utc`` of a column that is never null."""
+    return utc(value) or value
+
+
+def _values(members: Iterable[str]) -> list[str]:
+    """Enum members as the plain strings stored, in a fixed order."""
+    return sorted(str(m) for m in members)
 
 
 #: The parts of a telemetry bucket the gates read: never the feature histograms, which
@@ -535,15 +625,15 @@ def _gate_fields(values: Sequence[Any]) -> dict[str, Any]:
     return {k: v for k, v in zip(GATE_KEYS, values, strict=True) if v is not None}
 
 
-def _per_device(rows: Iterable[Any]) -> list[tuple[str, str | None, dict[str, Any]]]:
+def _per_device(rows: Iterable[Any]) -> list[DeviceTelemetry]:
     return _merge_per_device(
         (device_id, hardware, _gate_fields(values)) for device_id, hardware, *values in rows
     )
 
 
 def _merge_per_device(
-    rows: Iterable[tuple[str, str | None, dict[str, Any]]],
-) -> list[tuple[str, str | None, dict[str, Any]]]:
+    rows: Iterable[DeviceTelemetry],
+) -> list[DeviceTelemetry]:
     """Each device's buckets merged into one (the inputs are left as they are)."""
     merged: dict[str, tuple[str | None, dict[str, Any]]] = {}
     for device_id, hardware, data in rows:
@@ -552,8 +642,10 @@ def _merge_per_device(
     return [(device_id, hardware, data) for device_id, (hardware, data) in merged.items()]
 
 
-def _group(changes: dict[int, tuple[str, str]]) -> dict[tuple[str, str], list[int]]:
-    groups: dict[tuple[str, str], list[int]] = {}
+def _group(
+    changes: Mapping[int, tuple[DeviceStatus, str]],
+) -> dict[tuple[DeviceStatus, str], list[int]]:
+    groups: dict[tuple[DeviceStatus, str], list[int]] = {}
     for pk, change in changes.items():
         groups.setdefault(change, []).append(pk)
     return groups
