@@ -245,36 +245,6 @@ def test_bad_definitions_are_refused_with_the_problem_named(live: LiveServer):
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_rate_limits_and_schedule_hold_assignments_back(live: LiveServer):
-    fleet = Fleet(live, 8, lambda device, version: "commit")
-    install_baseline(live, fleet)
-    one_wave = [{"percent": 100, "bake_s": 0}]
-    limited = create(live, waves=one_wave, rate={"max_concurrent_downloads": 3})
-    rid = limited["id"]
-    time.sleep(1.0)  # many controller steps, devices silent: at most 3 in flight
-    view = live.admin("GET", f"/api/v1/rollouts/{rid}").json()
-    assert view["devices"] == {"assigned": 3}
-    view = run_until(live, fleet, rid, lambda v: v["state"] == "succeeded")
-    assert view["devices"] == {"committed": 8}
-
-    # A per-minute rate holds pro rata over any 10 s: 30 a minute is 5 in 10 s.
-    paced = create(live, version="1.0.0", waves=one_wave, rate={"max_assign_per_minute": 30})
-    time.sleep(1.0)
-    view = live.admin("GET", f"/api/v1/rollouts/{paced['id']}").json()
-    assert view["devices"] == {"assigned": 5}
-    view = run_until(live, fleet, paced["id"], lambda v: v["state"] == "succeeded")
-    assert view["devices"] == {"committed": 8}
-
-    later = {"start_at": "2099-01-01T00:00:00Z"}
-    scheduled = create(live, version="1.0.0", waves=one_wave, schedule=later)
-    time.sleep(0.5)
-    view = live.admin("GET", f"/api/v1/rollouts/{scheduled['id']}").json()
-    assert view["state"] == "running" and view["devices"] == {}  # nothing before start_at
-    closed = {"windows": [{"start": "00:00", "end": "00:00", "timezone": "UTC"}]}
-    assert create(live, version="1.0.0", waves=one_wave, schedule=closed)["devices"] == {}
-
-
-@pytest.mark.parametrize("backend", ["sqlite"])
 def test_offline_devices_are_unreachable_and_never_block_a_wave(live: LiveServer):
     silent = {"cam-01", "cam-02"}
 
