@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         default=48, ge=1, description="how long per-device telemetry buckets are kept"
     )
     rollout_tick_s: float = Field(
-        default=2.0, gt=0, le=3600, description="how often the rollout controller takes a step"
+        default=2.0,
+        gt=0,
+        le=3600,
+        description="how often the rollout controller ticks (one decision per running rollout)",
     )
     rollout_analysis_interval_s: float = Field(
         default=30.0,
@@ -91,7 +94,7 @@ class Settings(BaseSettings):
         ge=0,
         le=3600,
         description="how long the controller reuses a rollout's target as read "
-        "(devices that join it wait up to this long; 0 reads it at every step)",
+        "(devices that join it wait up to this long; 0 reads it at every tick)",
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     tuf_refresh_interval_s: int = Field(

@@ -1,4 +1,4 @@
-"""Pure controller: what each decision and each operator action does to a rollout's
+"""Pure controller and lifecycle: what each decision and each operator action does to a rollout's
 progress, its decision log and its webhook notices; when an analysis is due."""
 
 from dataclasses import replace
@@ -6,25 +6,22 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgefleet.rollout.controller import (
+from edgefleet.rollout.controller import Decision, analysed, analysis_due, apply
+from edgefleet.rollout.errors import RolloutStateError
+from edgefleet.rollout.gates import GateResult, Verdict
+from edgefleet.rollout.lifecycle import (
     Change,
-    Decision,
     Kind,
     Phase,
     RolloutProgress,
     RolloutState,
-    analysed,
-    analysis_due,
-    apply,
     approve,
     initial,
     pause,
     resume,
     start,
 )
-from edgefleet.rollout.controller import abort as abort_rollout
-from edgefleet.rollout.errors import RolloutStateError
-from edgefleet.rollout.gates import GateResult, Verdict
+from edgefleet.rollout.lifecycle import abort as abort_rollout
 from edgefleet.rollout.policy import RolloutSpec
 from edgefleet.rollout.status import DeviceStatus
 

@@ -35,7 +35,7 @@ def test_a_tally_counts_devices_per_status_in_all_and_per_wave():
     assert tally.total() == 12
     # Finished: committed, rolled back, failed or reverted; the in-progress and the
     # unreachable are not. Trial failures: rollbacks of a failed trial or shadow.
-    assert tally.delivery() == Delivery(finished=8, failed=1, rolled_back=3, trial_failed=2)
+    assert Delivery.of(tally) == Delivery(finished=8, failed=1, rolled_back=3, trial_failed=2)
 
 
 def assignment(pk: int, wave: int, status=S.ASSIGNED, **twin) -> Assignment:

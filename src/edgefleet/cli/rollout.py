@@ -24,22 +24,13 @@ from edgefleet.cli.devices import LocalFleet, local_or_remote
 from edgefleet.cli.output import CliTable, console, json_option, print_json
 from edgefleet.cli.remote import RemoteRegistry
 from edgefleet.errors import ConfigError
+from edgefleet.rollout.lifecycle import TERMINAL_STATES, RolloutState
+from edgefleet.rollout.status import FINAL_STATUSES, DeviceStatus
 
 app = typer.Typer(help="Roll a model version out in gated waves.", no_args_is_help=True)
 
-STATUS_ORDER = (
-    "assigned",
-    "downloading",
-    "trial",
-    "committed",
-    "rolled_back",
-    "failed",
-    "unreachable",
-    "reverted",
-)
-FINAL = ("succeeded", "aborted", "failed")
-#: Where a watch stops: a final state, or paused (only an operator moves it on).
-WATCH_ENDS = (*FINAL, "paused")
+#: Where a watch stops: a terminal state, or paused (only an operator moves it on).
+WATCH_ENDS = TERMINAL_STATES | {RolloutState.PAUSED}
 
 
 class LocalRollouts(LocalFleet):
@@ -183,9 +174,9 @@ def _render(r: dict[str, Any]) -> Group:
     for wave in r["waves"]:
         devices = wave["devices"]
         total = sum(devices.values())
-        done = sum(devices.get(s, 0) for s in ("committed", "rolled_back", "failed", "reverted"))
+        done = sum(devices.get(s, 0) for s in FINAL_STATUSES)
         label = f"{wave['percent']}%" if wave.get("percent") is not None else wave.get("cohort")
-        detail = "  ".join(f"{s} {devices[s]}" for s in STATUS_ORDER if devices.get(s))
+        detail = "  ".join(f"{s} {devices[s]}" for s in DeviceStatus if devices.get(s))
         bars.add_task(
             f"wave {wave['index'] + 1} ({label})",
             total=max(total, 1),
@@ -218,7 +209,7 @@ def _render(r: dict[str, Any]) -> Group:
 def _progress_line(r: dict[str, Any]) -> str:
     """One line of a watched rollout: state, wave, phase and its devices per status."""
     devices = r.get("devices") or {}
-    counts = ", ".join(f"{s} {devices[s]}" for s in STATUS_ORDER if devices.get(s))
+    counts = ", ".join(f"{s} {devices[s]}" for s in DeviceStatus if devices.get(s))
     return (
         f"{r['state']} (wave {r['wave'] + 1}/{len(r['waves'])}, {r['phase']})"
         + (f" — {r['reason']}" if r.get("reason") else "")

@@ -45,8 +45,11 @@ from edgefleet.rollout.stats import (
     rate_difference_cs,
     spent_alpha,
 )
+from edgefleet.rollout.status import FINAL_STATUSES, DeviceStatus, Tally
 from edgefleet.runtime.metrics import latency_quantile
 
+#: Rollback reasons that count as a failed trial (``trial_failures``).
+TRIAL_FAILURES = ("trial_failed", "shadow_failed")
 #: Classes the baseline predicts less often than this are left out of max_change.
 MIN_CLASS_SHARE = 0.005
 LOW_CONFIDENCE = 0.5
@@ -133,6 +136,22 @@ class Delivery:
     rolled_back: int = 0
     trial_failed: int = 0
 
+    @classmethod
+    def of(cls, tally: Tally) -> Delivery:
+        """The counts of the rollout's devices: finished (a final status), failed,
+        rolled back, and rolled back because a trial or shadow check failed."""
+        finished = failed = rolled_back = trial_failed = 0
+        for (_, status, detail), n in tally.counts.items():
+            if status in FINAL_STATUSES:
+                finished += n
+            if status is DeviceStatus.FAILED:
+                failed += n
+            if status is DeviceStatus.ROLLED_BACK:
+                rolled_back += n
+                if detail.startswith(TRIAL_FAILURES):
+                    trial_failed += n
+        return cls(finished, failed, rolled_back, trial_failed)
+
     def count(self, metric: Metric) -> int:
         return {
             Metric.DOWNLOAD_FAILURES: self.failed,
@@ -151,8 +170,9 @@ class Delivery:
 MAX_ANALYSED_DEVICES = 2000
 
 
-def sampling_step(devices: int) -> int:
-    """Every how many-th device (by key) an arm of ``devices`` devices is read from."""
+def sample_every(devices: int) -> int:
+    """Every how many-th device (by key) the telemetry of an arm of ``devices`` devices
+    is read from."""
     return max(1, -(-devices // MAX_ANALYSED_DEVICES))
 
 

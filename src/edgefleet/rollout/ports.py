@@ -1,8 +1,9 @@
 """What the rollout service needs from storage, as interfaces, and the records it reads.
 
 ``edgefleet.store`` implements them with SQLAlchemy (``store/rollouts.py``); tests may
-implement them in memory. The service opens a unit of work per step and commits
-explicitly; the controller's reads use units of work that take no write lock::
+implement them in memory. The service opens a unit of work per operation (a tick
+opens a few) and commits explicitly; a tick's reads use units of work that take no
+write lock::
 
     with uow_factory() as uow:
         rollout = uow.rollouts.get(rollout_id, for_update=True)
@@ -22,7 +23,7 @@ from typing import Any, Protocol, Self
 from edgefleet.access.service import AccessUnitOfWork
 from edgefleet.fleet.domain import DesiredState
 from edgefleet.fleet.query import Node
-from edgefleet.rollout.controller import RolloutProgress
+from edgefleet.rollout.lifecycle import RolloutProgress
 from edgefleet.rollout.policy import RolloutSpec
 from edgefleet.rollout.status import Assignment, DeviceStatus, Tally
 

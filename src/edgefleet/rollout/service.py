@@ -8,7 +8,7 @@ draws from (``membership``, ``waves``) and how many of them may be assigned now
 setting their desired state, reverts them on an abort, ``revert``) and stores what
 ``controller.apply`` says it does to the rollout, with its decision log entry and
 webhook notices, in one short transaction. Operators' actions go the same way through
-``controller.start``, ``pause``, ``resume``, ``approve`` and ``abort``. The server runs
+``lifecycle.start``, ``pause``, ``resume``, ``approve`` and ``abort``. The server runs
 ``tick_all`` in a loop on the elected leader.
 """
 
@@ -27,19 +27,18 @@ from edgefleet.errors import EdgefleetError
 from edgefleet.fleet.domain import DesiredState
 from edgefleet.fleet.query import parse_query
 from edgefleet.fleet.telemetry import bucket_of
-from edgefleet.rollout import controller
-from edgefleet.rollout.controller import (
-    MAX_REASON,
-    Change,
-    Decision,
-    Kind,
-    Snapshot,
-    analysed,
-    analysis_due,
-    decide,
-)
+from edgefleet.rollout import lifecycle
+from edgefleet.rollout.controller import Decision, Snapshot, analysed, analysis_due, apply, decide
 from edgefleet.rollout.errors import RolloutNotFoundError, RolloutSpecError
-from edgefleet.rollout.gates import DeviceSummary, Evidence, GateResult, evaluate, sampling_step
+from edgefleet.rollout.gates import (
+    Delivery,
+    DeviceSummary,
+    Evidence,
+    GateResult,
+    evaluate,
+    sample_every,
+)
+from edgefleet.rollout.lifecycle import MAX_REASON, Change, Entry, Kind, RolloutState
 from edgefleet.rollout.membership import Membership
 from edgefleet.rollout.policy import RolloutSpec
 from edgefleet.rollout.ports import Rollout, RolloutUnitOfWork, TargetDevice
@@ -131,12 +130,12 @@ class RolloutService:
             spec=spec,
             created_at=now,
             created_by=actor.actor,
-            progress=controller.initial(spec, now, start=start),
+            progress=lifecycle.initial(spec, now, start=start),
         )
         state = rollout.progress.state.value
         with self.uow_factory() as uow:
             uow.rollouts.add(rollout, now)
-            entry = controller.Entry(Kind.CREATE, 0, state, {"spec": spec.model_dump(mode="json")})
+            entry = Entry(Kind.CREATE, 0, state, {"spec": spec.model_dump(mode="json")})
             _log(uow, rollout_id, Change(rollout.progress, (entry,)), actor.actor, now)
             _audit(uow, now, actor, "rollout.create", rollout_id, {"state": state})
             uow.commit()
@@ -185,19 +184,19 @@ class RolloutService:
     def start(self, actor: Operator, rollout_id: str) -> dict[str, Any]:
         """Start a draft."""
         return self._operate(
-            actor, rollout_id, "start", lambda r, now: controller.start(r.id, r.progress, now)
+            actor, rollout_id, "start", lambda r, now: lifecycle.start(r.id, r.progress, now)
         )
 
     def pause(self, actor: Operator, rollout_id: str, reason: str = "") -> dict[str, Any]:
         """Pause a running rollout: no more devices are assigned until it is resumed."""
         return self._operate(
-            actor, rollout_id, "pause", lambda r, now: controller.pause(r.id, r.progress, reason)
+            actor, rollout_id, "pause", lambda r, now: lifecycle.pause(r.id, r.progress, reason)
         )
 
     def resume(self, actor: Operator, rollout_id: str) -> dict[str, Any]:
         """Continue a paused rollout: the current wave bakes and is analysed afresh."""
         return self._operate(
-            actor, rollout_id, "resume", lambda r, now: controller.resume(r.id, r.progress, now)
+            actor, rollout_id, "resume", lambda r, now: lifecycle.resume(r.id, r.progress, now)
         )
 
     def approve(self, actor: Operator, rollout_id: str) -> dict[str, Any]:
@@ -207,7 +206,7 @@ class RolloutService:
             actor,
             rollout_id,
             "approve",
-            lambda r, now: controller.approve(r.id, r.progress, len(r.spec.waves), now),
+            lambda r, now: lifecycle.approve(r.id, r.progress, len(r.spec.waves), now),
         )
 
     def abort(
@@ -221,10 +220,10 @@ class RolloutService:
         now = self.clock()
         with self.uow_factory() as uow:
             rollout = self._get(uow, rollout_id, for_update=True)
-            controller.require_active(rollout.id, rollout.progress)
+            lifecycle.require_active(rollout.id, rollout.progress)
             reverted = self._revert(uow, rollout, now) if revert else 0
             done = {"revert": revert, "reverted": reverted}
-            change = controller.abort(rollout.id, rollout.progress, now, reason, done)
+            change = lifecycle.abort(rollout.id, rollout.progress, now, reason, done)
             self._record(uow, rollout, change, actor.actor, now)
             _audit(uow, now, actor, "rollout.abort", rollout_id, done)
             uow.commit()
@@ -295,7 +294,7 @@ class RolloutService:
         now = self.clock()
         with self.read_uow_factory() as uow:
             rollout = self._get(uow, rollout_id)
-            if rollout.progress.state is not controller.RolloutState.RUNNING:
+            if rollout.progress.state is not RolloutState.RUNNING:
                 self.membership.forget(rollout_id)
                 return Decision(Kind.WAIT)
             assignments = uow.rollouts.open_assignments(rollout_id, rollout.model, rollout.version)
@@ -373,16 +372,14 @@ class RolloutService:
                     taken = Decision(Kind.WAIT)  # all of them left meanwhile
             elif decision.kind is Kind.ABORT:
                 done = {"reverted": self._revert(uow, rollout, now)}
-            self._record(
-                uow, rollout, controller.apply(progress, taken, now, done), CONTROLLER, now
-            )
+            self._record(uow, rollout, apply(progress, taken, now, done), CONTROLLER, now)
             uow.commit()
         return decision
 
-    # -- the shell's steps -------------------------------------------------------------------
+    # -- the parts of a tick -------------------------------------------------------------------
 
     def _analyse(
-        self, uow: RolloutUnitOfWork, rollout: Rollout, tally: Tally, now: datetime, targeted: int
+        self, uow: RolloutUnitOfWork, rollout: Rollout, tally: Tally, now: datetime, selected: int
     ) -> list[GateResult]:
         """Every gate's verdict on the evidence so far: the rollout's devices against the
         target's devices still on the previous version, since the rollout started."""
@@ -391,7 +388,7 @@ class RolloutService:
         candidate = [
             DeviceSummary.from_bucket(*row)
             for row in uow.rollouts.candidate_telemetry(
-                rollout.id, rollout.model, rollout.version, since, sampling_step(tally.total())
+                rollout.id, rollout.model, rollout.version, since, sample_every(tally.total())
             )
         ]
         baseline = [
@@ -403,10 +400,10 @@ class RolloutService:
                 rollout.version,
                 spec.previous_version,
                 since,
-                sampling_step(targeted),
+                sample_every(selected),
             )
         ]
-        evidence = Evidence(tally.delivery(), candidate, baseline)
+        evidence = Evidence(Delivery.of(tally), candidate, baseline)
         return [evaluate(gate, evidence, spec.alpha, progress.looks + 1) for gate in spec.gates]
 
     def _still_eligible(

@@ -5,8 +5,8 @@ and ends ``committed``, ``rolled_back`` or ``failed`` with the outcome event of 
 update; ``unreachable`` when the wave's device timeout passed without news (it may
 still finish later); ``reverted`` once an abort sent it back. A final status
 (``FINAL_STATUSES``) no longer changes with what the device reports: the device has
-finished, and delivery gates count it. ``Tally`` counts the rollout's devices by wave,
-status and reason::
+finished, and the delivery gates count it (``gates.Delivery.of``). ``Tally`` counts the
+rollout's devices by wave, status and reason::
 
     status, detail = device_status(DeviceStatus.ASSIGNED, version="2.0.0", ...)
     changes = status_changes(assignments, "2.0.0", spec.waves, now)
@@ -21,7 +21,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from edgefleet.agent.statemachine import State
-from edgefleet.rollout.gates import Delivery
 from edgefleet.rollout.policy import WaveSpec
 
 
@@ -54,8 +53,6 @@ _DOWNLOADING_STATES = frozenset({State.DOWNLOADING, State.VERIFYING})
 _TRIAL_STATES = frozenset(
     {State.STAGED, State.SMOKE_TEST, State.SHADOW, State.ACTIVATING, State.TRIAL}
 )
-#: Rollback reasons that count as a failed trial (``trial_failures``).
-_TRIAL_FAILURES = ("trial_failed", "shadow_failed")
 
 
 @dataclass(frozen=True)
@@ -149,20 +146,6 @@ class Tally:
     def total(self) -> int:
         """Devices the rollout assigned so far."""
         return sum(self.counts.values())
-
-    def delivery(self) -> Delivery:
-        """How the devices ended so far, as the delivery gates count them."""
-        finished = failed = rolled_back = trial_failed = 0
-        for (_, status, detail), n in self.counts.items():
-            if status in FINAL_STATUSES:
-                finished += n
-            if status is DeviceStatus.FAILED:
-                failed += n
-            if status is DeviceStatus.ROLLED_BACK:
-                rolled_back += n
-                if detail.startswith(_TRIAL_FAILURES):
-                    trial_failed += n
-        return Delivery(finished, failed, rolled_back, trial_failed)
 
 
 def count(counts: Mapping[DeviceStatus, int], statuses: Iterable[DeviceStatus]) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgefleet.access.service import jsonable
-from edgefleet.rollout.controller import Notice
+from edgefleet.rollout.lifecycle import Notice
 from edgefleet.rollout.ports import LogEntry, Rollout, RolloutDevice, Webhook, WebhookDelivery
 from edgefleet.rollout.status import IN_PROGRESS, Tally, count
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from edgefleet.fleet.query import Node
 from edgefleet.fleet.telemetry import frozen, merge_buckets
-from edgefleet.rollout.controller import ACTIVE_STATES, Phase, RolloutProgress, RolloutState
+from edgefleet.rollout.lifecycle import ACTIVE_STATES, Phase, RolloutProgress, RolloutState
 from edgefleet.rollout.policy import RolloutSpec
 from edgefleet.rollout.ports import (
     DeviceTelemetry,
