@@ -40,7 +40,7 @@ import pytest
 
 from edgefleet.access.tokens import Role
 from edgefleet.config import Settings
-from edgefleet.server.app import create_app
+from edgefleet.server.app import create_api
 from tests.server.conftest import serve
 
 
@@ -316,7 +316,7 @@ def world(
 
 
 def test_the_table_has_a_row_for_every_route_and_a_route_for_every_row(tmp_path: Path):
-    app = create_app(Settings(home=tmp_path, database_url_override=None))  # not started
+    app = create_api(Settings(home=tmp_path, database_url_override=None))  # not started
     try:
         from fastapi.routing import iter_route_contexts
     except ImportError:  # before FastAPI 0.165 included routers are flat in app.routes

@@ -8,22 +8,17 @@ route) and, for metadata, anonymously (also from memory first).
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
 
 from edgefleet.config import Settings
-from edgefleet.server.filecache import MAX_FILE_BYTES, FileCache
-from edgefleet.server.hotpath import DeviceFastPath
+from edgefleet.server.filecache import MAX_FILE_BYTES
 from edgefleet.server.routes.tuf import (
     BadRangeError,
     ByteRange,
@@ -227,28 +222,3 @@ def test_byte_range_past_the_end_is_not_satisfiable(header: str):
         byte_range(header, 10)
     assert raised.value.status_code == 416
     assert raised.value.headers == {"Content-Range": "bytes */10"}
-
-
-class _BrokenCache(FileCache):
-    def get(self, root: Path, relative: str) -> Any:
-        raise RuntimeError("a bug in the cache")
-
-
-def test_the_fast_path_hands_a_file_it_fails_on_to_the_route(tmp_path: Path):
-    # Before the framework nothing turns an exception into the envelope: the route does.
-    state = SimpleNamespace(
-        ctx=SimpleNamespace(settings=SimpleNamespace(home=tmp_path)), metrics=object()
-    )
-    fast_path = DeviceFastPath(lambda: state, 1 << 20)
-    fast_path.files = _BrokenCache()
-    scope = {"type": "http", "method": "GET", "path": "/tuf/metadata/root.json", "headers": []}
-    sent: list[Any] = []
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    async def receive() -> Any:
-        raise AssertionError("a GET has no body to read")
-
-    answered, _ = asyncio.run(fast_path.answer(scope, receive, send))
-    assert (answered, sent) == (False, [])

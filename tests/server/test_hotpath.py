@@ -1,61 +1,70 @@
-"""The device fast path hands every request it cannot answer well to the routes."""
+"""The device fast path answers the good case through the service and hands every
+request it cannot answer well to the routes, with its body.
+
+The service's ports are in memory here; tests/server/test_fast_path_and_routes_agree.py
+checks on a real server that the fast path and the routes answer alike.
+"""
 
 import asyncio
 import json
-from types import SimpleNamespace
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from edgefleet.access import tokens
-from edgefleet.fleet.domain import DesiredState, EventsAccepted
-from edgefleet.server.hotpath import DeviceFastPath
+from edgefleet.fleet.checkin import CheckinService
+from edgefleet.fleet.domain import DesiredState, EventsAccepted, ReportedState, TelemetrySample
+from edgefleet.fleet.errors import AttributeNotAllowedError
+from edgefleet.fleet.ports import CheckinRow
+from edgefleet.server.filecache import FileCache
+from edgefleet.server.hotpath import DeviceFastPath, Serving
+from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.routes.device import DesiredResponse
-from edgefleet.store.checkin import CheckinRow
 from edgefleet.store.errors import StoreUnavailableError
 
-
-def _scope(credential: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "method": "GET",
-        "path": "/api/v1/devices/cam-1/desired",
-        "headers": [
-            (b"authorization", f"Bearer {credential}".encode()),
-            (b"if-none-match", b'"abc"'),
-        ],
-    }
+UNAVAILABLE = StoreUnavailableError("the database at sqlite:///x is locked")
+EMPTY_FLEET = {"online": 0, "offline": 0, "by_version": [], "by_state": {}}
 
 
-def _answer(fast_path: DeviceFastPath, scope: dict[str, Any]) -> tuple[bool, list[Any]]:
-    sent: list[Any] = []
+class Rows:
+    """Check-in rows in memory; ``error`` makes every read fail, ``desired_error`` the
+    reads of a desired state."""
 
-    async def receive() -> dict[str, Any]:
-        raise AssertionError("a check-in has no body to read")
+    def __init__(self, row: CheckinRow, credential_id: str) -> None:
+        self.row = row
+        self.credential_id = credential_id
+        self.desired_state: tuple[dict[str, Any] | None, str] = (None, row.desired_etag)
+        self.desired_reads: list[int] = []
+        self.error: Exception | None = None
+        self.desired_error: Exception | None = None
 
-    async def send(message: Any) -> None:
-        sent.append(message)
+    def lookup(self, credential_id: str, *, fresh: bool = False) -> CheckinRow | None:
+        if self.error is not None:
+            raise self.error
+        return self.row if credential_id == self.credential_id else None
 
-    answered, _ = asyncio.run(fast_path.answer(scope, receive, send))
-    return answered, sent
-
-
-def test_a_database_it_cannot_read_goes_to_the_route_which_answers_503():
-    def unavailable(*args: Any, **kwargs: Any) -> Any:
-        raise StoreUnavailableError("the database at sqlite:///x is locked")
-
-    state = SimpleNamespace(ctx=SimpleNamespace(lookup_on_loop=unavailable), metrics=object())
-    issued = tokens.issue(tokens.DEVICE)
-    answered, sent = _answer(DeviceFastPath(lambda: state, 1 << 20), _scope(issued.token))
-    assert (answered, sent) == (False, [])
-
-
-def test_a_server_not_yet_started_goes_to_the_route():
-    issued = tokens.issue(tokens.DEVICE)
-    for state in (None, SimpleNamespace(metrics=None)):
-        fast_path = DeviceFastPath(lambda state=state: state, 1 << 20)
-        assert _answer(fast_path, _scope(issued.token)) == (False, [])
+    def desired(self, pk: int) -> tuple[dict[str, Any] | None, str]:
+        self.desired_reads.append(pk)
+        if self.desired_error is not None:
+            raise self.desired_error
+        return self.desired_state
 
 
-class _Batches:
+class Seen:
+    def __init__(self) -> None:
+        self.pks: list[int] = []
+
+    def record(self, pk: int, at: datetime, poll_interval_s: int) -> None:
+        self.pks.append(pk)
+
+
+class Inbox:
+    def add_samples(self, device_pk: int, samples: Sequence[TelemetrySample]) -> int:
+        return 1
+
+
+class Batches:
     """A batched write that records what it was given, or fails."""
 
     def __init__(self, answer: Any = None, error: Exception | None = None) -> None:
@@ -70,23 +79,76 @@ class _Batches:
         return self.answer
 
 
-def _device_state(reports: _Batches, events: _Batches) -> tuple[Any, str, list[Any]]:
-    issued = tokens.issue(tokens.DEVICE)
-    row = CheckinRow(7, "cam-1", issued.digest, "etag", 10)
-    timed: list[Any] = []
-    state = SimpleNamespace(
-        ctx=SimpleNamespace(
-            lookup_on_loop=lambda token_id: row if token_id == issued.token_id else None,
-            report_batches=reports,
-            event_batches=events,
-        ),
-        metrics=SimpleNamespace(request_done=lambda *args: timed.append(args[:3])),
-    )
-    return state, issued.token, timed
+class Device:
+    """A fast path over in-memory ports, and one enrolled device's credential."""
+
+    def __init__(
+        self,
+        reports: Batches | None = None,
+        events: Batches | None = None,
+        attribute_error: Exception | None = None,
+        tuf: Path = Path("/nonexistent"),
+    ) -> None:
+        issued = tokens.issue(tokens.DEVICE)
+        self.credential = issued.token
+        self.rows = Rows(CheckinRow(7, "cam-1", issued.digest, "etag", 10), issued.token_id)
+        self.seen = Seen()
+        self.reports = reports or Batches()
+        self.events = events or Batches()
+        self.attribute_reports: list[tuple[str, ReportedState]] = []
+
+        async def report_attributes(device_id: str, report: ReportedState) -> None:
+            self.attribute_reports.append((device_id, report))
+            if attribute_error is not None:
+                raise attribute_error
+
+        checkins = CheckinService(
+            self.rows,
+            last_seen=self.seen,
+            telemetry=Inbox(),
+            reports=self.reports,
+            events=self.events,
+            report_attributes=report_attributes,
+        )
+        self.metrics = ServerMetrics(lambda: EMPTY_FLEET)
+        self.serving: Serving | None = Serving(checkins, self.metrics, tuf)
+        self.fast_path = DeviceFastPath(_no_app, lambda: self.serving, 1 << 20)
+
+    def answered(self, method: str, suffix: str, status: int = 200) -> float:
+        """How many requests the fast path answered and counted, as the route would."""
+        route = f"/api/v1/devices/{{device_id}}/{suffix}"
+        labels = {"method": method, "route": route, "status": str(status)}
+        return self.metrics.registry.get_sample_value("edgefleet_http_requests_total", labels) or 0
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("only DeviceFastPath.answer is called here")
+
+
+def _check_in(device: Device, if_none_match: bytes | None = b'"abc"') -> tuple[bool, list[Any]]:
+    headers = [(b"authorization", f"Bearer {device.credential}".encode())]
+    if if_none_match is not None:
+        headers.append((b"if-none-match", if_none_match))
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/devices/cam-1/desired",
+        "headers": headers,
+    }
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("a check-in has no body to read")
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    answered, _ = asyncio.run(device.fast_path.answer(scope, receive, send))
+    return answered, sent
 
 
 def _send_body(
-    fast_path: DeviceFastPath, method: str, suffix: str, credential: str, body: Any
+    device: Device, method: str, suffix: str, body: Any
 ) -> tuple[bool, list[Any], bytes | None]:
     """(answered, messages sent, the body the route would read next or None)."""
     content = json.dumps(body).encode()
@@ -95,7 +157,7 @@ def _send_body(
         "method": method,
         "path": f"/api/v1/devices/cam-1/{suffix}",
         "headers": [
-            (b"authorization", f"Bearer {credential}".encode()),
+            (b"authorization", f"Bearer {device.credential}".encode()),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
         ],
@@ -110,11 +172,36 @@ def _send_body(
         sent.append(message)
 
     async def run() -> tuple[bool, list[Any], bytes | None]:
-        answered, handed_on = await fast_path.answer(scope, receive, send)
+        answered, handed_on = await device.fast_path.answer(scope, receive, send)
         replayed = None if answered else (await handed_on())["body"]
         return answered, sent, replayed
 
     return asyncio.run(run())
+
+
+def test_a_304_is_one_lookup_and_a_last_seen_time():
+    device = Device()
+    answered, sent = _check_in(device, b'W/"etag"')
+    assert answered and sent[0] == {
+        "type": "http.response.start",
+        "status": 304,
+        "headers": [(b"etag", b'"etag"')],
+    }
+    assert (device.seen.pks, device.rows.desired_reads) == ([7], [])
+    assert device.answered("GET", "desired", 304) == 1
+
+
+def test_a_database_it_cannot_read_goes_to_the_route_which_answers_503():
+    device = Device()
+    device.rows.error = UNAVAILABLE
+    assert _check_in(device) == (False, [])
+
+
+def test_a_server_not_yet_started_goes_to_the_route():
+    device = Device()
+    device.serving = None
+    assert _check_in(device) == (False, [])
+    assert _send_body(device, "PUT", "reported", REPORT)[:2] == (False, [])
 
 
 REPORT = {"agent_state": "COMMITTED", "model": "digits", "version": "1.1.0"}
@@ -132,67 +219,65 @@ EVENTS = {
 
 
 def test_a_report_and_events_go_to_the_batched_writes_and_are_answered_once_written():
-    reports = _Batches()
-    events = _Batches(answer=EventsAccepted(accepted=1, duplicates=0, last_seq=1))
-    state, credential, timed = _device_state(reports, events)
-    fast_path = DeviceFastPath(lambda: state, 1 << 20)
+    device = Device(events=Batches(answer=EventsAccepted(accepted=1, duplicates=0, last_seq=1)))
 
-    answered, sent, _ = _send_body(fast_path, "PUT", "reported", credential, REPORT)
+    answered, sent, _ = _send_body(device, "PUT", "reported", REPORT)
     assert answered and sent[-1]["body"] == b'{"accepted":true}'
-    ((row, report, _),) = reports.items
+    ((row, report, _),) = device.reports.items
     assert (row.pk, report.version) == (7, "1.1.0")
 
-    answered, sent, _ = _send_body(fast_path, "POST", "events", credential, EVENTS)
+    answered, sent, _ = _send_body(device, "POST", "events", EVENTS)
     assert answered and sent[0]["status"] == 200
     assert json.loads(sent[-1]["body"]) == {"accepted": 1, "duplicates": 0, "last_seq": 1}
-    assert [(pk, len(batch.events)) for pk, batch in events.items] == [(7, 1)]
-    assert timed == [
-        ("PUT", "/api/v1/devices/{device_id}/reported", 200),
-        ("POST", "/api/v1/devices/{device_id}/events", 200),
-    ]
+    assert [(pk, len(batch.events)) for pk, batch in device.events.items] == [(7, 1)]
+    assert (device.answered("PUT", "reported"), device.answered("POST", "events")) == (1, 1)
 
 
-def test_what_the_batched_writes_cannot_take_goes_to_the_route_with_its_body():
-    failing = StoreUnavailableError("the database at sqlite:///x is locked")
-    reports, events = _Batches(error=failing), _Batches(error=failing)
-    state, credential, timed = _device_state(reports, events)
-    fast_path = DeviceFastPath(lambda: state, 1 << 20)
+def test_a_report_that_changes_attributes_is_a_transaction_of_its_own():
+    device = Device()
+    with_attributes = {**REPORT, "attributes": {"site": "plant-3"}}
+    answered, sent, _ = _send_body(device, "PUT", "reported", with_attributes)
+    assert answered and sent[-1]["body"] == b'{"accepted":true}'
+    ((device_id, report),) = device.attribute_reports
+    assert (device_id, report.attributes) == ("cam-1", {"site": "plant-3"})
+    assert device.reports.items == []
 
-    # A write that failed: the route tries again (or answers the error envelope).
-    for method, suffix, body in (("PUT", "reported", REPORT), ("POST", "events", EVENTS)):
-        answered, sent, replayed = _send_body(fast_path, method, suffix, credential, body)
+
+def test_what_the_service_cannot_do_goes_to_the_route_with_its_body():
+    refused = AttributeNotAllowedError("group is set by the enrollment token or an operator")
+    device = Device(Batches(error=UNAVAILABLE), Batches(error=UNAVAILABLE), refused)
+
+    # A write that failed: the route tries again (or answers the error envelope); a
+    # report the service refused: the route refuses it again, with the envelope.
+    with_group = {**REPORT, "attributes": {"group": "lab"}}
+    for method, suffix, body in (
+        ("PUT", "reported", REPORT),
+        ("POST", "events", EVENTS),
+        ("PUT", "reported", with_group),
+    ):
+        answered, sent, replayed = _send_body(device, method, suffix, body)
         assert (answered, sent) == (False, [])
         assert replayed is not None and json.loads(replayed) == body
-    # Attributes are merged into the stored ones: a read-modify-write, the route's.
-    with_attributes = {**REPORT, "attributes": {"site": "plant-3"}}
-    answered, _, replayed = _send_body(fast_path, "PUT", "reported", credential, with_attributes)
-    assert not answered and replayed is not None and json.loads(replayed) == with_attributes
-    assert len(reports.items) == 1  # only the failed write; the report with attributes never
-    assert timed == []
+    assert (len(device.reports.items), len(device.events.items)) == (1, 1)
+    assert len(device.attribute_reports) == 1
+    assert device.answered("PUT", "reported") == device.answered("POST", "events") == 0
+
+
+def test_a_body_that_is_not_valid_goes_to_the_route_with_its_body():
+    device = Device()
+    for body in ({"agent_state": ""}, {"agent_state": "IDLE", "nope": 1}, [1]):
+        answered, sent, replayed = _send_body(device, "PUT", "reported", body)
+        assert (answered, sent) == (False, [])
+        assert replayed is not None and json.loads(replayed) == body
+    assert device.reports.items == []
 
 
 def test_a_changed_desired_state_is_answered_as_the_route_would_its_json_made_once_per_etag():
     desired = {"model": None, "config": {"threshold": 0.5}, "rollout": "r-1"}
-    reads: list[int] = []
-
-    def read_desired(pk: int) -> tuple[dict[str, Any], str]:
-        reads.append(pk)
-        return desired, "etag-2"  # newer than the row the check-in cache held
-
-    state, credential, timed = _device_state(_Batches(), _Batches())
-    recorded: list[Any] = []
-    state.ctx.checkin = SimpleNamespace(desired=read_desired)
-    state.ctx.recorder = SimpleNamespace(record=lambda *args: recorded.append(args[0]))
-    state.metrics.checkins = SimpleNamespace(labels=lambda *_: SimpleNamespace(inc=lambda: None))
-    fast_path = DeviceFastPath(lambda: state, 1 << 20)
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/api/v1/devices/cam-1/desired",
-        "headers": [(b"authorization", f"Bearer {credential}".encode())],
-    }
+    device = Device()
+    device.rows.desired_state = (desired, "etag-2")  # newer than the row the cache held
     for _ in range(2):
-        answered, sent = _answer(fast_path, scope)
+        answered, sent = _check_in(device, None)
         assert answered and sent[0]["status"] == 200
         assert dict(sent[0]["headers"])[b"etag"] == b'"etag-2"'
         route = DesiredResponse(
@@ -201,11 +286,31 @@ def test_a_changed_desired_state_is_answered_as_the_route_would_its_json_made_on
         assert json.loads(sent[1]["body"]) == route.model_dump(mode="json")
     # The row said "etag", the database "etag-2": both reads went to the database, the
     # JSON was made once.
-    assert (reads, recorded) == ([7, 7], [7, 7])
-    assert timed == [("GET", "/api/v1/devices/{device_id}/desired", 200)] * 2
+    assert (device.rows.desired_reads, device.seen.pks) == ([7, 7], [7, 7])
+    assert device.answered("GET", "desired") == 2
 
-    def unavailable(pk: int) -> Any:
-        raise StoreUnavailableError("the database at sqlite:///x is locked")
+    # A desired state it cannot read (the JSON it knows is for "etag-2", not "etag").
+    device.rows.desired_error = UNAVAILABLE
+    assert _check_in(device, b'"etag-1"') == (False, [])
 
-    state.ctx.checkin = SimpleNamespace(desired=unavailable)
-    assert _answer(DeviceFastPath(lambda: state, 1 << 20), scope) == (False, [])
+
+class _BrokenCache(FileCache):
+    def get(self, root: Path, relative: str) -> Any:
+        raise RuntimeError("a bug in the cache")
+
+
+def test_the_fast_path_hands_a_file_it_fails_on_to_the_route(tmp_path: Path):
+    # Before the framework nothing turns an exception into the envelope: the route does.
+    device = Device(tuf=tmp_path)
+    device.fast_path.files = _BrokenCache()
+    scope = {"type": "http", "method": "GET", "path": "/tuf/metadata/root.json", "headers": []}
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        raise AssertionError("a GET has no body to read")
+
+    answered, _ = asyncio.run(device.fast_path.answer(scope, receive, send))
+    assert (answered, sent) == (False, [])

@@ -12,7 +12,7 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from edgefleet.config import Settings
-from edgefleet.server.app import create_app
+from edgefleet.server.app import create_api
 from edgefleet.server.jsonbody import StandardJsonRoute
 from tests.server.conftest import LiveServer
 
@@ -100,7 +100,7 @@ def test_non_finite_numbers_are_refused_everywhere_naming_the_field(live: LiveSe
 
 
 def test_every_route_reads_its_body_as_standard_json(tmp_path: Path):
-    app = create_app(Settings(home=tmp_path, database_url_override=None))
+    app = create_api(Settings(home=tmp_path, database_url_override=None))
     routes = [c.route for c in iter_route_contexts(app.routes) if isinstance(c.route, APIRoute)]
     assert routes
     assert [r.path for r in routes if not isinstance(r, StandardJsonRoute)] == []

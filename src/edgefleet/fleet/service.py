@@ -1,7 +1,9 @@
-"""Fleet operations: enrollment, the twin, events, telemetry, targeting, summaries.
+"""Fleet operations: enrollment, the twin, events, targeting, summaries.
 
-The check-in read path (``GET .../desired``) does not come through here: the server
-answers it from one indexed row (see ``edgefleet.store.checkin``). Everything else does.
+An enrolled device's own requests (check-in, reports, events, telemetry) are done by
+``fleet/checkin.py`` from the device's check-in row; two of its ports end here (wired
+by server/context.py): ``report`` stores a report that changes attributes,
+``add_events_many`` the batched events of many devices.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from edgefleet.looplag import watch_loop_lag
 from edgefleet.rollout.webhooks import deliver_due
 from edgefleet.server import errors
 from edgefleet.server.context import ServerContext
-from edgefleet.server.hotpath import DeviceFastPath, EdgefleetApp
+from edgefleet.server.hotpath import DeviceFastPath, Serving
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
 from edgefleet.server.routes import device, health, operator, registry, rollouts, tuf
 
@@ -123,8 +123,15 @@ def _placeholder(name: str) -> bool:
     return "Proxy" in name or name.startswith("NoOp")
 
 
-def create_app(settings: Settings) -> EdgefleetApp:
-    """The edgefleet server as an ASGI application."""
+def create_app(settings: Settings) -> DeviceFastPath:
+    """The edgefleet server as an ASGI application: the API (``create_api``) behind the
+    device fast path (server/hotpath.py)."""
+    api = create_api(settings)
+    return DeviceFastPath(api, lambda: api.state.serving, max_body=settings.max_json_bytes)
+
+
+def create_api(settings: Settings) -> FastAPI:
+    """The FastAPI application: every route, its lifecycle and its middleware."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,6 +146,7 @@ def create_app(settings: Settings) -> EdgefleetApp:
         # Made here, on the loop's thread, before a request or a scrape could race to it.
         checkin_cache = ctx.checkin_cache
         app.state.metrics = ServerMetrics(ctx.fleet.summary, lambda: checkin_cache)
+        app.state.serving = Serving(ctx.checkins, app.state.metrics, settings.home / "tuf")
         webhook_client = httpx.Client(timeout=settings.webhook_timeout_s)
         metrics = app.state.metrics
         tasks = [
@@ -195,7 +203,7 @@ def create_app(settings: Settings) -> EdgefleetApp:
             ctx.close()
             sys.setswitchinterval(switch_interval)
 
-    app = EdgefleetApp(
+    app = FastAPI(
         title="edgefleet",
         version=__version__,
         description="Control plane: model registry, signed delivery, device fleet.",
@@ -203,6 +211,7 @@ def create_app(settings: Settings) -> EdgefleetApp:
         **_native_telemetry(),
     )
     app.state.metrics = None
+    app.state.serving = None
     errors.install(app)
     for module in (health, device, operator, registry, tuf, rollouts):
         app.include_router(module.router)
@@ -214,5 +223,4 @@ def create_app(settings: Settings) -> EdgefleetApp:
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(MetricsMiddleware, metrics=lambda: app.state.metrics)
-    app.fast_path = DeviceFastPath(state=lambda: app.state, max_body=settings.max_json_bytes)
     return app

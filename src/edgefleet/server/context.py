@@ -10,11 +10,14 @@ from functools import cached_property
 
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from edgefleet.access.service import AccessService
 from edgefleet.config import Settings
+from edgefleet.fleet.checkin import CheckinService
 from edgefleet.fleet.desired import choose_variant
 from edgefleet.fleet.domain import DesiredModel, EventBatch, EventsAccepted, ReportedState
+from edgefleet.fleet.ports import CheckinRow
 from edgefleet.fleet.service import FleetService
 from edgefleet.registry.artifacts import LocalArtifactStore
 from edgefleet.registry.service import RegistryService
@@ -28,7 +31,7 @@ from edgefleet.store.checkin import (
     CheckinCache,
     CheckinReader,
     CheckinRecorder,
-    CheckinRow,
+    LoopCheckinRows,
     ReportWriter,
     prune_changes,
 )
@@ -138,14 +141,22 @@ class ServerContext:
         event.listen(self.engine, "checkin", lambda *_: cache.mark_stale())
         return cache
 
-    def lookup_on_loop(self, credential_id: str) -> CheckinRow | None:
-        """The check-in row of a credential, for the event loop's thread: from memory
-        where the cache runs, else on the loop's own connection.
-        Raises StoreUnavailableError."""
-        cache = self.checkin_cache
-        if cache is not None:
-            return cache.lookup(credential_id)
-        return self.checkin.lookup(credential_id, own_connection=True)
+    @cached_property
+    def checkins(self) -> CheckinService:
+        """The device requests (``fleet/checkin.py``), for the event loop's thread.
+        Made by the server's start-up, on that thread, after the check-in cache."""
+        return CheckinService(
+            LoopCheckinRows(self.checkin, self.checkin_cache),
+            last_seen=self.recorder,
+            telemetry=self.telemetry,
+            reports=self.report_batches,
+            events=self.event_batches,
+            report_attributes=self._report_attributes,
+        )
+
+    async def _report_attributes(self, device_id: str, report: ReportedState) -> None:
+        # A read-modify-write transaction: on a worker thread, off the event loop.
+        await run_in_threadpool(self.fleet.report, device_id, report)
 
     def prune_checkin_changes(self) -> None:
         """Keep the change log bounded. SQLite's triggers fill it whether or not this

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import ReportedState
 from edgefleet.fleet.errors import DeviceNotFoundError
+from edgefleet.fleet.ports import CheckinRow
 from edgefleet.fleet.versions import version_key
 from edgefleet.store.database import describe_url, translate
 from edgefleet.store.devices import record_checkins
@@ -34,17 +35,6 @@ T = TypeVar("T")
 
 _LOOKUP_COLUMNS = "id, device_id, credential_hash, desired_etag, poll_interval_s"
 _CHANGES = CheckinChangeRow.__tablename__
-
-
-class CheckinRow(NamedTuple):
-    """What a check-in answer is made of. (A tuple of strings and numbers: the garbage
-    collector stops walking it, and a server holds one per device in memory.)"""
-
-    pk: int
-    device_id: str
-    credential_hash: str
-    desired_etag: str
-    poll_interval_s: int
 
 
 class CheckinReader:
@@ -231,9 +221,9 @@ class CheckinCache:
     poll), and a credential it revoked or deleted may, for that long, still get a 304
     (which carries nothing), the desired state it had, a small TUF target, or have a
     telemetry batch, events or a report taken (the device fast path's answers,
-    server/hotpath.py). The regular routes read the database. A log pruned past
-    what this cache has read, or more changes than ``MAX_CHANGES`` at once, empties
-    the cache.
+    server/hotpath.py). The regular routes read the database (``fresh`` lookups). A
+    log pruned past what this cache has read, or more changes than ``MAX_CHANGES`` at
+    once, empties the cache.
 
     For one thread (the event loop's); its own connection does the reads.
     """
@@ -311,6 +301,27 @@ class CheckinCache:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+
+class LoopCheckinRows:
+    """The check-in rows of the event loop's thread (``fleet.ports.CheckinRows``): from
+    the check-in cache where it runs (SQLite), else read on the loop's own connection,
+    which never waits for a pooled one the worker threads hold."""
+
+    def __init__(self, reader: CheckinReader, cache: CheckinCache | None) -> None:
+        self.reader = reader
+        self.cache = cache
+
+    def lookup(self, credential_id: str, *, fresh: bool = False) -> CheckinRow | None:
+        """The device a credential id belongs to; ``fresh``: read the database, not
+        the cache. Raises StoreUnavailableError."""
+        if self.cache is not None and not fresh:
+            return self.cache.lookup(credential_id)
+        return self.reader.lookup(credential_id, own_connection=True)
+
+    def desired(self, pk: int) -> tuple[dict[str, Any] | None, str]:
+        """A device's desired state and its ETag; see ``CheckinReader.desired``."""
+        return self.reader.desired(pk)
 
 
 def prune_changes(engine: Engine, keep: int) -> int:

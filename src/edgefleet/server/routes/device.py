@@ -1,17 +1,21 @@
-"""The device API: enroll, poll desired state, report state, events, telemetry.
+"""The device API: enroll, check in for the desired state, report state, events,
+telemetry.
 
-A device credential reaches only its own device's routes (403 on another's).
+A device credential reaches only its own device's routes (403 on another's). The good
+case of every route but enrollment is answered before the framework, by the fast path
+(server/hotpath.py); the routes take the rest. Both parse the request, authenticate the
+device and do the request with ``fleet/checkin.py`` and answer with
+``server/answers.py``, so they answer alike. The routes read the device's row from the
+database, not the check-in cache.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, StrictInt
-from starlette.concurrency import run_in_threadpool
 
 from edgefleet.fleet.domain import (
     Attributes,
@@ -23,8 +27,9 @@ from edgefleet.fleet.domain import (
     TelemetryAccepted,
     TelemetryBatch,
 )
-from edgefleet.server.auth import authenticate_device, context
-from edgefleet.server.hotpath import not_modified
+from edgefleet.fleet.ports import CheckinRow
+from edgefleet.server import answers
+from edgefleet.server.auth import context
 from edgefleet.server.jsonbody import StandardJsonRoute
 from edgefleet.server.schemas import errors
 from edgefleet.stdjson import Body
@@ -121,36 +126,38 @@ def enroll(body: EnrollRequest, request: Request) -> EnrollResponse:
     )
 
 
+def _device(request: Request, device_id: str) -> CheckinRow:
+    """The device of ``device_id``'s own credential, read from the database.
+
+    Raises:
+        UnauthenticatedError, ForbiddenError, StoreUnavailableError.
+    """
+    checkins = context(request).checkins
+    return checkins.authenticate(request.headers.get("authorization"), device_id, fresh=True)
+
+
+# The device routes are async: they do short synchronous reads of one indexed row on
+# the event loop's own connection, or hand their write to a batched writer; no thread
+# hand-off per request.
+
+
 @router.get(
     "/devices/{device_id}/desired",
     response_model=DesiredResponse,
-    summary="Poll the desired state (ETag / If-None-Match: 304 when unchanged)",
+    summary="Check in: the desired state (ETag / If-None-Match: 304 when unchanged)",
     responses={
         304: {"description": "unchanged since the ETag given"},
         **errors(401, 403, 422, 503, **AUTH_MEANINGS),
     },
 )
-async def desired(device_id: str, request: Request, response: Response) -> Any:
-    # Answered before the framework the same way for an enrolled device's own credential
-    # (server/hotpath.py); this route takes the rest. Async with short synchronous reads
-    # of one indexed row, so a 304 costs one lookup and no thread hand-off.
-    ctx = context(request)
-    row = authenticate_device(request, device_id)
-    now = datetime.now(UTC)
-    ctx.recorder.record(row.pk, now, row.poll_interval_s)
-    metrics = request.app.state.metrics
-    tag = f'"{row.desired_etag}"'
-    if not_modified(request.headers.get("if-none-match"), row):
-        metrics.not_modified.inc()
-        return Response(status_code=304, headers={"ETag": tag})
-    state, etag = ctx.checkin.desired(row.pk)
-    metrics.checkins.labels("changed").inc()
-    response.headers["ETag"] = f'"{etag}"'
-    return DesiredResponse(
-        device_id=device_id,
-        etag=etag,
-        desired=DesiredState.model_validate(state) if state else None,
-    )
+async def desired(device_id: str, request: Request) -> Response:
+    device = _device(request, device_id)
+    return answers.check_in(
+        context(request).checkins,
+        device,
+        request.headers.get("if-none-match"),
+        request.app.state.metrics,
+    ).response()
 
 
 @router.put(
@@ -159,19 +166,9 @@ async def desired(device_id: str, request: Request, response: Response) -> Any:
     summary="Report the device's actual state",
     responses=BODY_ERRORS,
 )
-async def reported(device_id: str, body: ReportedState, request: Request) -> Accepted:
-    # A valid report without attribute changes, with a length, is answered before the
-    # framework the same way (server/hotpath.py); this route takes the rest.
-    row = authenticate_device(request, device_id)
-    ctx = context(request)
-    if body.attributes or body.firmware:
-        # Attributes are merged into the stored ones: a read-modify-write transaction.
-        await run_in_threadpool(ctx.fleet.report, device_id, body)
-    else:
-        # One row of an UPDATE run for many devices in one transaction, answered once it
-        # committed (server/batching.py).
-        await ctx.report_batches.submit((row, body, datetime.now(UTC)))
-    return Accepted()
+async def reported(device_id: str, body: ReportedState, request: Request) -> Response:
+    device = _device(request, device_id)
+    return (await answers.report(context(request).checkins, device, body)).response()
 
 
 @router.post(
@@ -180,12 +177,9 @@ async def reported(device_id: str, body: ReportedState, request: Request) -> Acc
     summary="Report update-state transitions (idempotent by sequence number)",
     responses=BODY_ERRORS,
 )
-async def events(device_id: str, body: EventBatch, request: Request) -> EventsAccepted:
-    # Stored with other devices' batches in one transaction, answered once it committed
-    # (server/batching.py). A valid batch with a length is answered before the framework
-    # the same way (server/hotpath.py); this route takes the rest.
-    row = authenticate_device(request, device_id)
-    return await context(request).event_batches.submit((row.pk, body))
+async def events(device_id: str, body: EventBatch, request: Request) -> Response:
+    device = _device(request, device_id)
+    return (await answers.events(context(request).checkins, device, body)).response()
 
 
 @router.post(
@@ -194,11 +188,6 @@ async def events(device_id: str, body: EventBatch, request: Request) -> EventsAc
     summary="Send a batch of health and model metrics",
     responses=BODY_ERRORS,
 )
-async def telemetry(device_id: str, body: TelemetryBatch, request: Request) -> TelemetryAccepted:
-    # A valid batch with a length is answered before the framework (server/hotpath.py);
-    # this route takes the rest and answers the same way. Merged into the device's
-    # pending buckets in memory, written with the rest of the second's telemetry in one
-    # transaction (store/telemetry.py).
-    row = authenticate_device(request, device_id)
-    buckets = context(request).telemetry.add_samples(row.pk, body.samples)
-    return TelemetryAccepted(samples=len(body.samples), buckets=buckets)
+async def telemetry(device_id: str, body: TelemetryBatch, request: Request) -> Response:
+    device = _device(request, device_id)
+    return (await answers.telemetry(context(request).checkins, device, body)).response()
