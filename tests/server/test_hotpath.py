@@ -7,111 +7,29 @@ checks on a real server that the fast path and the routes answer alike.
 
 import asyncio
 import json
-from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgefleet.access import tokens
-from edgefleet.fleet.checkin import CheckinService
-from edgefleet.fleet.domain import DesiredState, EventsAccepted, ReportedState, TelemetrySample
+from edgefleet.fleet.domain import DesiredState, EventsAccepted
 from edgefleet.fleet.errors import AttributeNotAllowedError
-from edgefleet.fleet.ports import CheckinRow
 from edgefleet.server.filecache import FileCache
 from edgefleet.server.hotpath import DeviceFastPath, Serving
 from edgefleet.server.metrics import ServerMetrics
 from edgefleet.server.routes.device import DesiredResponse
 from edgefleet.store.errors import StoreUnavailableError
+from tests.fleet.memory import Batches, Fleet
 
 UNAVAILABLE = StoreUnavailableError("the database at sqlite:///x is locked")
 EMPTY_FLEET = {"online": 0, "offline": 0, "by_version": [], "by_state": {}}
 
 
-class Rows:
-    """Check-in rows in memory; ``error`` makes every read fail, ``desired_error`` the
-    reads of a desired state."""
+class Device(Fleet):
+    """A fast path over the service's ports in memory (device ``cam-1``)."""
 
-    def __init__(self, row: CheckinRow, credential_id: str) -> None:
-        self.row = row
-        self.credential_id = credential_id
-        self.desired_state: tuple[dict[str, Any] | None, str] = (None, row.desired_etag)
-        self.desired_reads: list[int] = []
-        self.error: Exception | None = None
-        self.desired_error: Exception | None = None
-
-    def lookup(self, credential_id: str, *, fresh: bool = False) -> CheckinRow | None:
-        if self.error is not None:
-            raise self.error
-        return self.row if credential_id == self.credential_id else None
-
-    def desired(self, pk: int) -> tuple[dict[str, Any] | None, str]:
-        self.desired_reads.append(pk)
-        if self.desired_error is not None:
-            raise self.desired_error
-        return self.desired_state
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.pks: list[int] = []
-
-    def record(self, pk: int, at: datetime, poll_interval_s: int) -> None:
-        self.pks.append(pk)
-
-
-class Inbox:
-    def add_samples(self, device_pk: int, samples: Sequence[TelemetrySample]) -> int:
-        return 1
-
-
-class Batches:
-    """A batched write that records what it was given, or fails."""
-
-    def __init__(self, answer: Any = None, error: Exception | None = None) -> None:
-        self.items: list[Any] = []
-        self.answer = answer
-        self.error = error
-
-    async def submit(self, item: Any) -> Any:
-        self.items.append(item)
-        if self.error is not None:
-            raise self.error
-        return self.answer
-
-
-class Device:
-    """A fast path over in-memory ports, and one enrolled device's credential."""
-
-    def __init__(
-        self,
-        reports: Batches | None = None,
-        events: Batches | None = None,
-        attribute_error: Exception | None = None,
-        tuf: Path = Path("/nonexistent"),
-    ) -> None:
-        issued = tokens.issue(tokens.DEVICE)
-        self.credential = issued.token
-        self.rows = Rows(CheckinRow(7, "cam-1", issued.digest, "etag", 10), issued.token_id)
-        self.seen = Seen()
-        self.reports = reports or Batches()
-        self.events = events or Batches()
-        self.attribute_reports: list[tuple[str, ReportedState]] = []
-
-        async def report_attributes(device_id: str, report: ReportedState) -> None:
-            self.attribute_reports.append((device_id, report))
-            if attribute_error is not None:
-                raise attribute_error
-
-        checkins = CheckinService(
-            self.rows,
-            last_seen=self.seen,
-            telemetry=Inbox(),
-            reports=self.reports,
-            events=self.events,
-            report_attributes=report_attributes,
-        )
+    def __init__(self, *args: Any, tuf: Path = Path("/nonexistent"), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.metrics = ServerMetrics(lambda: EMPTY_FLEET)
-        self.serving: Serving | None = Serving(checkins, self.metrics, tuf)
+        self.serving: Serving | None = Serving(self.checkins, self.metrics, tuf)
         self.fast_path = DeviceFastPath(_no_app, lambda: self.serving, 1 << 20)
 
     def answered(self, method: str, suffix: str, status: int = 200) -> float:
@@ -275,7 +193,7 @@ def test_a_body_that_is_not_valid_goes_to_the_route_with_its_body():
 def test_a_changed_desired_state_is_answered_as_the_route_would_its_json_made_once_per_etag():
     desired = {"model": None, "config": {"threshold": 0.5}, "rollout": "r-1"}
     device = Device()
-    device.rows.desired_state = (desired, "etag-2")  # newer than the row the cache held
+    device.rows.desired_state[7] = (desired, "etag-2")  # newer than the row the cache held
     for _ in range(2):
         answered, sent = _check_in(device, None)
         assert answered and sent[0]["status"] == 200
