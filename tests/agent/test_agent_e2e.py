@@ -21,7 +21,7 @@ def make_agent(live: LiveServer, tmp_path, name="cam-1", hw="x86_64") -> Agent:
         firmware="2.0.0",
         serve_port=None,
         trial_replay_per_s=2000,
-        poll_interval_s=1,
+        checkin_interval_s=1,
     )
     agent = Agent(
         config, sleep=lambda s: None if s >= 1 else __import__("time").sleep(min(s, 0.01))
@@ -44,11 +44,11 @@ def server_view(live: LiveServer, device: str) -> dict:
 def test_install_update_and_roll_back(live: LiveServer, tmp_path):
     agent = make_agent(live, tmp_path)
     assert agent.runtime.active is None  # no model yet: serves nothing
-    assert agent.poll_once() is True  # nothing desired yet
+    assert agent.check_in_once() is True  # nothing desired yet
     assert agent.state.state is State.IDLE
 
     desired(live, "cam-1", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.COMMITTED and agent.state.active == "a"
     assert agent.runtime.active.version == "1.0.0"
     view = server_view(live, "cam-1")
@@ -65,7 +65,7 @@ def test_install_update_and_roll_back(live: LiveServer, tmp_path):
     ]
 
     desired(live, "cam-1", "1.1.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.COMMITTED and agent.state.active == "b"
     assert agent.runtime.active.version == "1.1.0"
     assert agent.state.slots["a"].version == "1.0.0"  # kept as backup
@@ -75,7 +75,7 @@ def test_install_update_and_roll_back(live: LiveServer, tmp_path):
 
     # 1.0.0 again, under a trial it cannot pass: rolled back, 1.1.0 serving throughout.
     desired(live, "cam-1", "1.0.0", min_mean_confidence=0.999)
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.ROLLED_BACK
     assert agent.runtime.active.version == "1.1.0" and agent.state.active == "b"
     view = server_view(live, "cam-1")
@@ -86,7 +86,7 @@ def test_install_update_and_roll_back(live: LiveServer, tmp_path):
     # Never retried on this device.
     live.admin("PUT", "/api/v1/devices/cam-1/desired", json={"model": "digits", "version": "1.1.0"})
     desired(live, "cam-1", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.ROLLED_BACK and agent.runtime.active.version == "1.1.0"
 
 
@@ -94,7 +94,7 @@ def test_install_update_and_roll_back(live: LiveServer, tmp_path):
 def test_refusals_from_signed_metadata_keep_the_model(live: LiveServer, tmp_path):
     agent = make_agent(live, tmp_path, name="cam-2")
     desired(live, "cam-2", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.runtime.active.version == "1.0.0"
     # The operator revokes 1.1.0 in the signed policy, but the control plane still asks.
     from edgefleet.signing.publish import Publisher, open_repository
@@ -103,7 +103,7 @@ def test_refusals_from_signed_metadata_keep_the_model(live: LiveServer, tmp_path
     with open_registry(live.settings) as registry:
         Publisher(open_repository(live.settings), registry.artifacts).revoke("digits", "1.1.0")
     desired(live, "cam-2", "1.1.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.FAILED
     assert agent.runtime.active.version == "1.0.0"
     last = server_view(live, "cam-2")["events"][-1]
@@ -114,7 +114,7 @@ def test_refusals_from_signed_metadata_keep_the_model(live: LiveServer, tmp_path
 def test_a_restart_resumes_from_disk(live: LiveServer, tmp_path):
     agent = make_agent(live, tmp_path, name="cam-3")
     desired(live, "cam-3", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     restarted = Agent(agent.config)
     restarted.start()
     assert restarted.state.state is State.COMMITTED
@@ -138,7 +138,7 @@ def test_agent_status_command(live: LiveServer, tmp_path):
 
     agent = make_agent(live, tmp_path, name="cam-4")
     desired(live, "cam-4", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     config = tmp_path / "agent.yaml"
     config.write_text(
         yaml.safe_dump({"server": live.url, "device_id": "cam-4", "state_dir": str(agent.root)})
@@ -160,20 +160,20 @@ def test_agent_status_command(live: LiveServer, tmp_path):
 def test_a_bad_server_cannot_make_the_device_load_what_tuf_does_not_allow(
     live: LiveServer, tmp_path
 ):
-    from edgefleet.agent.statemachine import DesiredChanged, Target
+    from edgefleet.agent.statemachine import DesiredChanged, DesiredModel
 
     agent = make_agent(live, tmp_path, name="cam-5")
     desired(live, "cam-5", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     fp32 = live.admin("GET", "/api/v1/models/digits/versions/1.1.0").json()["variants"][0]
     path = f"models/digits/1.1.0/onnx-fp32/{fp32['filename']}"
     cases = {
         # A version the TUF metadata does not have.
-        "not_found": Target(
+        "not_found": DesiredModel(
             "digits", "7.0.0", "onnx-fp32", "models/digits/7.0.0/onnx-fp32/m.onnx", "e" * 64, 10, 9
         ),
         # The signed artifact, but the server claims other bytes for it.
-        "desired_not_signed": Target(
+        "desired_not_signed": DesiredModel(
             "digits", "1.1.0", "onnx-fp32", path, "f" * 64, fp32["size"], 2
         ),
     }
@@ -185,7 +185,7 @@ def test_a_bad_server_cannot_make_the_device_load_what_tuf_does_not_allow(
     arm = make_agent(live, tmp_path, name="cam-6", hw="armv7l")
     arm.handle(
         DesiredChanged(
-            Target("digits", "1.1.0", "onnx-fp32", path, fp32["sha256"], fp32["size"], 2)
+            DesiredModel("digits", "1.1.0", "onnx-fp32", path, fp32["sha256"], fp32["size"], 2)
         )
     )
     assert (
@@ -201,7 +201,7 @@ def test_a_model_that_fails_the_smoke_test_is_rolled_back_before_serving(
 ):
     agent = make_agent(live, tmp_path, name="cam-7")
     desired(live, "cam-7", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     # Corrupt the golden samples the device downloads for the next version: the smoke
     # test then sees outputs that do not match.
     original = agent._smoke_test
@@ -216,7 +216,7 @@ def test_a_model_that_fails_the_smoke_test_is_rolled_back_before_serving(
 
     agent._smoke_test = tampered
     desired(live, "cam-7", "1.1.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert (
         agent.state.state is State.ROLLED_BACK
         and agent.state.last_error["reason"] == "golden_mismatch"
@@ -236,7 +236,7 @@ def test_agent_metrics(live: LiveServer, tmp_path):
 
     agent = make_agent(live, tmp_path, name="cam-8")
     desired(live, "cam-8", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     registry = registry_for(agent.runtime)
     registry.register(AgentCollector(agent))
     server = make_server(agent.runtime, "127.0.0.1", 0, registry=registry)
@@ -269,8 +269,8 @@ def test_a_download_waits_for_its_time_window(live: LiveServer, tmp_path):
         "preconditions": {"window_utc": list(closed)},
     }
     assert live.admin("PUT", "/api/v1/devices/cam-9/desired", json=body).status_code == 200
-    agent.poll_once()
-    agent.poll_once()  # retried on the next poll, still outside the window
+    agent.check_in_once()
+    agent.check_in_once()  # retried at the next check-in, still outside the window
     assert agent.state.state is State.DOWNLOADING and agent.state.download_attempts == 0
     assert agent.state.last_error == {"reason": "precondition:time_window"}
     assert agent.runtime.active is None
@@ -280,7 +280,7 @@ def test_a_download_waits_for_its_time_window(live: LiveServer, tmp_path):
     )
     body["preconditions"] = {"window_utc": list(opened)}
     assert live.admin("PUT", "/api/v1/devices/cam-9/desired", json=body).status_code == 200
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.0.0"
 
 
@@ -293,7 +293,7 @@ def test_shadow_first_reports_agreement_and_keeps_a_disagreeing_model_out(
     assert live.upload(broken_bundle(tmp_path, example_bundles)).status_code == 201
     agent = make_agent(live, tmp_path, name="cam-8")
     desired(live, "cam-8", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.runtime.active.version == "1.0.0"
 
     # 2.0.0 answers the same class for every input: it disagrees with 1.0.0 on most
@@ -301,7 +301,7 @@ def test_shadow_first_reports_agreement_and_keeps_a_disagreeing_model_out(
     shadow = {"fraction": 0.5, "min_seconds": 0, "min_compared": 60, "min_agreement": 0.8}
     body = {"model": "digits", "version": "2.0.0", "trial": FAST_TRIAL, "shadow": shadow}
     assert live.admin("PUT", "/api/v1/devices/cam-8/desired", json=body).status_code == 200
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.ROLLED_BACK and agent.runtime.active.version == "1.0.0"
     assert agent.runtime.shadow is None  # the shadow run is over
     events = server_view(live, "cam-8")["events"]
@@ -314,7 +314,7 @@ def test_shadow_first_reports_agreement_and_keeps_a_disagreeing_model_out(
     # 1.1.0 agrees with 1.0.0: it passes the shadow period, then its trial.
     body = {"model": "digits", "version": "1.1.0", "trial": FAST_TRIAL, "shadow": shadow}
     assert live.admin("PUT", "/api/v1/devices/cam-8/desired", json=body).status_code == 200
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.1.0"
     events = [e for e in server_view(live, "cam-8")["events"] if e["version"] == "1.1.0"]
     reasons = [e["reason"] for e in events]
@@ -332,7 +332,7 @@ def test_an_idle_trial_replays_recorded_application_inputs(live: LiveServer, tmp
 
     agent = make_agent(live, tmp_path, name="cam-9")
     desired(live, "cam-9", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     # The application's traffic, unlike any golden sample: every pixel at 7.
     app_input = np.full((1, 64), 7.0, np.float32)
     for _ in range(64):
@@ -354,7 +354,7 @@ def test_an_idle_trial_replays_recorded_application_inputs(live: LiveServer, tmp
 
     restarted.runtime.predict = spy
     desired(live, "cam-9", "1.1.0")
-    restarted.poll_once()
+    restarted.check_in_once()
     assert restarted.state.state is State.COMMITTED
     assert restarted.runtime.active.version == "1.1.0"
     assert any(np.array_equal(x, app_input) for x in replayed)

@@ -49,7 +49,7 @@ POINTS = [
 
 def agent_config(live: LiveServer, tmp_path, device: str):
     """A config file for a real agent ``device`` on ``live``, its state in
-    ``tmp_path / device``; fast polls and replays."""
+    ``tmp_path / device``; fast check-ins and replays."""
     config = tmp_path / f"{device}.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -61,7 +61,7 @@ def agent_config(live: LiveServer, tmp_path, device: str):
                 "hardware": "x86_64",
                 "firmware": "2.0.0",
                 "serve_port": None,
-                "poll_interval_s": 0.2,
+                "checkin_interval_s": 0.2,
                 "trial_replay_per_s": 2000,
             }
         )

@@ -134,7 +134,7 @@ def test_a_download_cut_mid_way_resumes_without_fetching_twice(live: LiveServer,
     agent._delivery.targets_url = proxy.url + "/tuf/targets/"
     proxy.cut_targets_after = 5000
     desired(live, "net-1", "1.1.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert proxy.cuts == 1
     assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.1.0"
     size = (
@@ -153,13 +153,13 @@ def test_the_agent_rides_out_an_unreachable_server(live: LiveServer, proxy, tmp_
     proxy.down = True
     for _ in range(3):
         with pytest.raises(ServerError) as info:
-            agent.poll_once()
+            agent.check_in_once()
         assert info.value.retryable
     # While down, transitions queue on disk; nothing is lost.
     assert agent.state.state is State.IDLE
     proxy.down = False
     desired(live, "net-2", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.COMMITTED
     view = live.admin("GET", "/api/v1/devices/net-2").json()
     assert [e["seq"] for e in view["events"]] == list(range(1, 8))
@@ -183,11 +183,11 @@ def test_backoff_grows_while_the_server_is_down_and_resets_after(live: LiveServe
             raise StopLoopError
 
     agent.sleep = record
-    agent.config = agent.config.model_copy(update={"jitter": 0.0, "poll_interval_s": 1.0})
+    agent.config = agent.config.model_copy(update={"jitter": 0.0, "checkin_interval_s": 1.0})
     with pytest.raises(StopLoopError):
         agent.run_forever()
     assert delays[:4] == [2.0, 4.0, 8.0, 16.0]  # exponential while unreachable
-    assert delays[-1] == 1.0  # back to the poll interval once it answers
+    assert delays[-1] == 1.0  # back to the check-in interval once it answers
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -197,14 +197,14 @@ def test_server_errors_and_slow_answers_are_retried_later(live: LiveServer, prox
     agent.link.http.timeout = httpx.Timeout(0.5)
     proxy.answer_503 = True
     with pytest.raises(ServerError) as info:
-        agent.poll_once()
+        agent.check_in_once()
     assert info.value.retryable and info.value.status == 503 and "maintenance" in info.value.message
     proxy.answer_503 = False
     proxy.delay_s = 2.0  # longer than the agent's 0.5 s timeout
     with pytest.raises(ServerError) as info:
-        agent.poll_once()
+        agent.check_in_once()
     assert info.value.retryable and info.value.status == 0
     proxy.delay_s = 0.0
     desired(live, "net-4", "1.0.0")
-    agent.poll_once()
+    agent.check_in_once()
     assert agent.state.state is State.COMMITTED and agent.runtime.active.version == "1.0.0"

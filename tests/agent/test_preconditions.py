@@ -8,9 +8,9 @@ from edgefleet.agent.preconditions import Conditions, in_window, unmet
 from edgefleet.agent.statemachine import (
     AgentState,
     DesiredChanged,
+    DesiredModel,
     DownloadDeferred,
     State,
-    Target,
     step,
 )
 from edgefleet.fleet.domain import Preconditions
@@ -52,7 +52,7 @@ def test_windows_may_wrap_past_midnight():
 
 
 def test_a_deferred_download_waits_without_counting_an_attempt():
-    target = Target("digits", "1.0.0", "onnx-fp32", "p", "a" * 64, 10, 1)
+    target = DesiredModel("digits", "1.0.0", "onnx-fp32", "p", "a" * 64, 10, 1)
     state, _, _ = step(AgentState.initial(), DesiredChanged(target))
     deferred, commands, transitions = step(state, DownloadDeferred("precondition:time_window"))
     assert deferred.state is State.DOWNLOADING and commands == [] and transitions == []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgefleet.agent.slots import CorruptStateError, SlotStore
-from edgefleet.agent.statemachine import AgentState, SlotContent, State, Target
+from edgefleet.agent.statemachine import AgentState, DesiredModel, SlotContent, State
 from edgefleet.agent.trial import (
     HealthMax,
     PairedProbes,
@@ -22,7 +22,7 @@ from edgefleet.fleet.domain import ShadowPolicy, TrialPolicy
 from edgefleet.runtime.metrics import LATENCY_EDGES_MS, ModelStats
 from edgefleet.runtime.shadow import ShadowStats
 
-TARGET = Target("digits", "1.1.0", "onnx-fp32", "p", "b" * 64, 10, 2)
+TARGET = DesiredModel("digits", "1.1.0", "onnx-fp32", "p", "b" * 64, 10, 2)
 A = SlotContent("digits", "1.0.0", "onnx-fp32", "a" * 64, True)
 
 

@@ -13,7 +13,9 @@ from edgefleet.agent.statemachine import (
     Activated,
     ActivationFailed,
     AgentState,
+    CheckedIn,
     DesiredChanged,
+    DesiredModel,
     Discard,
     Download,
     DownloadDeferred,
@@ -32,7 +34,6 @@ from edgefleet.agent.statemachine import (
     SmokeTest,
     State,
     SwitchBack,
-    Target,
     TrialFailed,
     TrialPassed,
     VerificationFailed,
@@ -44,10 +45,10 @@ from edgefleet.agent.statemachine import (
     to_json,
 )
 
-V1 = Target(
+V1 = DesiredModel(
     "digits", "1.0.0", "onnx-fp32", "models/digits/1.0.0/onnx-fp32/m.onnx", "a" * 64, 100, 1
 )
-V2 = Target(
+V2 = DesiredModel(
     "digits", "1.1.0", "onnx-fp32", "models/digits/1.1.0/onnx-fp32/m.onnx", "b" * 64, 200, 2
 )
 
@@ -167,7 +168,8 @@ def test_downloads_retry_then_give_up():
     state, commands, _ = run(
         installed(), DesiredChanged(V2), *[DownloadFailed("network", True)] * 3
     )
-    assert state.state is State.DOWNLOADING and commands[-1] == RetryLater(3)
+    assert state.state is State.DOWNLOADING
+    assert commands[-2:] == [RetryLater(3), Download(V2, "b")]  # wait, then again
     state, commands, transitions = run(state, *[DownloadFailed("network", True)] * 5)
     assert state.state is State.FAILED and transitions[-1].details["attempts"] == 8
     state, _, transitions = run(installed(), DesiredChanged(V2), DownloadFailed("too_large", False))
@@ -179,7 +181,7 @@ def test_a_download_cut_after_progress_does_not_count_towards_giving_up():
     # further: the device never gives up while bytes keep arriving.
     cut = DownloadFailed("network", True, progressed=True)
     state, commands, _ = run(installed(), DesiredChanged(V2), *[cut] * 20)
-    assert state.state is State.DOWNLOADING and commands[-1] == RetryLater(1)
+    assert state.state is State.DOWNLOADING and commands[-2] == RetryLater(1)
     # Attempts that fetch nothing still end it.
     stuck = DownloadFailed("network", True)
     state, _, transitions = run(state, *[stuck] * 7)
@@ -187,7 +189,7 @@ def test_a_download_cut_after_progress_does_not_count_towards_giving_up():
 
 
 def test_new_desired_supersedes_an_unfinished_download_but_not_a_live_trial():
-    v3 = Target("digits", "1.2.0", "onnx-fp32", "p", "c" * 64, 300, 3)
+    v3 = DesiredModel("digits", "1.2.0", "onnx-fp32", "p", "c" * 64, 300, 3)
     state, commands, transitions = run(installed(), DesiredChanged(V2), DesiredChanged(v3))
     assert state.target == v3
     assert [t.reason for t in transitions[-2:]] == ["superseded", "new_desired"]
@@ -357,6 +359,12 @@ EVENTS = st.one_of(
     st.builds(TrialPassed),
     st.builds(TrialFailed, st.sampled_from(["error_rate", "latency"])),
     st.sampled_from(["digits@1.0.0", "digits@1.1.0"]).map(OperatorCleared),
+    st.builds(
+        CheckedIn,
+        st.sampled_from([V1, V2, V2S, None]),
+        st.booleans(),
+        st.sampled_from([frozenset(), frozenset({"digits@1.1.0"})]),
+    ),
     st.just("RESTART"),
 )
 
@@ -390,10 +398,11 @@ def test_invariants_hold_for_any_event_sequence(events):
         # Sequence numbers count transitions, one each.
         assert state.seq == before.seq + len(transitions)
         assert [t.seq for t in transitions] == list(range(before.seq + 1, state.seq + 1))
-        # Refused versions are never started.
+        # Refused versions are never started (unless the same answer allowed them again).
+        allowed = event.cleared if isinstance(event, CheckedIn) and event.changed else set()
         for command in commands:
             if isinstance(command, Download):
-                assert command.target.key not in before.refused
+                assert command.target.key not in before.refused - allowed
 
 
 def test_a_desired_state_put_off_during_a_trial_is_taken_up_when_it_ends():

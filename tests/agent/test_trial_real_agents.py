@@ -47,7 +47,7 @@ def start_agent(live: LiveServer, work: Path, name: str) -> subprocess.Popen[byt
                 "hardware": "x86_64",
                 "firmware": "2.0.0",
                 "serve_port": None,
-                "poll_interval_s": 0.5,
+                "checkin_interval_s": 0.5,
             }
         )
     )

@@ -113,7 +113,7 @@ def test_two_agent_processes(live: LiveServer, tmp_path, example_bundles):
                         "hardware": "x86_64",
                         "firmware": "2.0.0",
                         "serve_port": None,
-                        "poll_interval_s": 0.2,
+                        "checkin_interval_s": 0.2,
                         "trial_replay_per_s": 2000,
                         "telemetry_interval_s": 1,
                     }

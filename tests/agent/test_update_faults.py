@@ -1,6 +1,6 @@
 """The agent outlives whatever the server or its disk does to one update: each failure
 ends in a reported FAILED with a reason code, the previous model serving throughout,
-and the agent's loop polling on.
+and the agent's loop checking in on.
 
 The real agent runs its real loop against the real server, with its TUF traffic going
 through ``FaultyTransport`` (tests/signing/faults.py), which forwards it unless the case
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import httpx
 import pytest
@@ -62,7 +63,7 @@ class Device:
         )
         genuine.close()
         desired(live, name, "1.0.0", min_inferences=1)
-        self.agent.poll_once()
+        self.agent.check_in_once()
         assert self.serves_1_0_0
         desired(live, name, "1.1.0")
 
@@ -102,38 +103,39 @@ class StopLoopError(Exception):
     pass
 
 
-def run_loop(agent: Agent, polls: int) -> int:
-    """Run the agent's loop (``run_forever``) until it has polled ``polls`` times;
-    an exception escaping a poll ends it and the test. Returns the polls done."""
+def run_loop(agent: Agent, checkins: int) -> int:
+    """Run the agent's loop (``run_forever``) until it has checked in ``checkins``
+    times; an exception escaping a check-in ends it and the test. Returns the check-ins
+    done."""
     done = []
-    poll, sleep = agent.poll_once, agent.sleep
+    check_in, sleep = agent.check_in_once, agent.sleep
 
     def counted() -> bool:
         try:
-            return poll()
+            return check_in()
         finally:
             done.append(True)
 
     def stop_after(seconds: float) -> None:
-        if len(done) >= polls:
+        if len(done) >= checkins:
             raise StopLoopError
         sleep(seconds)
 
-    agent.poll_once, agent.sleep = counted, stop_after
-    try:
-        with pytest.raises(StopLoopError):
-            agent.run_forever()
-    finally:
-        del agent.poll_once
-        agent.sleep = sleep
+    with (
+        patch.object(agent, "check_in_once", counted),
+        patch.object(agent, "sleep", stop_after),
+        pytest.raises(StopLoopError),
+    ):
+        agent.run_forever()
     return len(done)
 
 
 def assert_survived(live: LiveServer, device: Device, reason: str) -> None:
-    """Run two polls of the loop: the first meets the fault, the second must happen."""
+    """Run two check-ins of the loop: the first meets the fault, the second must
+    happen."""
     agent = device.agent
     seq = agent.state.seq
-    assert run_loop(agent, polls=2) == 2
+    assert run_loop(agent, checkins=2) == 2
     assert agent.state.state is State.FAILED
     assert agent.state.last_error is not None and agent.state.last_error["reason"] == reason
     assert device.serves_1_0_0

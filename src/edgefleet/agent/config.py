@@ -7,7 +7,7 @@
     enrollment_token: efe_...          # used once; the credential is kept in state_dir
     state_dir: /var/lib/edgefleet
     attributes: {region: eu-west, site: plant-3}
-    poll_interval_s: 60
+    checkin_interval_s: 60             # poll_interval_s, its old name, is read too
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
+from edgefleet.agent.checkin import DEFAULT_JITTER
 from edgefleet.errors import ConfigError
 from edgefleet.fleet.domain import DEVICE_ID_PATTERN
 
@@ -34,8 +35,15 @@ class AgentConfig(BaseModel):
     attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
     hardware: str | None = Field(default=None, description="default: the device profile's machine")
     firmware: str = "0.0.0"
-    poll_interval_s: float = Field(default=60.0, gt=0)
-    jitter: float = Field(default=0.1, ge=0, le=1, description="± share of the poll interval")
+    checkin_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices("checkin_interval_s", "poll_interval_s"),
+        description="seconds between check-ins (poll_interval_s, its old name, is read too)",
+    )
+    jitter: float = Field(
+        default=DEFAULT_JITTER, ge=0, le=1, description="± share of the check-in interval"
+    )
     max_backoff_s: float = Field(default=300.0, gt=0)
     telemetry_interval_s: float = Field(default=60.0, gt=0)
     max_queued_telemetry: int = Field(default=1000, ge=1)

@@ -31,7 +31,7 @@ class Enrollment:
 
 
 class ServerLink:
-    """Enrollment, desired-state polls and reports over HTTP."""
+    """Enrollment, check-ins and reports over HTTP."""
 
     def __init__(
         self, server: str, device_id: str, *, timeout: float, client: httpx.Client | None = None
@@ -65,20 +65,20 @@ class ServerLink:
         return response
 
     def enroll(
-        self, token: str, attributes: dict[str, Any], poll_interval_s: int
+        self, token: str, attributes: dict[str, Any], checkin_interval_s: int
     ) -> tuple[Enrollment, bytes]:
         body = {
             "device_id": self.device_id,
             "enrollment_token": token,
             "attributes": attributes,
-            "poll_interval_s": poll_interval_s,
+            "poll_interval_s": checkin_interval_s,  # the device API's name
         }
         data = self._request("POST", f"{self.base}/api/v1/enroll", json=body).json()
         root = json.dumps(data["tuf_root"]).encode()
         return Enrollment(data["device_id"], data["credential"], data["urls"]), root
 
     def desired(self, etag: str | None) -> tuple[str | None, dict[str, Any] | None, bool]:
-        """(etag, desired state, changed). ``changed`` is false on 304."""
+        """Check in: (etag, desired state, changed). ``changed`` is false on 304."""
         headers = {"If-None-Match": etag} if etag else {}
         response = self._request(
             "GET", f"{self.base}/api/v1/devices/{self.device_id}/desired", headers=headers

@@ -1,6 +1,6 @@
 """Whether a download may start now (pure): free disk, battery, network, time window.
 
-An unmet precondition defers the download to a later poll; it is not a failure and does
+An unmet precondition defers the download to a later check-in; it is not a failure and does
 not count against the download's attempts.
 """
 

@@ -4,6 +4,9 @@ runtime and the clock.
 Every step follows one order: compute the transition (pure), persist the new state,
 queue the transition events for the server, then carry out the commands; each
 command's outcome is the next event. A crash at any point restarts into ``recover``.
+A check-in is a step too: its answer is the event (``CheckedIn``), and when to check
+in, how to back off and what to send after are ``agent.checkin``'s, which the
+simulator's virtual devices (``sim.device``) follow as well.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from edgefleet.agent.checkin import CheckinPolicy, LastAnswer, converged, plan_flush
 from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.crash import crashpoint
 from edgefleet.agent.link import ServerError, ServerLink, load_enrollment, save_enrollment
@@ -39,14 +43,13 @@ from edgefleet.agent.statemachine import (
     ActivationFailed,
     AgentState,
     Command,
-    DesiredChanged,
+    DesiredModel,
     Discard,
     Download,
     DownloadDeferred,
     Downloaded,
     DownloadFailed,
     Event,
-    OperatorCleared,
     RetryLater,
     RunShadow,
     RunTrial,
@@ -57,7 +60,6 @@ from edgefleet.agent.statemachine import (
     SmokeTest,
     State,
     SwitchBack,
-    Target,
     Transition,
     TrialFailed,
     TrialPassed,
@@ -67,6 +69,7 @@ from edgefleet.agent.statemachine import (
     recover,
     reported_state,
     step,
+    to_json,
 )
 from edgefleet.agent.trial import TrialRun, Verdict, judge_shadow
 from edgefleet.fleet.domain import Preconditions, ShadowPolicy, TrialPolicy
@@ -126,9 +129,13 @@ class Agent:
         self.clock = clock
         self.health = HealthProbe(disk_path=self.root)
         self.state = AgentState.initial()
-        self.etag: str | None = None
+        #: The ETag and desired model of the server's last answer.
+        self.last_answer = LastAnswer()
+        #: The trial policy of the last desired state: the default of an update whose
+        #: model came without one.
         self.trial_policy = TrialPolicy()
-        self.desired_target: Target | None = None
+        #: The reported state the server last took (``None``: none since the start).
+        self.last_report: dict[str, Any] | None = None
         self._loaded: dict[str, LoadedModel] = {}
         self._tolerance: dict[str, Tolerance] = {}
         self._delivery: DeliveryClient | None = None
@@ -203,7 +210,7 @@ class Agent:
         marker.unlink()
         return True
 
-    def _policy(self, target: Target | None) -> TrialPolicy:
+    def _policy(self, target: DesiredModel | None) -> TrialPolicy:
         """The trial policy of ``target``: its own, or the agent's default."""
         if target is None or not target.trial:
             return self.trial_policy
@@ -227,7 +234,9 @@ class Agent:
                 "firmware": self.facts.firmware,
             }
             enrollment, root = self.link.enroll(
-                self.config.enrollment_token, attributes, max(1, round(self.config.poll_interval_s))
+                self.config.enrollment_token,
+                attributes,
+                max(1, round(self.config.checkin_interval_s)),
             )
             (self.root / "tuf").mkdir(parents=True, exist_ok=True)
             (self.root / "tuf" / "root.json").write_bytes(root)
@@ -246,84 +255,67 @@ class Agent:
 
     # -- the loop -----------------------------------------------------------------
 
-    def poll_once(self) -> bool:
-        """Poll the desired state once and act on a change; flush queued reports.
+    @property
+    def checkin_policy(self) -> CheckinPolicy:
+        """When to check in, back off and queue telemetry, from the config."""
+        config = self.config
+        return CheckinPolicy(
+            interval_s=config.checkin_interval_s,
+            max_backoff_s=config.max_backoff_s,
+            telemetry_interval_s=config.telemetry_interval_s,
+            jitter=config.jitter,
+        )
 
-        Returns whether the desired state changed. Raises ServerError when unreachable.
+    def check_in_once(self) -> bool:
+        """Check in once: fetch the desired state, let the core act on the answer, then
+        send the queued reports.
+
+        Returns whether the desired state changed.
+
+        Raises:
+            ServerError: the server is unreachable or refused a request.
         """
-        etag, desired, changed = self.link.desired(self.etag)
+        answer = self.last_answer
+        etag, desired, changed = self.link.desired(answer.etag)
         if changed:
-            self.etag = etag
             self.trial_policy = TrialPolicy.model_validate((desired or {}).get("trial") or {})
-            target = Target.from_desired(desired)
-            self.desired_target = target
-            # An operator may allow refused versions again through the desired config.
-            cleared = ((desired or {}).get("config") or {}).get("clear_refused") or []
-            for key in cleared:
-                if isinstance(key, str) and key in self.state.refused:
-                    self.handle(OperatorCleared(key))
-            if target is not None and self.state.target == target:
-                # The same update with new policies (trial, preconditions): keep them.
-                self.state = replace(self.state, target=target)
-                self.store.save(self.state)
-        seq = self.state.seq
-        if changed or self.state.state in SETTLED:
-            # Also when settled: a desired state that arrived while a trial was running
-            # was put off (the core finishes the trial first) and is taken up now.
-            # On a device that already follows it this is a no-op.
-            self.handle(DesiredChanged(self.desired_target))
-        if (
-            self.state.state is State.DOWNLOADING
-            and self.state.target is not None
-            and self.state.seq == seq
-        ):
-            # A download deferred on an earlier poll (a precondition did not hold): retry.
-            self._execute([Download(self.state.target, self.state.inactive)])
+            self.handle(answer.answered(etag, desired))
+        else:
+            self.handle(answer.unchanged)
         self.flush()
         return changed
 
-    def converge(self, max_polls: int = 50) -> AgentState:
-        """Poll until no update is in progress and the desired model is served (or
-        refused). For tests, and ``edgefleet agent run --once``."""
-        for _ in range(max_polls):
-            self.poll_once()
-            target = self.desired_target
-            active = self.state.active_content
-            served = target is None or (
-                active is not None
-                and (active.model, active.version) == (target.model, target.version)
-            )
-            if self.state.state in SETTLED and (
-                served or (target and target.key in self.state.refused)
-            ):
+    def converge(self, max_checkins: int = 50) -> AgentState:
+        """Check in until no update is in progress and the desired model is served (or
+        refused). For tests, and ``edgefleet agent run --once``.
+
+        Raises:
+            ServerError: as ``check_in_once``.
+        """
+        for _ in range(max_checkins):
+            self.check_in_once()
+            if converged(self.state, self.last_answer.model):
                 return self.state
-            if self.state.state in SETTLED and self.state.state is not State.IDLE:
-                return self.state
-            self.sleep(min(1.0, self.config.poll_interval_s))
+            self.sleep(min(1.0, self.config.checkin_interval_s))
         return self.state
 
     def run_forever(self) -> None:
-        """Poll with jitter; back off exponentially while the server is unreachable."""
+        """Check in at the configured interval with jitter, backing off while the
+        server is unreachable; queue telemetry when due."""
+        policy = self.checkin_policy
         failures = 0
-        last_telemetry = self.clock()
+        queued_at = self.clock()
         while True:
+            if policy.telemetry_due(self.clock(), queued_at):
+                self.queue_telemetry()
+                queued_at = self.clock()
             try:
-                self.poll_once()
+                self.check_in_once()
                 failures = 0
             except ServerError as exc:
                 failures += 1
-                log.warning("poll failed (%s); retrying with backoff", exc.message)
-            if self.clock() - last_telemetry >= self.config.telemetry_interval_s:
-                self.queue_telemetry()
-                last_telemetry = self.clock()
-            base = (
-                self.config.poll_interval_s
-                if not failures
-                else min(
-                    self.config.max_backoff_s, self.config.poll_interval_s * 2 ** min(failures, 10)
-                )
-            )
-            self.sleep(base * (1 + random.uniform(-self.config.jitter, self.config.jitter)))
+                log.warning("check-in failed (%s); retrying with backoff", exc.message)
+            self.sleep(policy.delay_s(failures, random.random()))
 
     # -- driving the core ---------------------------------------------------------
 
@@ -337,7 +329,8 @@ class Agent:
         # past the saved state, which the next start drops and recovery makes again;
         # the other order lost the event of a saved transition for good.
         self.outbox.add_events([t.to_event(_now()) for t in transitions])
-        if state != self.state or transitions:
+        # Compared as saved: a desired model's new policies do not make it unequal.
+        if transitions or (state is not self.state and to_json(state) != to_json(self.state)):
             crashpoint(f"events_queued:{state.state.value}")
             self.store.save(state)
         self.state = state
@@ -395,14 +388,13 @@ class Agent:
                 self.store.clear(command.slot, active=self.state.active)
             return None
         if isinstance(command, RetryLater):
-            self.sleep(min(self.config.max_backoff_s, 2.0**command.attempt))
-            assert self.state.target is not None
-            return self._download(self.state.target, self.state.inactive)
+            self.sleep(self.checkin_policy.download_retry_s(command.attempt))
+            return None
         raise AssertionError(f"unknown command {command!r}")
 
     # -- commands -----------------------------------------------------------------
 
-    def _download(self, target: Target, slot: str) -> Event:
+    def _download(self, target: DesiredModel, slot: str) -> Event:
         try:
             return self._fetch(target, slot)
         except Exception as exc:
@@ -413,7 +405,7 @@ class Agent:
                 "internal_error", False, {"message": f"{type(exc).__name__}: {exc}"[:200]}
             )
 
-    def _fetch(self, target: Target, slot: str) -> Event:
+    def _fetch(self, target: DesiredModel, slot: str) -> Event:
         assert self._delivery is not None
         reason = unmet(
             Preconditions.model_validate(target.preconditions),
@@ -468,7 +460,7 @@ class Agent:
         part = partial_path(self.store.model_file(slot), sha256)
         return part.stat().st_size if part.exists() else 0
 
-    def _verify(self, target: Target, slot: str) -> Event:
+    def _verify(self, target: DesiredModel, slot: str) -> Event:
         path = self.store.model_file(slot)
         digest = hashlib.sha256()
         try:
@@ -483,10 +475,10 @@ class Agent:
             return VerificationFailed("hash_mismatch", {"sha256": digest.hexdigest()})
         return Verified()
 
-    def _identity(self, target: Target) -> ModelIdentity:
+    def _identity(self, target: DesiredModel) -> ModelIdentity:
         return ModelIdentity(target.model, target.version, target.variant)
 
-    def _smoke_test(self, target: Target, slot: str) -> Event:
+    def _smoke_test(self, target: DesiredModel, slot: str) -> Event:
         from edgefleet.runtime.errors import InferenceRuntimeError
 
         try:
@@ -506,7 +498,7 @@ class Agent:
         self._loaded[slot] = loaded
         return SmokePassed()
 
-    def _shadow_first(self, target: Target, slot: str) -> Event:
+    def _shadow_first(self, target: DesiredModel, slot: str) -> Event:
         """Run the candidate beside the serving model on a share of requests until
         its agreement and latency are judged; replay inputs when traffic is idle."""
         policy = ShadowPolicy.model_validate(target.shadow)
@@ -603,7 +595,7 @@ class Agent:
             rows.append(sample)
         return rows
 
-    def _trial(self, target: Target) -> Event:
+    def _trial(self, target: DesiredModel) -> Event:
         policy = self._policy(target)
         slot = self.state.active
         model = self.runtime.active_model
@@ -734,17 +726,26 @@ class Agent:
         return reported_state(self.state)
 
     def flush(self) -> None:
-        """Send queued events (in order), the reported state and queued telemetry."""
+        """Send what ``checkin.plan_flush`` says of the queued events (in order), the
+        reported state and the queued telemetry.
+
+        Raises:
+            ServerError: a request failed; what it carried stays queued.
+        """
         events = self.outbox.events()
-        for start in range(0, len(events), 500):
-            chunk = events[start : start + 500]
+        report = self.reported()
+        samples = self.outbox.telemetry()
+        plan = plan_flush(len(events), report, self.last_report, len(samples))
+        for size in plan.event_batches:
+            chunk, events = events[:size], events[size:]
             self.link.events(chunk)
             self.outbox.remove_events(chunk[-1]["seq"])
-        self.link.report(self.reported())
-        samples = self.outbox.telemetry()
-        if samples:
-            self.link.telemetry(samples[:1000])
-            self.outbox.clear_telemetry(min(len(samples), 1000))
+        if plan.report:
+            self.link.report(report)
+            self.last_report = report
+        if plan.samples:
+            self.link.telemetry(samples[: plan.samples])
+            self.outbox.clear_telemetry(plan.samples)
 
     def _load_recorded_inputs(self) -> None:
         path = self.root / RECORDED_INPUTS
@@ -860,9 +861,3 @@ def _rows(inputs: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
         {name: np.asarray(batch)[i : i + 1] for name, batch in inputs.items()} for i in range(count)
     ]
-
-
-def replace_state(agent: Agent, **changes: Any) -> None:
-    """Test helper: change the in-memory and persisted state together."""
-    agent.state = replace(agent.state, **changes)
-    agent.store.save(agent.state)

@@ -18,16 +18,22 @@ out (download into a slot, verify, smoke-test, switch the active slot, run a tri
 roll back, report). Every transition also yields a ``Transition`` record with a reason
 code and the next sequence number, which the shell persists before acting and reports
 to the server. ``recover(state)`` says what to do after a restart, from whatever state
-a crash left on disk::
+a crash left on disk.
+
+A check-in's answer is an event too (``CheckedIn``): the core decides what the desired
+state asks of the device, what an operator allowed again, and whether a download put
+off on an earlier check-in is tried again. ``agent.checkin`` reads the answer and holds
+the rest of the check-in policy (when to check in, what to send)::
 
     state = AgentState.initial()
-    state, commands, transitions = step(state, DesiredChanged(target))
-    # commands == [Download(target, slot="b")]
+    state, commands, transitions = step(state, CheckedIn(model))
+    # commands == [Download(model, slot="a")]
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -52,8 +58,12 @@ SETTLED = frozenset({State.IDLE, State.COMMITTED, State.ROLLED_BACK, State.FAILE
 
 
 @dataclass(frozen=True)
-class Target:
-    """The model version the device is asked to run (from the desired state)."""
+class DesiredModel:
+    """The model version the device is asked to run (from the desired state).
+
+    Equal when they name the same artifact: the policies that come with it do not count,
+    so a desired state that only changes them does not restart an update.
+    """
 
     model: str
     version: str
@@ -74,8 +84,8 @@ class Target:
         return f"{self.model}@{self.version}"
 
     @classmethod
-    def from_desired(cls, desired: dict[str, Any] | None) -> Target | None:
-        """The target of a desired state as the device API sends it (``None``: no model)."""
+    def from_desired(cls, desired: Mapping[str, Any] | None) -> DesiredModel | None:
+        """The model of a desired state as the device API sends it (``None``: no model)."""
         desired = desired or {}
         model = desired.get("model")
         if not model:
@@ -112,7 +122,7 @@ class AgentState:
     state: State = State.IDLE
     active: str | None = None  # "a", "b" or None (no model yet)
     slots: dict[str, SlotContent | None] = field(default_factory=lambda: {"a": None, "b": None})
-    target: Target | None = None
+    target: DesiredModel | None = None
     previous: str | None = None  # slot that was active before ACTIVATING (rollback point)
     refused: frozenset[str] = frozenset()  # versions never retried ("model@version")
     download_attempts: int = 0
@@ -141,7 +151,23 @@ class AgentState:
 
 @dataclass(frozen=True)
 class DesiredChanged:
-    target: Target | None
+    """The desired model is ``target`` (``None``: none asked for)."""
+
+    target: DesiredModel | None
+
+
+@dataclass(frozen=True)
+class CheckedIn:
+    """The server answered a check-in.
+
+    ``changed`` is false for "nothing changed" (304): ``desired`` is then the model of
+    the last answer. ``cleared``: refused versions ("model@version") an operator allows
+    again (the desired config's ``clear_refused``).
+    """
+
+    desired: DesiredModel | None
+    changed: bool = True
+    cleared: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -162,8 +188,8 @@ class DownloadFailed:
 
 @dataclass(frozen=True)
 class DownloadDeferred:
-    """A precondition does not hold yet (disk, battery, network, window): try again on
-    a later poll, without counting an attempt."""
+    """A precondition does not hold yet (disk, battery, network, window): try again at
+    a later check-in, without counting an attempt."""
 
     reason: str
 
@@ -231,7 +257,8 @@ class OperatorCleared:
 
 
 Event = (
-    DesiredChanged
+    CheckedIn
+    | DesiredChanged
     | Downloaded
     | DownloadFailed
     | DownloadDeferred
@@ -254,19 +281,19 @@ Event = (
 
 @dataclass(frozen=True)
 class Download:
-    target: Target
+    target: DesiredModel
     slot: str
 
 
 @dataclass(frozen=True)
 class Verify:
-    target: Target
+    target: DesiredModel
     slot: str
 
 
 @dataclass(frozen=True)
 class SmokeTest:
-    target: Target
+    target: DesiredModel
     slot: str
 
 
@@ -274,7 +301,7 @@ class SmokeTest:
 class RunShadow:
     """Run the verified candidate in ``slot`` beside the serving model and judge it."""
 
-    target: Target
+    target: DesiredModel
     slot: str
 
 
@@ -285,7 +312,7 @@ class Activate:
 
 @dataclass(frozen=True)
 class RunTrial:
-    target: Target
+    target: DesiredModel
     baseline_slot: str | None
 
 
@@ -305,7 +332,8 @@ class Discard:
 
 @dataclass(frozen=True)
 class RetryLater:
-    """Try the download again after a backoff (the shell picks the delay)."""
+    """Wait before the next command (the download again): ``agent.checkin`` says how
+    long after the ``attempt``-th failed attempt in a row."""
 
     attempt: int
 
@@ -434,6 +462,8 @@ def step(state: AgentState, event: Event) -> Result:
         if event.key not in state.refused:
             return state, [], []
         return replace(state, refused=state.refused - {event.key}, seq=state.seq), [], []
+    if isinstance(event, CheckedIn):
+        return _checked_in(state, event)
     if isinstance(event, DesiredChanged):
         return _desired(state, event.target)
     if now is State.DOWNLOADING:
@@ -446,7 +476,12 @@ def step(state: AgentState, event: Event) -> Result:
             attempts = 1 if event.progressed else state.download_attempts + 1
             if event.retryable and attempts < MAX_DOWNLOAD_ATTEMPTS:
                 # Stay in DOWNLOADING; the partial file is kept for the resume.
-                return replace(state, download_attempts=attempts), [RetryLater(attempts)], []
+                retry = Download(state.target, state.inactive)  # type: ignore[arg-type]
+                return (
+                    replace(state, download_attempts=attempts),
+                    [RetryLater(attempts), retry],
+                    [],
+                )
             return _refuse(
                 state, State.FAILED, event.reason, {**event.details, "attempts": attempts}
             )
@@ -540,7 +575,34 @@ def _roll_back_before_activation(state: AgentState, reason: str, details: dict[s
     return new_state, [SwitchBack(state.active), Discard(slot)], [record]
 
 
-def _desired(state: AgentState, target: Target | None) -> Result:
+def _checked_in(state: AgentState, event: CheckedIn) -> Result:
+    """What a check-in's answer asks of the device.
+
+    A new answer may allow refused versions again and may change only the policies of
+    the update in progress (kept, without restarting it). The desired model is taken up
+    on a new answer, and on every check-in while settled: one that arrived while a
+    model was on trial was put off (``_desired``) and is taken up now; on a device that
+    already follows it this changes nothing. A download that the answer leaves where it
+    was (put off by a precondition, or cut) is tried again.
+    """
+    desired = event.desired
+    if event.changed:
+        if state.refused & event.cleared:
+            state = replace(state, refused=state.refused - event.cleared)
+        if desired is not None and state.target == desired:
+            state = replace(state, target=desired)
+    commands: list[Command]
+    transitions: list[Transition]
+    if event.changed or state.state in SETTLED:
+        state, commands, transitions = _desired(state, desired)
+    else:
+        commands, transitions = [], []
+    if not transitions and state.state is State.DOWNLOADING and state.target is not None:
+        commands = [*commands, Download(state.target, state.inactive)]
+    return state, commands, transitions
+
+
+def _desired(state: AgentState, target: DesiredModel | None) -> Result:
     active = state.active_content
     if target is None:
         return state, [], []
@@ -581,7 +643,7 @@ def _desired(state: AgentState, target: Target | None) -> Result:
     return _start(state, target)
 
 
-def _start(state: AgentState, target: Target) -> Result:
+def _start(state: AgentState, target: DesiredModel) -> Result:
     new_state, record = _move(
         state,
         State.DOWNLOADING,
@@ -705,7 +767,7 @@ def from_json(data: dict[str, Any]) -> AgentState:
         state=State(data["state"]),
         active=active,
         slots=slots,
-        target=Target(**data["target"]) if data["target"] else None,
+        target=DesiredModel(**data["target"]) if data["target"] else None,
         previous=data["previous"],
         refused=frozenset(data["refused"]),
         download_attempts=int(data["download_attempts"]),

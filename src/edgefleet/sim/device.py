@@ -1,15 +1,16 @@
-"""A virtual device: the real agent state machine, driven over real HTTP by asyncio.
+"""A virtual device: the real agent core, driven over real HTTP by asyncio.
 
-Each ``VirtualDevice`` enrolls like a real one, polls its desired state with its ETag,
-feeds what it learns into ``agent.statemachine.step`` and carries out the commands the
-core returns, as ``agent.shell.Agent`` does, with three things simulated instead of
-done: the network (``sim.network.Link``: latency, loss, bandwidth, outages, so
-downloads really are throttled, cut and resumed with HTTP Range), the disk (a slot is
-a byte count, nothing is written) and the model (``sim.behaviour.VirtualModel``: the
-telemetry the real ONNX model's measured behaviour gives on this device). Trials are
-judged by the agent's own ``trial.TrialRun`` on that simulated traffic and on latency
-probe pairs drawn from the models' measured profiles. Thousands run in
-one process against one ``World``::
+Each ``VirtualDevice`` enrolls like a real one, checks in for its desired state with its
+ETag, feeds the answer into ``agent.statemachine.step`` and carries out the commands the
+core returns, as ``agent.shell.Agent`` does; when it checks in, backs off, waits to
+retry a download and what it sends after a check-in are ``agent.checkin``'s, as the
+agent's. Only the I/O differs, three things simulated instead of done: the network
+(``sim.network.Link``: latency, loss, bandwidth, outages, so downloads really are
+throttled, cut and resumed with HTTP Range), the disk (a slot is a byte count, nothing
+is written) and the model (``sim.behaviour.VirtualModel``: the telemetry the real ONNX
+model's measured behaviour gives on this device). Trials are judged by the agent's own
+``trial.TrialRun`` on that simulated traffic and on latency probe pairs drawn from the
+models' measured profiles. Thousands run in one process against one ``World``::
 
     world = World(base_url, http, delivery, token, models, scenario)
     device = VirtualDevice(spec, world)
@@ -23,7 +24,7 @@ import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 
+from edgefleet.agent.checkin import DEFAULT_JITTER, CheckinPolicy, LastAnswer, plan_flush
 from edgefleet.agent.preconditions import Conditions, unmet
 from edgefleet.agent.statemachine import (
     SETTLED,
@@ -38,7 +40,7 @@ from edgefleet.agent.statemachine import (
     Activated,
     AgentState,
     Command,
-    DesiredChanged,
+    DesiredModel,
     Discard,
     Download,
     DownloadDeferred,
@@ -54,7 +56,6 @@ from edgefleet.agent.statemachine import (
     SmokeTest,
     State,
     SwitchBack,
-    Target,
     Transition,
     TrialFailed,
     TrialPassed,
@@ -109,8 +110,8 @@ class Counters:
     #: version -> unclean restarts of devices while they served it (scenario behaviour)
     restarts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    #: round-trip times of desired-state polls that the server answered (ms), and
-    #: when each ended (``World.now``)
+    #: round-trip times of check-ins that the server answered (ms), and when each
+    #: ended (``World.now``)
     checkin_ms: list[float] = field(default_factory=list)
     checkin_t: list[float] = field(default_factory=list)
     #: of each check-in, the part of ``checkin_ms`` it waited for a pool connection
@@ -218,12 +219,14 @@ class DeviceSpec:
     region: str
     site: str
     network: NetworkProfile
-    poll_interval_s: float
+    checkin_interval_s: float
     seed: int
     run: str
     #: The device boots (and enrolls) at a random time within this many seconds of the
-    #: start, or within its poll interval when that is longer.
+    #: start, or within its check-in interval when that is longer.
     boot_within_s: float = 0.0
+    #: As the agent config's: the share of the interval each wait moves at random (±).
+    jitter: float = DEFAULT_JITTER
 
     @property
     def attributes(self) -> dict[str, str | bool]:
@@ -261,8 +264,14 @@ class VirtualDevice:
         self.state = AgentState.initial()
         self.credential: str | None = None
         self.enrolled = False
-        self.etag: str | None = None
-        self.desired: Target | None = None
+        #: The ETag and desired model of the server's last answer.
+        self.last_answer = LastAnswer()
+        self.checkin_policy = CheckinPolicy(
+            interval_s=spec.checkin_interval_s,
+            max_backoff_s=world.max_backoff_s,
+            telemetry_interval_s=world.telemetry_interval_s,
+            jitter=spec.jitter,
+        )
         self.offline: tuple[float, float] | None = None
         self.events: list[dict[str, Any]] = []
         self.last_report: dict[str, Any] | None = None
@@ -305,7 +314,7 @@ class VirtualDevice:
     # -- the loop -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Enroll, then poll until the world stops. Never raises: a failure of the
+        """Enroll, then check in until the world stops. Never raises: a failure of the
         simulator itself is recorded in the counters and ends this device."""
         try:
             await self._loop()
@@ -316,55 +325,43 @@ class VirtualDevice:
             self.world.counters.errors.append(f"{self.spec.device_id}: {exc!r}"[:300])
 
     async def _loop(self) -> None:
+        """As ``Agent.run_forever``."""
         world = self.world
+        policy = self.checkin_policy
         failures = 0
         # Devices do not all boot in the same instant.
-        boot = max(self.spec.poll_interval_s, self.spec.boot_within_s)
+        boot = max(self.spec.checkin_interval_s, self.spec.boot_within_s)
         await self._sleep(self.jitter.uniform(0, boot))
         while not world.stopping.is_set():
+            if policy.telemetry_due(world.now(), self._telemetry_at):
+                self._queue_telemetry()
             try:
                 if not self.enrolled:
                     await self._enroll()
-                await self.poll_once()
+                await self.check_in_once()
                 failures = 0
             except Unreachable:
                 failures += 1
-            delay = (
-                self.spec.poll_interval_s
-                if not failures
-                else min(world.max_backoff_s, self.spec.poll_interval_s * 2 ** min(failures, 10))
-            )
-            await self._sleep(delay * self.jitter.uniform(0.9, 1.1))
+            await self._sleep(policy.delay_s(failures, self.jitter.random()))
 
     async def _sleep(self, seconds: float) -> None:
         # A plain sleep (one timer): the runner cancels the device's task at the end.
         await asyncio.sleep(seconds)
 
-    async def poll_once(self) -> None:
-        """One check-in: telemetry when due, the desired state, acting on a change,
-        then the queued reports (as ``Agent.poll_once`` does)."""
-        now = self.world.now()
-        if now - self._telemetry_at >= self.world.telemetry_interval_s:
-            self._queue_telemetry()
+    async def check_in_once(self) -> None:
+        """Check in once, as ``Agent.check_in_once``: the desired state, the core's
+        answer carried out, then the queued reports. First the restarts the scenario
+        made since the last check-in."""
         if self._crashes:
             await self._restart()
-        headers = {"If-None-Match": self.etag} if self.etag else {}
+        answer = self.last_answer
+        headers = {"If-None-Match": answer.etag} if answer.etag else {}
         response = await self._request("GET", "desired", headers=headers)
-        if response.status_code != 304:
-            self.etag = response.headers.get("etag")
-            target = Target.from_desired(response.json().get("desired"))
-            self.desired = target
-            if target is not None and self.state.target == target:
-                # The same update with new policies: keep them (as the agent does).
-                self.state = replace(self.state, target=target)
-            await self.handle(DesiredChanged(target))
-        elif self.state.state in SETTLED:
-            # A desired state put off while a trial ran is taken up now (a no-op when
-            # the device already follows it), as the agent does.
-            await self.handle(DesiredChanged(self.desired))
-        elif self.state.state is State.DOWNLOADING and self.state.target is not None:
-            # A download deferred or cut on an earlier poll: try again.
-            await self._execute([Download(self.state.target, self.state.inactive)])
+        if response.status_code == HTTPStatus.NOT_MODIFIED:
+            await self.handle(answer.unchanged)
+        else:
+            etag = response.headers.get("etag")
+            await self.handle(answer.answered(etag, response.json().get("desired")))
         await self.flush()
 
     async def _enroll(self) -> None:
@@ -372,7 +369,7 @@ class VirtualDevice:
             "device_id": self.spec.device_id,
             "enrollment_token": self.world.enrollment_token,
             "attributes": self.spec.attributes,
-            "poll_interval_s": max(1, round(self.spec.poll_interval_s)),
+            "poll_interval_s": max(1, round(self.spec.checkin_interval_s)),
         }
         async with self.world.enrolling:
             response = await self._request("POST", "enroll", json_body=body, authenticated=False)
@@ -438,19 +435,20 @@ class VirtualDevice:
         return answer
 
     async def flush(self) -> None:
-        """Send queued events (in order), the reported state if it changed, telemetry."""
-        while self.events:
-            chunk = self.events[:500]
-            await self._request("POST", "events", json_body={"events": chunk})
-            del self.events[: len(chunk)]
+        """Send what ``checkin.plan_flush`` says of the queued events (in order), the
+        reported state and the queued telemetry, as ``Agent.flush``."""
         report = reported_state(self.state)
-        if report != self.last_report:
+        plan = plan_flush(len(self.events), report, self.last_report, len(self.telemetry))
+        for size in plan.event_batches:
+            await self._request("POST", "events", json_body={"events": self.events[:size]})
+            del self.events[:size]
+        if plan.report:
             await self._request("PUT", "reported", json_body=report)
             self.last_report = report
-        if self.telemetry:
-            batch = self.telemetry[:1000]
+        if plan.samples:
+            batch = self.telemetry[: plan.samples]
             await self._request("POST", "telemetry", json_body={"samples": batch})
-            del self.telemetry[: len(batch)]
+            del self.telemetry[: plan.samples]
 
     # -- driving the core -----------------------------------------------------------
 
@@ -462,7 +460,7 @@ class VirtualDevice:
     def _apply(self, state: AgentState, transitions: list[Transition]) -> None:
         if state.active_content != self.state.active_content:
             # Traffic so far belongs to the model serving so far. (Only then: a
-            # settled device steps its core on every poll, and drawing an interval's
+            # settled device steps its core on every check-in, and drawing an interval's
             # traffic was a fifth of the simulator's CPU at 5,000 devices.)
             self._account()
         self.state = state
@@ -508,14 +506,13 @@ class VirtualDevice:
             self._partials.pop(command.slot, None)
             return None
         if isinstance(command, RetryLater):
-            await self._sleep(min(self.world.max_backoff_s, 2.0**command.attempt))
-            assert self.state.target is not None
-            return await self._download(self.state.target, self.state.inactive)
+            await self._sleep(self.checkin_policy.download_retry_s(command.attempt))
+            return None
         raise AssertionError(f"unknown command {command!r}")
 
     # -- commands -------------------------------------------------------------------
 
-    async def _download(self, target: Target, slot: str) -> Event:
+    async def _download(self, target: DesiredModel, slot: str) -> Event:
         reason = unmet(
             Preconditions.model_validate(target.preconditions),
             target.size / 2**20,
@@ -604,13 +601,13 @@ class VirtualDevice:
             return f"download cut at {partial.offset} of {size} bytes: {exc}"
         return None
 
-    async def _verify(self, target: Target, slot: str) -> Event:
+    async def _verify(self, target: DesiredModel, slot: str) -> Event:
         partial = self._partials.get(slot)
         if partial is None or partial.sha256 != target.sha256 or partial.offset != target.size:
             return VerificationFailed("missing_file", {})
         return Verified()
 
-    def _smoke_test(self, target: Target) -> Event:
+    def _smoke_test(self, target: DesiredModel) -> Event:
         behaviour = self.world.behaviours.get(target.version)
         if behaviour is not None and self.spec.kind.revision in behaviour.load_fails_on:
             return SmokeFailed(
@@ -621,7 +618,7 @@ class VirtualDevice:
             return SmokeFailed("load_failed", {"message": "no measured behaviour"})
         return SmokePassed()
 
-    async def _run_trial(self, target: Target) -> Event | None:
+    async def _run_trial(self, target: DesiredModel) -> Event | None:
         policy = TrialPolicy.model_validate(target.trial) if target.trial else TrialPolicy()
         key = (target.version, target.variant)
         candidate, previous = self._model(*key), self._previous

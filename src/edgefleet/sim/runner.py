@@ -243,7 +243,7 @@ def make_fleet(scenario: Scenario, run_id: str) -> list[DeviceSpec]:
                 region=region,
                 site=f"{region}-site-{rng.randrange(fleet.sites_per_region)}",
                 network=network,
-                poll_interval_s=rng.uniform(low, high),
+                checkin_interval_s=rng.uniform(low, high),
                 seed=scenario.seed * 1_000_003 + i,
                 run=run_id,
                 boot_within_s=boot_within,
