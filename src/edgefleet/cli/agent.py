@@ -116,7 +116,7 @@ def run(
         return
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            # A trial a restart interrupted resumes here, before the poll loop.
+            # A trial a restart interrupted resumes here, before the check-in loop.
             agent.start()
             if settings.serve_port is not None:
                 from edgefleet.agent.metrics import AgentCollector
