@@ -20,14 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefleet.rollout.controller import RolloutState
+from edgefleet.rollout.lifecycle import TERMINAL_STATES, RolloutState
 from edgefleet.sim.result import GateLook
 from edgefleet.sim.scenario import Release
 
 #: The rollout states at which the run stops watching: ended, or paused for an operator.
-OVER = frozenset(
-    {RolloutState.SUCCEEDED, RolloutState.ABORTED, RolloutState.FAILED, RolloutState.PAUSED}
-)
+OVER = TERMINAL_STATES | {RolloutState.PAUSED}
 #: How the server's decision log and rollout reason name a gate failure.
 GATE_FAILED = "gate_failed"
 
