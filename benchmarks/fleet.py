@@ -49,7 +49,7 @@ name: fleet-benchmark
 description: digits 1.1.0 to every device of a large fleet in five waves
 baseline: 1.0.0
 fleet:
-  poll_interval_s: [{low}, {high}]
+  checkin_interval_s: [{low}, {high}]
   telemetry_interval_s: {telemetry}
   requests_per_s: 1000
   max_backoff_s: 30

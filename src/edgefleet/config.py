@@ -56,14 +56,14 @@ class Settings(BaseSettings):
     offline_after_intervals: float = Field(
         default=3.0,
         gt=1,
-        description="poll intervals without a check-in before a device is offline",
+        description="check-in intervals without a check-in before a device is offline",
     )
     http_keep_alive_s: int = Field(
         default=75,
         ge=1,
         le=3600,
         description="how long the server keeps an idle HTTP connection open: longer than "
-        "the devices' poll interval, so a poll reuses its connection (no new TCP or TLS "
+        "the devices' check-in interval, so a check-in reuses its connection (no new TCP or TLS "
         "handshake each time)",
     )
     checkin_cache_refresh_s: float = Field(

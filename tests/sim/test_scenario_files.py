@@ -46,7 +46,7 @@ def test_a_minimal_file_gets_the_documented_defaults(tmp_path):
     rollout.target = "region:eu-west OR hw:x86_64"
     body = rollout.body("digits", "1.1.0", "sim_run:abc")
     assert body["target"] == "sim_run:abc AND (region:eu-west OR hw:x86_64)"
-    assert scenario.fleet.poll_interval_s == (2.0, 4.0)
+    assert scenario.fleet.checkin_interval_s == (2.0, 4.0)
 
 
 def test_the_fleet_is_drawn_by_weight_and_is_the_same_for_a_seed():
@@ -57,8 +57,8 @@ def test_the_fleet_is_drawn_by_weight_and_is_the_same_for_a_seed():
     kinds = {k.name: sum(d.kind.name == k.name for d in fleet) for k in scenario.fleet.kinds}
     # weights 3 : 3 : 4
     assert 130 < kinds["gateway"] < 230 and 180 < kinds["camera"] < 300
-    low, high = scenario.fleet.poll_interval_s
-    assert all(low <= d.poll_interval_s <= high for d in fleet)
+    low, high = scenario.fleet.checkin_interval_s
+    assert all(low <= d.checkin_interval_s <= high for d in fleet)
     assert all(d.attributes["simulated"] is True for d in fleet)
     assert all(d.attributes["sim_run"] == "r1" and "-r1-" in d.device_id for d in fleet)
     other = make_fleet(parse_scenario(MINIMAL + "seed: 5\n", devices=600), "r1")

@@ -213,7 +213,7 @@ class RolloutService:
         self, actor: Operator, rollout_id: str, *, revert: bool = True, reason: str = ""
     ) -> dict[str, Any]:
         """Stop a rollout; with ``revert`` every device it touched is sent back to its
-        previous version (devices switch slots locally; offline ones on their next poll)."""
+        previous version (devices switch slots locally; offline ones on their next check-in)."""
         actor.require(Role.OPERATOR)
         if revert:
             self._prefetch(rollout_id)

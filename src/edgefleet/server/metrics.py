@@ -98,7 +98,7 @@ class ServerMetrics:
         )
         self.checkins = Counter(
             "edgefleet_checkins",
-            "Device check-ins (desired-state polls)",
+            "Device check-ins (desired-state requests)",
             ["result"],
             registry=self.registry,
         )

@@ -1,7 +1,7 @@
 """The virtual devices' HTTP/1.1 client for the device API: keep-alive connections
 on asyncio protocols, responses parsed by httptools (the parser uvicorn uses).
 
-Ten thousand virtual devices polling every ten seconds are a thousand requests a
+Ten thousand virtual devices checking in every ten seconds are a thousand requests a
 second from the simulator's one event loop, where a general client's per-request
 machinery (sessions, tracing hooks, cookie jars, redirect and decompression
 handling, stream readers, a task per timeout) cost more CPU than the device

@@ -100,7 +100,7 @@ class ReleaseResult:
     #: the server's decision log of the rollout as its API returns it, each entry with
     #: ``t`` (seconds since the run started) added
     log: list[dict[str, Any]] = field(default_factory=list)
-    #: desired-state polls answered while the rollout ran, their round trip as the
+    #: check-ins answered while the rollout ran, their round trip as the
     #: devices saw it, and the simulator's own event-loop delay meanwhile
     checkins: int = 0
     checkin_p50_ms: float | None = None
@@ -142,7 +142,7 @@ class RunResult:
     #: requests the virtual devices sent, by outcome (ok, lost, offline, server_error)
     requests: dict[str, int]
     timeline: list[TimelinePoint] = field(default_factory=list)
-    #: desired-state polls the server answered, and their round trip as devices saw it
+    #: check-ins the server answered, and their round trip as devices saw it
     checkins: int = 0
     checkin_p50_ms: float | None = None
     checkin_p99_ms: float | None = None

@@ -229,7 +229,7 @@ def make_fleet(scenario: Scenario, run_id: str) -> list[DeviceSpec]:
         name: _network(NETWORK_PROFILES[name], fleet.network_overrides.get(name))
         for name in fleet.networks
     }
-    low, high = fleet.poll_interval_s
+    low, high = fleet.checkin_interval_s
     boot_within = scenario.devices / fleet.enroll_per_s
     devices = []
     for i in range(scenario.devices):

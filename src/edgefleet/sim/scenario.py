@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 
 from edgefleet.errors import EdgefleetError
 from edgefleet.fleet.domain import TrialPolicy
@@ -114,8 +114,11 @@ class FleetSpec(Body):
         description="network profile -> weight",
     )
     network_overrides: dict[str, NetworkOverride] = Field(default_factory=dict)
-    poll_interval_s: tuple[float, float] = Field(
-        default=(2.0, 4.0), description="each device polls every [low, high] seconds"
+    checkin_interval_s: tuple[float, float] = Field(
+        default=(2.0, 4.0),
+        validation_alias=AliasChoices("checkin_interval_s", "poll_interval_s"),
+        description="each device checks in every [low, high] seconds (poll_interval_s, its "
+        "old name, is read too)",
     )
     telemetry_interval_s: float = Field(default=2.0, gt=0)
     requests_per_s: float = Field(
@@ -127,7 +130,7 @@ class FleetSpec(Body):
         gt=0,
         description=(
             "devices that boot and enroll per second at the start: the fleet boots over "
-            "devices / enroll_per_s seconds, or over the poll interval when that is longer"
+            "devices / enroll_per_s seconds, or over the check-in interval when that is longer"
         ),
     )
 
@@ -139,9 +142,9 @@ class FleetSpec(Body):
                 f"unknown network profile(s) {', '.join(unknown)}; "
                 f"known: {', '.join(NETWORK_PROFILES)}"
             )
-        low, high = self.poll_interval_s
+        low, high = self.checkin_interval_s
         if not 0 < low <= high:
-            raise ValueError("poll_interval_s is [low, high] with 0 < low <= high")
+            raise ValueError("checkin_interval_s is [low, high] with 0 < low <= high")
         names = [k.name for k in self.kinds]
         if len(set(names)) != len(names):
             raise ValueError("device kind names must be unique")

@@ -303,7 +303,7 @@ def record_checkins(
 ) -> None:
     """Batch-update last-seen times and offline deadlines of checked-in devices.
 
-    ``seen`` maps a device's primary key to (check-in time, poll interval in seconds);
+    ``seen`` maps a device's primary key to (check-in time, check-in interval in seconds);
     a device is offline once ``multiple`` poll intervals pass without a check-in. One
     ``UPDATE ... FROM unnest(...)`` keeps the rows locked for as short a time
     as possible on PostgreSQL (an executemany of one UPDATE per device held them far
