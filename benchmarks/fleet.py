@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--telemetry", type=float, default=30.0, help="telemetry interval (s)")
     # Time compressed as in the scenarios (10 s bakes): a controller step every second
     # and a gate analysis every 5 s. The server's own defaults are 2 s and 30 s.
-    parser.add_argument("--tick", type=float, default=1.0, help="controller step (s)")
+    parser.add_argument("--tick", type=float, default=1.0, help="controller tick (s)")
     parser.add_argument(
         "--analysis-interval", type=float, default=5.0, help="least time between analyses (s)"
     )
