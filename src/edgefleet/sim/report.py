@@ -42,6 +42,7 @@ from rich.text import Text
 
 from edgefleet.agent.statemachine import State
 from edgefleet.fsutil import write_atomic
+from edgefleet.rollout.status import DeviceStatus
 from edgefleet.sim.result import (
     GateLook,
     ReleaseResult,
@@ -273,17 +274,18 @@ _REQUEST_OUTCOMES = {
     "refused": "the server refused it (4xx): a bug of the simulator or the server",
 }
 
-#: What each status of a rollout's device means (``rollout.controller.DeviceStatus``).
+#: What each status of a rollout's device means.
 _DEVICE_STATUSES = {
-    "assigned": "told to take the version, nothing heard since",
-    "downloading": "fetching the version",
-    "trial": "running the version on trial",
-    "committed": "kept the version after its trial",
-    "rolled_back": "went back to its previous version on its own (the trial failed or the "
-    "model did not load)",
-    "failed": "could not install the version",
-    "unreachable": "no news within the wave's device_timeout_s; the rollout went on without it",
-    "reverted": "sent back to its previous version when the rollout was aborted",
+    DeviceStatus.ASSIGNED: "told to take the version, nothing heard since",
+    DeviceStatus.DOWNLOADING: "fetching the version",
+    DeviceStatus.TRIAL: "running the version on trial",
+    DeviceStatus.COMMITTED: "kept the version after its trial",
+    DeviceStatus.ROLLED_BACK: "went back to its previous version on its own (the trial failed "
+    "or the model did not load)",
+    DeviceStatus.FAILED: "could not install the version",
+    DeviceStatus.UNREACHABLE: "no news within the wave's device_timeout_s; the rollout went on "
+    "without it",
+    DeviceStatus.REVERTED: "sent back to its previous version when the rollout was aborted",
 }
 
 
