@@ -14,6 +14,7 @@ from edgefleet.signing.errors import (
     HashMismatchError,
     IncompatibleFirmwareError,
     IncompatibleHardwareError,
+    InvalidMetadataError,
     MetadataExpiredError,
     MixAndMatchError,
     RevokedError,
@@ -212,6 +213,41 @@ def test_legitimate_root_rotation_is_followed(fleet, tmp_path):
     assert all(
         not (fleet.repository.keyring.keys_dir / f"root-{k[:12]}.pem").exists() for k in old_keys
     )
+
+
+@pytest.mark.parametrize("loss", ["removed", "dangling link"])
+def test_a_kill_while_ngclient_relinks_root_json_keeps_the_newest_trusted_root(
+    fleet, tmp_path, loss
+):
+    """python-tuf 7 replaces the root.json link by removing it first; a device killed
+    between the two keeps its trust: the newest root of its history, not the pinned
+    one it enrolled with."""
+    from edgefleet.signing.client import DeliveryClient
+
+    client = fleet.client()
+    client.resolve(FP32, X86)
+    fleet.repository.rotate("root", fleet.repository.keyring.new_keys("root", 1), 1)
+    client.resolve(FP32, X86)
+    link = client.metadata_dir / "root.json"
+    link.unlink()
+    if loss == "dangling link":
+        link.symlink_to("root_history/9.root.json")
+    restarted = DeliveryClient(
+        client.metadata_dir,
+        client.metadata_url,
+        client.targets_url,
+        pinned_root=fleet.pinned_root,
+    )
+    trusted = Metadata[Root].from_bytes(link.read_bytes())
+    assert trusted.signed.version == 2
+    assert restarted.resolve(FP32, X86).artifact.release >= 1
+
+
+def test_a_device_with_no_root_and_no_history_must_enroll(tmp_path):
+    from edgefleet.signing.client import DeliveryClient
+
+    with pytest.raises(InvalidMetadataError, match="must be enrolled first"):
+        DeliveryClient(tmp_path / "tuf", "http://127.0.0.1:1/m/", "http://127.0.0.1:1/t/")
 
 
 @pytest.mark.parametrize("role", ["targets", "snapshot", "timestamp"])

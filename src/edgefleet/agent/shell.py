@@ -239,7 +239,7 @@ class Agent:
                 max(1, round(self.config.checkin_interval_s)),
             )
             (self.root / "tuf").mkdir(parents=True, exist_ok=True)
-            (self.root / "tuf" / "root.json").write_bytes(root)
+            write_atomic(self.root / "tuf" / "root.json", root)
             save_enrollment(credential_file, enrollment)
         self.link.credential = enrollment.credential
         http = httpx.Client(

@@ -34,7 +34,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
-from edgefleet.fsutil import fsync_dir
+from edgefleet.fsutil import fsync_dir, write_atomic
 from edgefleet.progress import Advance
 from edgefleet.signing.errors import (
     BadRangeError,
@@ -80,6 +80,50 @@ class VerifiedTarget:
         return signed_sha256(self.info)
 
 
+def _trusted_root_present(metadata_dir: Path) -> bool:
+    # ``exists`` follows the link: a link to a missing history file is no root.
+    return (metadata_dir / "root.json").exists()
+
+
+def restore_trusted_root(metadata_dir: Path, pinned_root: bytes | None = None) -> None:
+    """Make sure ``metadata_dir/root.json`` holds the newest trusted root.
+
+    python-tuf 7's ngclient keeps every trusted root in ``root_history/N.root.json``
+    (written atomically) and points ``root.json`` at the newest with a link it
+    replaces by removing the old one first (upstream PR #3010 fixes that). A device
+    killed between the two, or a link the file system refused, would wake up with no
+    trust anchor and could never update again. Every file in the history was verified
+    before python-tuf wrote it, so the newest is the root the device last trusted: put
+    it back, atomically. Only a device with no history at all starts from
+    ``pinned_root``, the root it received at enrollment.
+
+    Raises:
+        InvalidMetadataError: no ``root.json``, no root history and no pinned root
+            (the device was never enrolled).
+    """
+    if _trusted_root_present(metadata_dir):
+        return
+    history = metadata_dir / "root_history"
+    versions = sorted(
+        (int(m.group(1)), f)
+        for f in (history.iterdir() if history.is_dir() else ())
+        if (m := _HISTORY_ROOT.fullmatch(f.name))
+    )
+    if versions:
+        trusted = versions[-1][1].read_bytes()
+    elif pinned_root is not None:
+        trusted = pinned_root
+    else:
+        raise InvalidMetadataError(
+            f"no trusted root in {metadata_dir}: the device must be enrolled first"
+        )
+    # The rename replaces a dangling link itself, never the file it names.
+    write_atomic(metadata_dir / "root.json", trusted)
+
+
+_HISTORY_ROOT = re.compile(r"([0-9]+)\.root\.json")
+
+
 class DeliveryClient:
     """Fetches signed targets for one device.
 
@@ -109,15 +153,10 @@ class DeliveryClient:
         self.http = http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0))
         self.config = config or UpdaterConfig()
         metadata_dir.mkdir(parents=True, exist_ok=True)
-        root_file = metadata_dir / "root.json"
-        if pinned_root is not None and not root_file.exists():
-            root_file.write_bytes(pinned_root)
-        if not root_file.exists():
-            raise InvalidMetadataError(
-                f"no trusted root in {metadata_dir}: the device must be enrolled first"
-            )
+        restore_trusted_root(metadata_dir, pinned_root)
 
     def _updater(self) -> Updater:
+        restore_trusted_root(self.metadata_dir)
         return Updater(
             str(self.metadata_dir),
             self.metadata_url,
