@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -20,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from edgefleet.drift.errors import SummaryError
+from edgefleet.drift.sketch import QuantileSummary
 from edgefleet.stdjson import Body, JsonObject
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -273,6 +276,26 @@ class HealthSample(Body):
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 Counts = Annotated[list[Count], Field(max_length=256)]
 
+#: Longest quantile summary text accepted (a device's 24-row summary is ~180 characters,
+#: a k=200 sketch of a billion values ~4,000).
+MAX_SKETCH_TEXT = 16 * 1024
+#: Latest epoch second accepted for a summary period (the year 5138: no clock reaches it,
+#: and it keeps the number exact as a double).
+MAX_EPOCH_S = 1e11
+
+
+def _decodes(text: str) -> str:
+    """A quantile summary's text as sent, once it decodes (malformed: refused, naming why)."""
+    try:
+        QuantileSummary.from_text(text)
+    except SummaryError as exc:
+        raise ValueError(f"not a quantile summary: {exc.message}") from None
+    return text
+
+
+SketchText = Annotated[str, Field(max_length=MAX_SKETCH_TEXT), AfterValidator(_decodes)]
+EpochSeconds = Annotated[StrictFloat, Field(ge=0, le=MAX_EPOCH_S)]
+
 
 class ModelMetrics(Body):
     """Mergeable per-model counters over the sample's interval."""
@@ -296,8 +319,42 @@ class ModelMetrics(Body):
     feature_counts: dict[Annotated[str, Field(max_length=128)], Counts] = Field(
         default_factory=dict,
         max_length=4096,
-        description="input feature histograms on the reference profile's bins",
+        description=(
+            "input feature histograms on the reference profile's bins, over the summary "
+            "period (period_start to period_end; sent once, in the sample that closes it)"
+        ),
     )
+    sketches: dict[Annotated[str, Field(max_length=128)], SketchText] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description=(
+            "quantile summaries of the summary period (feature name, or 'confidence' for "
+            "top-1 confidence, to QuantileSummary.to_text(): base64 of a KLL sketch); each "
+            "must decode, or the sample is refused naming the feature"
+        ),
+    )
+    sketch_rows: Count = Field(
+        default=0, description="input rows (a uniform sample of the period's) behind sketches"
+    )
+    period_start: EpochSeconds | None = Field(
+        default=None, description="when the summary period began (epoch seconds)"
+    )
+    period_end: EpochSeconds | None = Field(
+        default=None, description="when the summary period ended (epoch seconds)"
+    )
+
+    @model_validator(mode="after")
+    def _period(self) -> ModelMetrics:
+        if (self.period_start is None) != (self.period_end is None):
+            raise ValueError("period_start and period_end come together (or neither)")
+        if self.period_start is not None and self.period_end is not None:
+            if self.period_end < self.period_start:
+                raise ValueError(
+                    f"period_end ({self.period_end}) is before period_start ({self.period_start})"
+                )
+        elif self.sketches:
+            raise ValueError("sketches need the period they cover: period_start and period_end")
+        return self
 
 
 class TelemetrySample(Body):

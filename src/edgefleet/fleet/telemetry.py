@@ -9,6 +9,18 @@ A bucket also says how long its version served: the samples that listed it first
 ``served_samples``, and the first and last of their times kept (``served_first``,
 ``served_last``, epoch seconds). Over a device's buckets, that gives the time the
 device was on the version (``served_seconds``), which turns ``restarts`` into a rate.
+
+Drift summaries arrive once per summary period (an hour by default), in the sample that
+closes it: the period's ``feature_counts`` add up like the other histograms, its
+quantile summaries (``sketches``, feature name to ``QuantileSummary`` text) merge per
+feature, ``sketch_rows`` add up, and the bucket keeps the span of the periods it holds
+(``period_start`` the earliest, ``period_end`` the latest). A summary that cannot be
+decoded where two must merge (the API refuses malformed ones, so only a stored row
+written otherwise could hold one) is left out of the merge and counted in
+``sketches_invalid``, so that one bad row never stops a flush::
+
+    merged = merge_buckets(stored, pending)
+    QuantileSummary.from_text(merged["sketches"]["input[3]"]).n
 """
 
 from __future__ import annotations
@@ -20,6 +32,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import zip_longest
 from typing import Any
 
+from edgefleet.drift.errors import SummaryError
+from edgefleet.drift.sketch import QuantileSummary
 from edgefleet.fleet.domain import HealthSample, ModelMetrics, TelemetrySample
 
 BUCKET = timedelta(minutes=5)
@@ -33,7 +47,7 @@ BucketKey = tuple[datetime, str, str]
 
 _BUCKET_S = int(BUCKET.total_seconds())
 #: Bucket fields that merge by adding.
-_SUMS = frozenset({"inferences", "restarts", "served_samples"})
+_SUMS = frozenset({"inferences", "restarts", "served_samples", "sketch_rows", "sketches_invalid"})
 
 
 def bucket_of(at: datetime) -> datetime:
@@ -55,6 +69,39 @@ def add_counts(a: list[int], b: list[int]) -> list[int]:
     if not a or not b:  # the first of a bucket
         return list(a or b)
     return [x + y for x, y in zip_longest(a, b, fillvalue=0)]
+
+
+def merge_sketches(a: Mapping[str, str], b: Mapping[str, str]) -> tuple[dict[str, str], int]:
+    """Two sets of quantile summaries (feature name to text) merged per feature, and how
+    many summaries were left out because they do not decode (never raises: a feature
+    whose two summaries cannot be merged keeps the one that decodes)."""
+    merged = dict(a)
+    invalid = 0
+    for name, text in b.items():
+        mine = merged.get(name)
+        if mine is None:
+            merged[name] = text
+            continue
+        parts = []
+        for candidate in (mine, text):
+            try:
+                parts.append(QuantileSummary.from_text(candidate))
+            except SummaryError:
+                invalid += 1
+        if len(parts) == 2:
+            merged[name] = parts[0].merged(parts[1]).to_text()
+        elif parts:
+            merged[name] = parts[0].to_text()
+        else:
+            del merged[name]
+    return merged, invalid
+
+
+def _merge_sketches_into(merged: dict[str, Any], sketches: Mapping[str, str]) -> None:
+    combined, invalid = merge_sketches(merged.get("sketches", {}), sketches)
+    merged["sketches"] = combined
+    if invalid:
+        merged["sketches_invalid"] = merged.get("sketches_invalid", 0) + invalid
 
 
 def merge(
@@ -97,6 +144,14 @@ def merge(
             for feature, histogram in metrics.feature_counts.items():
                 features[feature] = add_counts(features.get(feature, []), histogram)
             merged["feature_counts"] = features
+        if metrics.sketches:
+            _merge_sketches_into(merged, metrics.sketches)
+        if metrics.sketch_rows:
+            merged["sketch_rows"] = merged.get("sketch_rows", 0) + metrics.sketch_rows
+        if metrics.period_start is not None and metrics.period_end is not None:
+            start, end = metrics.period_start, metrics.period_end
+            merged["period_start"] = min(merged.get("period_start", start), start)
+            merged["period_end"] = max(merged.get("period_end", end), end)
     return merged
 
 
@@ -108,10 +163,12 @@ def merge_buckets(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             merged[key] = value
         elif key in _SUMS:
             merged[key] = merged[key] + value
-        elif key == "served_first":
+        elif key in ("served_first", "period_start"):
             merged[key] = min(merged[key], value)
-        elif key == "served_last":
+        elif key in ("served_last", "period_end"):
             merged[key] = max(merged[key], value)
+        elif key == "sketches":
+            _merge_sketches_into(merged, value)
         elif key in ("latency_counts", "confidence_counts", "class_counts"):
             merged[key] = add_counts(merged[key], value)
         elif key == "feature_counts":
