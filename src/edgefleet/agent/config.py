@@ -8,6 +8,8 @@
     state_dir: /var/lib/edgefleet
     attributes: {region: eu-west, site: plant-3}
     checkin_interval_s: 60             # poll_interval_s, its old name, is read too
+    drift_period_s: 3600               # drift summaries: one per model an hour
+    sketch_rows: 24                    # input rows behind them
 """
 
 from __future__ import annotations
@@ -60,6 +62,25 @@ class AgentConfig(BaseModel):
         ge=0,
         le=100_000,
         description="application inputs kept (on disk too) for idle-trial replay; 0: none",
+    )
+    drift_period_s: float = Field(
+        default=3600.0,
+        ge=60,
+        le=7 * 86400,
+        description=(
+            "seconds a drift summary period lasts (periods end at multiples of it in epoch "
+            "time); its feature histograms and quantile summaries go in the telemetry "
+            "sample that closes it"
+        ),
+    )
+    sketch_rows: int = Field(
+        default=24,
+        ge=0,
+        le=4096,
+        description=(
+            "input rows per period and model behind the feature quantile summaries "
+            "(a uniform sample; 24 keeps a 100-feature model within 16 KB an hour); 0: none"
+        ),
     )
     http_timeout_s: float = Field(default=30.0, gt=0)
     metered: bool = Field(default=False, description="the device's network is metered (cellular)")

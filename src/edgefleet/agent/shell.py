@@ -122,7 +122,10 @@ class Agent:
         self.store = SlotStore(self.root)
         self.outbox = Outbox(self.root / "outbox", config.max_queued_telemetry)
         self.runtime = runtime or ModelRuntime(
-            backend=OnnxBackend(providers=config.providers), record_inputs=config.record_inputs
+            backend=OnnxBackend(providers=config.providers),
+            record_inputs=config.record_inputs,
+            drift_period_s=config.drift_period_s,
+            sketch_rows=config.sketch_rows,
         )
         self.link = ServerLink(config.server, config.device_id, timeout=config.http_timeout_s)
         self.sleep = sleep

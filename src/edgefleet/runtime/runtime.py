@@ -5,6 +5,15 @@ reads that reference once and runs on what it got, so a swap (build and warm up 
 session first, then replace the reference) can never hand a request half a model, and
 in-flight requests finish on the model they started with. Every request's metrics go to
 the model that answered it.
+
+Telemetry (``telemetry(reset=True)``, taken by the agent every telemetry interval) carries
+each model's counters since the last one, and, in the sample that closes a drift summary
+period (``drift_period_s``, default an hour), that period's feature histograms and
+quantile summaries (see ``edgefleet.runtime.metrics``)::
+
+    runtime = ModelRuntime(drift_period_s=3600, sketch_rows=24)
+    runtime.load(path, identity, profile=profile)
+    entries = runtime.telemetry(reset=True)     # the device API's ModelMetrics, active first
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +32,13 @@ from edgefleet.registry.domain import TensorSpec
 from edgefleet.registry.profile import ReferenceProfile
 from edgefleet.runtime.backend import Backend, OnnxBackend, Session, zeros_for
 from edgefleet.runtime.errors import InferenceRuntimeError, InvalidInputError, NoModelError
-from edgefleet.runtime.metrics import ModelIdentity, ModelMetrics, ModelStats
+from edgefleet.runtime.metrics import (
+    DRIFT_PERIOD_S,
+    SKETCH_ROWS,
+    ModelIdentity,
+    ModelMetrics,
+    ModelStats,
+)
 from edgefleet.runtime.shadow import ShadowRunner, ShadowStats
 from edgefleet.runtime.validate import InputValidator
 
@@ -89,6 +104,14 @@ class ModelRuntime:
         record_inputs: keep the first sample of every ``record_every``-th request, up
             to this many (the newest), so an idle device can replay real inputs to a
             model on trial; 0 records nothing.
+        drift_period_s: length of a drift summary period; periods end at multiples of
+            it in epoch time (an hour's on the hour).
+        sketch_rows: input rows per period and model from which the feature summaries
+            are built (a uniform sample of the feature-sampled requests; 0: none).
+        clock: the time in epoch seconds (periods are dated with it).
+
+    Raises:
+        ValueError: a setting out of its range (the message names it).
     """
 
     backend: Backend = field(default_factory=OnnxBackend)
@@ -96,6 +119,9 @@ class ModelRuntime:
     shadow_queue: int = 64
     record_inputs: int = 0
     record_every: int = 16
+    drift_period_s: float = DRIFT_PERIOD_S
+    sketch_rows: int = SKETCH_ROWS
+    clock: Callable[[], float] = time.time
     _active: LoadedModel | None = None
     _shadow: _Shadow | None = None
     _recorders: dict[int, ModelMetrics] = field(default_factory=dict)
@@ -106,6 +132,11 @@ class ModelRuntime:
     def __post_init__(self) -> None:
         if self.record_inputs < 0 or self.record_every < 1:
             raise ValueError("record_inputs must be >= 0 and record_every >= 1")
+        if not self.drift_period_s > 0 or self.sketch_rows < 0:
+            raise ValueError(
+                f"drift_period_s must be > 0 (not {self.drift_period_s}) and sketch_rows "
+                f">= 0 (not {self.sketch_rows})"
+            )
         self._recorded = deque(maxlen=self.record_inputs)
 
     # -- loading ----------------------------------------------------------------
@@ -132,6 +163,9 @@ class ModelRuntime:
             probabilities=probabilities,
             label=label,
             feature_every=self.feature_every,
+            drift_period_s=self.drift_period_s,
+            sketch_rows=self.sketch_rows,
+            clock=self.clock,
         )
         return LoadedModel(
             identity, session, metrics, probabilities, label, InputValidator(session.inputs), path
@@ -282,16 +316,22 @@ class ModelRuntime:
 
     def metrics(self, *, reset: bool = False) -> dict[str, tuple[ModelIdentity, ModelStats, str]]:
         """Counts per model since the last reset: the active model, the shadow candidate,
-        and models swapped out since (``role`` is active, shadow or retired)."""
+        and models swapped out since (``role`` is active, shadow or retired).
+
+        With ``reset``, each model's drift summary period closes if its end has come, and
+        a swapped-out model's whatever its end (what it saw is reported at once, not
+        dropped); the stats of a closed period carry its summary (``ModelStats``).
+        """
         with self._lock:
             active, shadow = self._active, self._shadow
             recorders = list(self._recorders.values())
         current = {id(m.metrics) for m in (active, shadow.model if shadow else None) if m}
         result: dict[str, tuple[ModelIdentity, ModelStats, str]] = {}
         for recorder in recorders:
-            stats = recorder.snapshot(reset=reset)
+            retired = id(recorder) not in current
+            stats = recorder.snapshot(reset=reset, flush=retired)
             key = recorder.identity.key()
-            if reset and id(recorder) not in current and stats.requests == 0 and not stats.errors:
+            if reset and retired and stats.requests == 0 and not stats.errors:
                 with self._lock:  # swapped out and quiet since the last report: forget it
                     self._recorders.pop(id(recorder), None)
             role = "retired"
@@ -306,22 +346,36 @@ class ModelRuntime:
 
     def telemetry(self, *, reset: bool = False) -> list[dict[str, Any]]:
         """Per-model metrics in the shape of the device API's telemetry body, the
-        active model first (the server files a sample's health under the first)."""
+        active model first (the server files a sample's health under the first).
+
+        An entry carries ``feature_counts``, ``sketches``, ``sketch_rows``,
+        ``period_start`` and ``period_end`` only in the sample that closes a summary
+        period (with ``reset``; ``sketches`` and ``sketch_rows`` only where the sketch
+        package is installed). Without ``reset`` it carries the open period's
+        ``feature_counts`` so far.
+        """
         entries = []
         order = {"active": 0, "shadow": 1, "retired": 2}
         ranked = sorted(self.metrics(reset=reset).values(), key=lambda entry: order[entry[2]])
         for identity, stats, _ in ranked:
             data = stats.to_dict()
-            entries.append(
-                {
-                    "model": identity.name,
-                    "version": identity.version,
-                    "inferences": data["inferences"],
-                    "errors": data["errors"],
-                    "latency_counts": data["latency_counts"],
-                    "confidence_counts": data["confidence_counts"],
-                    "class_counts": data["class_counts"],
-                    "feature_counts": data["feature_counts"],
-                }
-            )
+            entry = {
+                "model": identity.name,
+                "version": identity.version,
+                "inferences": data["inferences"],
+                "errors": data["errors"],
+                "latency_counts": data["latency_counts"],
+                "confidence_counts": data["confidence_counts"],
+                "class_counts": data["class_counts"],
+            }
+            if data["feature_counts"]:
+                entry["feature_counts"] = data["feature_counts"]
+            if stats.period_start is not None and stats.period_end is not None:
+                if stats.sketches:
+                    entry["sketches"] = data["sketches"]
+                    entry["sketch_rows"] = data["sketch_rows"]
+                # Milliseconds are plenty: a period is an hour, samples are 30 s apart.
+                entry["period_start"] = round(stats.period_start, 3)
+                entry["period_end"] = round(stats.period_end, 3)
+            entries.append(entry)
         return entries
