@@ -247,10 +247,19 @@ def test_bin_pvalues_are_reproducible_with_a_seeded_generator() -> None:
 
 
 def test_bin_pvalues_give_nan_for_an_empty_sample() -> None:
+    """An empty side is no test; a statistic that refuses empty sides never sees one."""
+
+    def strict_psi(reference: Array, current: Array) -> Array:
+        if np.any(reference.sum(axis=-1) == 0) or np.any(current.sum(axis=-1) == 0):
+            raise ValueError("a side has no counts")
+        return psi(reference, current)
+
     rng = np.random.default_rng(9)
-    reference = np.array([[10.0, 10.0, 10.0], [0.0, 0.0, 0.0]])
-    current = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
-    assert np.all(np.isnan(bin_pvalues(psi, reference, current, 1.0, rng)))
+    reference = np.array([[10.0, 10.0, 10.0], [0.0, 0.0, 0.0], [10.0, 10.0, 10.0]])
+    current = np.array([[0.0, 0.0, 0.0], [5.0, 5.0, 5.0], [1.0, 30.0, 1.0]])
+    p = bin_pvalues(strict_psi, reference, current, 1.0, rng)
+    assert np.all(np.isnan(p[:2]))
+    assert p[2] < 1e-3
 
 
 def test_bin_pvalues_of_a_degenerate_null() -> None:

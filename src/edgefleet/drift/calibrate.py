@@ -300,14 +300,21 @@ def bin_pvalues(
     shares = np.where(testable[..., None], ref / safe_ref[..., None], 1.0 / bins)
 
     scaled = cur * (n_eff / np.where(testable, n_cur, 1.0))[..., None]
-    observed = np.asarray(statistic(ref, scaled), dtype=np.float64)
+    # An empty side has no distribution (statistics may refuse it): stand-in counts
+    # there, and NaN in the result.
+    observed = np.asarray(
+        statistic(
+            np.where(testable[..., None], ref, 1.0), np.where(testable[..., None], scaled, 1.0)
+        ),
+        dtype=np.float64,
+    )
     if observed.shape != lead:
         raise CalibrationError(
             f"the statistic returned shape {observed.shape} for inputs of leading shape "
             f"{lead}: it must reduce the last (bins) axis only"
         )
 
-    ref_trials = np.rint(safe_ref).astype(np.int64)
+    ref_trials = np.maximum(np.rint(safe_ref), 1.0).astype(np.int64)
     cur_trials = n_eff.astype(np.int64)
     total = np.zeros(lead)
     total_sq = np.zeros(lead)
