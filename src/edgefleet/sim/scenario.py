@@ -133,6 +133,14 @@ class FleetSpec(Body):
             "devices / enroll_per_s seconds, or over the check-in interval when that is longer"
         ),
     )
+    drift_period_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "each device's drift summary period (its feature histograms and quantile "
+            "summaries are sent once per period); short in scenarios, an hour on devices"
+        ),
+    )
 
     @model_validator(mode="after")
     def _known(self) -> Self:
@@ -227,6 +235,112 @@ class Expect(Body):
     max_time_to_rollback_s: float | None = Field(default=None, gt=0)
 
 
+Transform = Literal["brightness", "noise", "blur", "class_mix"]
+
+
+class Drift(Body):
+    """A change of the inputs a cohort of devices sees, from a moment of the run on.
+
+    ``intensity`` is how far the change goes at its full extent: for ``brightness`` a
+    shift by that share of the inputs' full range (negative darkens, in [-1, 1]); for
+    ``noise`` Gaussian noise whose standard deviation is that share of the range; for
+    ``blur`` a Gaussian blur of up to ``intensity`` x 2 pixels; for ``class_mix`` how far
+    the true classes' mix moves from the traffic's towards ``classes``.
+    """
+
+    cohort: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=3072,
+        description="a targeting query over the devices' attributes (default: every device)",
+    )
+    transform: Transform
+    intensity: float = Field(ge=-1, le=1)
+    start_s: float = Field(
+        default=0.0, ge=0, description="seconds after every device serves the baseline"
+    )
+    ramp_s: float = Field(
+        default=0.0, ge=0, description="seconds to reach the full intensity (0: at once)"
+    )
+    classes: dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "class_mix only: the share of these true classes at full intensity (the rest "
+            "share what is left in their traffic proportions)"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.intensity == 0:
+            raise ValueError("intensity 0 changes nothing: give how far the drift goes")
+        if self.transform != "brightness" and self.intensity < 0:
+            raise ValueError(f"a {self.transform} intensity is between 0 and 1")
+        if self.transform == "class_mix":
+            if not self.classes:
+                raise ValueError("class_mix needs classes: the share of classes it moves to")
+            if any(not k.isdigit() for k in self.classes):
+                raise ValueError("classes are named by their index (0, 1, ...)")
+            if any(not 0 <= v <= 1 for v in self.classes.values()):
+                raise ValueError("class shares are between 0 and 1")
+            if sum(self.classes.values()) > 1 + 1e-9:
+                raise ValueError("class shares add up to more than 1")
+        elif self.classes is not None:
+            raise ValueError(f"classes is for class_mix only, not {self.transform}")
+        if self.cohort is not None:
+            # Imported here: scenarios without drift need no query parser.
+            from edgefleet.sim.cohort import Cohort, CohortError
+
+            try:
+                Cohort.parse(self.cohort)
+            except CohortError as exc:
+                raise ValueError(f"cohort: {exc.message}") from exc
+        return self
+
+
+class AlarmOn(Body):
+    """A segment (and optionally features) on which a drift alarm must open."""
+
+    segment: str = Field(
+        min_length=1,
+        max_length=256,
+        description='a segment as the drift report names it: "all", "site=eu-west-site-1"',
+    )
+    features: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description='features that must each alarm on it ("X[12]", "confidence", "classes")',
+    )
+
+
+class DriftExpect(Body):
+    """What must hold of the drift alarms the run saw; each field given is one check."""
+
+    alarm_on: list[AlarmOn] | None = Field(default=None, min_length=1)
+    max_time_to_alarm_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="from the first drift's start to each alarm_on segment's first alarm",
+    )
+    no_alarm: bool | list[str] | None = Field(
+        default=None,
+        description=(
+            "true: nothing may alarm in the run; or segments ('*' wildcards) that may not "
+            "alarm, except those alarm_on names"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.max_time_to_alarm_s is not None and not self.alarm_on:
+            raise ValueError("max_time_to_alarm_s needs alarm_on: the alarms it times")
+        if self.no_alarm is True and self.alarm_on:
+            raise ValueError("no_alarm: true contradicts alarm_on")
+        if isinstance(self.no_alarm, list) and not self.no_alarm:
+            raise ValueError("no_alarm is true, or a list of at least one segment")
+        return self
+
+
 class Rollout(Body):
     """The rollout definition of a release, less what the release says (model, version)."""
 
@@ -280,8 +394,52 @@ class Scenario(Body):
     traffic: Traffic = Traffic()
     offline: Offline | None = None
     server: ServerSettings = ServerSettings()
-    releases: list[Release] = Field(min_length=1, max_length=16)
+    releases: list[Release] = Field(default_factory=list, max_length=16)
+    drift: list[Drift] = Field(default_factory=list, max_length=16)
+    drift_monitors: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="drift monitors the run applies through the API (docs/drift.md's YAML)",
+    )
+    drift_expect: DriftExpect | None = None
+    drift_watch_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "with drift monitors: how long the run watches for alarms after every device "
+            "serves the baseline (and the releases are over); it ends sooner once every "
+            "alarm_on has been seen"
+        ),
+    )
     time_limit_s: float = Field(default=600.0, gt=0, description="the whole run, at most")
+
+    @model_validator(mode="after")
+    def _drift(self) -> Self:
+        if not self.releases and not self.drift_monitors:
+            raise ValueError(
+                "releases: List should have at least 1 item (a scenario without drift "
+                "monitors must release something)"
+            )
+        if self.drift_expect is not None and not self.drift_monitors:
+            raise ValueError("drift_expect needs drift_monitors: the monitors that alarm")
+        expect = self.drift_expect
+        if expect is not None and expect.max_time_to_alarm_s is not None and not self.drift:
+            raise ValueError(
+                "drift_expect.max_time_to_alarm_s needs drift: it times from its start"
+            )
+        for index, monitor in enumerate(self.drift_monitors):
+            if monitor.get("model") != self.model:
+                raise ValueError(
+                    f"drift_monitors.{index}.model: the run's devices serve {self.model}, "
+                    f"so a monitor of {monitor.get('model')!r} would see nothing"
+                )
+        return self
+
+    @property
+    def drifting(self) -> bool:
+        """Whether the devices summarise their inputs for drift: the scenario drifts them,
+        or monitors them (devices of any other scenario pay nothing for it)."""
+        return bool(self.drift or self.drift_monitors)
 
     @model_validator(mode="after")
     def _rollouts(self) -> Self:
