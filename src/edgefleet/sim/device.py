@@ -74,6 +74,7 @@ from edgefleet.signing.errors import DeliveryError
 from edgefleet.signing.policy import DeviceFacts
 from edgefleet.sim.behaviour import BehaviourProfile, DeviceNoise, VirtualModel, probe_pairs
 from edgefleet.sim.delivery import SharedDelivery
+from edgefleet.sim.drift import DriftWorld
 from edgefleet.sim.httpclient import Answer, ConnectionPool, HttpError
 from edgefleet.sim.network import Link, NetworkProfile
 from edgefleet.sim.scenario import RUN_ATTRIBUTE, Behaviour, DeviceKind
@@ -206,6 +207,8 @@ class World:
     )
     started: float = field(default_factory=time.monotonic)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: drifting inputs and drift summaries (scenarios with drift or drift monitors only)
+    drift: DriftWorld | None = None
 
     def now(self) -> float:
         """Seconds since the run started (the networks' and faults' clock)."""
@@ -292,6 +295,12 @@ class VirtualDevice:
         self._trial: tuple[tuple[str, str], ModelStats, TrialRun] | None = None
         self._baseline: ModelStats | None = None
         self._previous: VirtualModel | None = None
+        drift = world.drift
+        #: which of the scenario's drifts apply to this device, and its summary periods
+        self._drift_member = (
+            drift.inputs.membership(spec.attributes, spec.device_id) if drift else ()
+        )
+        self._summaries = drift.summaries(spec.seed) if drift else None
 
     # -- what the runner reads ------------------------------------------------------
 
@@ -699,6 +708,8 @@ class VirtualDevice:
             return
         requests = int(self.rng.poisson(self.world.requests_per_s * seconds))
         metrics, health = model.interval(requests=requests, seconds=seconds, rng=self.rng)
+        if self.world.drift is not None:
+            self._drifted(metrics, active.model, active.version, active.variant, summarise=True)
         stats = _stats(metrics)
         key = (active.model, active.version)
         behaviour = self.world.behaviours.get(active.version)
@@ -721,17 +732,56 @@ class VirtualDevice:
         if model is None:
             return None
         metrics, _ = model.interval(requests=BASELINE_REQUESTS, seconds=1.0, rng=self.rng)
+        if self.world.drift is not None and active is not None:
+            self._drifted(metrics, active.model, active.version, active.variant, summarise=False)
         return _stats(metrics)
+
+    def _drifted(
+        self, metrics: dict[str, Any], model: str, version: str, variant: str, *, summarise: bool
+    ) -> None:
+        """The interval's predicted classes and confidences from the rows this device's
+        drift levels draw (what the real model answered on them), and, with
+        ``summarise``, those rows into its drift summary period."""
+        drift = self.world.drift
+        assert drift is not None
+        started = time.perf_counter()
+        inputs = drift.inputs
+        levels = inputs.levels(self._drift_member, drift.t(self.world.now()))
+        pool = inputs.pool((version, variant), levels)
+        rows = pool.draw(metrics["inferences"], self.rng)
+        metrics["class_counts"] = pool.class_counts(rows)
+        metrics["confidence_counts"] = pool.confidence_counts(rows)
+        if summarise and self._summaries is not None:
+            self._summaries.observe(model, version, pool, rows)
+        drift.cost_s += time.perf_counter() - started
+        drift.intervals += 1
+
+    def _closed_periods(self, serving: tuple[str, str] | None) -> dict[tuple[str, str], Any]:
+        """The drift summary periods that closed, by (model, version); a version the
+        device no longer serves closes at once (as the runtime reports a retired model)."""
+        summaries, drift = self._summaries, self.world.drift
+        if summaries is None or drift is None:
+            return {}
+        started = time.perf_counter()
+        closed = {}
+        for key in summaries.serving():
+            fields = summaries.closed(*key, flush=key != serving)
+            if fields:
+                closed[key] = fields
+                drift.periods += 1
+        drift.cost_s += time.perf_counter() - started
+        return closed
 
     def _queue_telemetry(self) -> None:
         self._account()
         self._telemetry_at = self.world.now()
         serving = self.state.active_content
         first = (serving.model, serving.version) if serving is not None else None
+        periods = self._closed_periods(first)
         # The serving model first: the server files the health sample under it.
-        keys = [*self._pending, *(k for k in self._restarts if k not in self._pending)]
+        keys = list(dict.fromkeys([*self._pending, *self._restarts, *periods]))
         models = [
-            _entry(key, self._pending.get(key), self._restarts.get(key, 0))
+            _entry(key, self._pending.get(key), self._restarts.get(key, 0)) | periods.get(key, {})
             for key in sorted(keys, key=lambda key: key != first)
         ][:8]
         self._pending.clear()

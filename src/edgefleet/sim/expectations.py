@@ -14,15 +14,21 @@ when all of them did::
     checks = run_checks([ReleaseFacts(release.expect, result)], run)
     [f"{c.name}: expected {c.expected}, got {c.actual}" for c in checks if not c.passed]
     # ["1.2.0: rollout state: expected aborted, got succeeded"]
+
+A scenario's drift expectations (``drift_expect``) are held against the drift alarms the
+run read from the API (``DriftFacts``, ``drift_checks``): an alarm on a segment within a
+delay of the drift's start, no alarm at all, or none on other segments.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from edgefleet.sim.result import Check, ReleaseResult
-from edgefleet.sim.scenario import Expect
+from edgefleet.sim.scenario import DriftExpect, Expect
 
 #: Simulator errors a failed check shows (the rest are in the log).
 SHOWN_ERRORS = 5
@@ -57,9 +63,28 @@ class ReleaseFacts:
     max_unreachable: int = 0
 
 
-def run_checks(releases: Iterable[ReleaseFacts], run: RunFacts) -> list[Check]:
-    """Every release's checks, release by release, then that the simulator ran cleanly."""
+@dataclass(frozen=True)
+class DriftFacts:
+    """What the scenario expects of drift alarms and the alarms the run saw.
+
+    ``alarms`` are alarm dicts as the drift API returns them (``segment``, ``feature``,
+    ``state``, ...), each with ``opened_t``, when it opened on the run's clock.
+    """
+
+    expect: DriftExpect
+    alarms: Sequence[Mapping[str, Any]]
+    #: when the first drift of the scenario started (``None``: it has none)
+    started_t: float | None = None
+
+
+def run_checks(
+    releases: Iterable[ReleaseFacts], run: RunFacts, drift: DriftFacts | None = None
+) -> list[Check]:
+    """Every release's checks, release by release, the drift checks, then that the
+    simulator ran cleanly."""
     checks = [check for release in releases for check in release_checks(release, run)]
+    if drift is not None:
+        checks.extend(drift_checks(drift))
     errors = list(run.errors[:SHOWN_ERRORS])
     checks.append(Check("no simulator errors", not run.errors, [], errors))
     return checks
@@ -161,3 +186,93 @@ def _at_most(name: str, actual: float, limit: float) -> Check:
 
 def _at_least(name: str, actual: float, floor: float) -> Check:
     return Check(name, actual >= floor, f">= {floor}", actual)
+
+
+def drift_checks(facts: DriftFacts) -> list[Check]:
+    """One check per ``alarm_on`` entry (and one more per entry for
+    ``max_time_to_alarm_s``), then one for ``no_alarm``.
+
+    An ``alarm_on`` entry holds once an alarm on its segment opened after the first drift
+    started, on each of its features when it names some; its time to alarm is from that
+    start until the last of them first alarmed.
+    """
+    expect = facts.expect
+    checks: list[Check] = []
+    for entry in expect.alarm_on or ():
+        at = alarmed_at(facts, entry.segment, entry.features)
+        seen = sorted(
+            {
+                str(a.get("feature"))
+                for a in _after_start(facts)
+                if a.get("segment") == entry.segment
+            }
+        )
+        what = f"drift alarm on {entry.segment}" + (
+            f" for {', '.join(entry.features)}" if entry.features else ""
+        )
+        wanted = "an alarm" if not entry.features else f"alarms on {entry.features}"
+        checks.append(Check(what, at is not None, wanted, seen or "none"))
+        if expect.max_time_to_alarm_s is not None:
+            delay = None if at is None or facts.started_t is None else at - facts.started_t
+            checks.append(
+                Check(
+                    f"time to drift alarm on {entry.segment}",
+                    delay is not None and delay <= expect.max_time_to_alarm_s,
+                    f"<= {expect.max_time_to_alarm_s} s",
+                    None if delay is None else round(delay, 3),
+                )
+            )
+    if expect.no_alarm is True:
+        raised = [_name(a) for a in facts.alarms]
+        checks.append(Check("no drift alarm", not raised, [], raised[:SHOWN_ERRORS]))
+    elif expect.no_alarm:
+        allowed = {entry.segment for entry in expect.alarm_on or ()}
+        patterns = [_pattern(p) for p in expect.no_alarm]
+        raised = [
+            _name(a)
+            for a in facts.alarms
+            if str(a.get("segment")) not in allowed
+            and any(p.fullmatch(str(a.get("segment"))) for p in patterns)
+        ]
+        exempt = f" (but {', '.join(sorted(allowed))})" if allowed else ""
+        checks.append(
+            Check(
+                f"no drift alarm on {', '.join(expect.no_alarm)}{exempt}",
+                not raised,
+                [],
+                raised[:SHOWN_ERRORS],
+            )
+        )
+    return checks
+
+
+def alarmed_at(
+    facts: DriftFacts, segment: str, features: Sequence[str] | None = None
+) -> float | None:
+    """When (run clock) ``segment`` had alarmed after the first drift started: its first
+    alarm, or with ``features`` the first alarm of the last of them; ``None``: not yet."""
+    firsts: dict[str, float] = {}
+    for alarm in _after_start(facts):
+        if alarm.get("segment") != segment:
+            continue
+        feature, opened = str(alarm.get("feature")), float(alarm["opened_t"])
+        firsts[feature] = min(opened, firsts.get(feature, opened))
+    if features:
+        if any(feature not in firsts for feature in features):
+            return None
+        return max(firsts[feature] for feature in features)
+    return min(firsts.values(), default=None)
+
+
+def _after_start(facts: DriftFacts) -> list[Mapping[str, Any]]:
+    start = facts.started_t
+    return [a for a in facts.alarms if start is None or float(a["opened_t"]) >= start]
+
+
+def _name(alarm: Mapping[str, Any]) -> str:
+    return f"{alarm.get('segment')} {alarm.get('feature')}"
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    """A segment pattern, ``*`` matching any run of characters."""
+    return re.compile(".*".join(re.escape(part) for part in text.split("*")))

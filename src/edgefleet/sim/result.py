@@ -116,6 +116,46 @@ class ReleaseResult:
 
 
 @dataclass
+class DriftChange:
+    """One drift of the scenario as the run played it."""
+
+    transform: str
+    intensity: float
+    #: the cohort's targeting query (``None``: every device)
+    cohort: str | None
+    #: devices of the run in the cohort
+    devices: int
+    #: when it started and when it reached its full intensity
+    started_t: float
+    full_t: float
+
+
+@dataclass
+class DriftResult:
+    """What the run saw of drift: its changes, the monitors it applied and the alarms."""
+
+    #: the monitors as the API answered when the run applied them
+    monitors: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[DriftChange] = field(default_factory=list)
+    #: when every device served the baseline: t = 0 of the scenario's ``start_s``
+    clock_t: float | None = None
+    #: every drift alarm of the run's model as the API showed it last, each with
+    #: ``opened_t`` (and ``resolved_t`` once resolved) added, in the order they opened
+    alarms: list[dict[str, Any]] = field(default_factory=list)
+    #: per ``alarm_on`` segment: seconds from the first drift's start until it alarmed
+    time_to_alarm_s: dict[str, float | None] = field(default_factory=dict)
+    #: the last drift status the API gave (latest look per monitor)
+    status: dict[str, Any] = field(default_factory=dict)
+    #: the simulator's own cost: what the ladders took to make before the run, and the
+    #: mean CPU time of one device's interval of drifting traffic and summaries
+    prepare_s: float = 0.0
+    pools: int = 0
+    interval_cost_us: float | None = None
+    #: summary periods the devices closed and sent
+    periods_sent: int = 0
+
+
+@dataclass
 class RunResult:
     scenario: str
     description: str
@@ -156,6 +196,8 @@ class RunResult:
     checkin_windows: list[dict[str, float | None]] = field(default_factory=list)
     #: the run's id: its devices carry the attribute ``sim_run=<run id>``
     run_id: str = ""
+    #: what the run saw of drift (scenarios with drift or drift monitors only)
+    drift: DriftResult | None = None
 
     @property
     def passed(self) -> bool:

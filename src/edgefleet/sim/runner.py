@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import gc
+import hashlib
 import logging
 import random
 import secrets
@@ -36,6 +37,9 @@ from edgefleet.agent.statemachine import State
 from edgefleet.errors import EdgefleetError
 from edgefleet.looplag import watch_loop_lag
 from edgefleet.progress import NO_PROGRESS, Progress
+from edgefleet.registry.profile import ReferenceProfile
+from edgefleet.signing.errors import TargetNotFoundError
+from edgefleet.signing.layout import profile_path
 from edgefleet.sim.behaviour import BehaviourProfile, measure_together
 from edgefleet.sim.delivery import SharedDelivery
 from edgefleet.sim.device import (
@@ -46,10 +50,20 @@ from edgefleet.sim.device import (
     World,
     api_pool_size,
 )
-from edgefleet.sim.expectations import ReleaseFacts, RunFacts, run_checks
+from edgefleet.sim.drift import (
+    DriftInputError,
+    DriftInputs,
+    DriftWorld,
+    HeldOut,
+    OnnxPredictor,
+    traffic_shares,
+)
+from edgefleet.sim.expectations import DriftFacts, ReleaseFacts, RunFacts, alarmed_at, run_checks
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import (
+    DriftChange,
+    DriftResult,
     ReleaseResult,
     RunResult,
     TimelinePoint,
@@ -74,6 +88,8 @@ SAMPLE_SLICE = 1000
 #: The width of the result's check-in latency windows (s).
 CHECKIN_WINDOW_S = 10.0
 WATCH_EVERY_S = 0.5
+#: How often the run reads the drift alarms while it watches for them.
+DRIFT_WATCH_EVERY_S = 1.0
 
 
 class SimulationError(EdgefleetError):
@@ -131,10 +147,18 @@ def run_scenario(
     measured = progress.task("measuring the models", total=1)
     models = _measure(scenario, bundles)
     measured(1)
+    if target.server and scenario.drift_monitors:
+        raise SimulationError(
+            f"scenario {scenario.name} applies drift monitors, which replace the server's "
+            f"own monitor of {scenario.model}: run it against the embedded server (no --server)"
+        )
+    drift = _drift_world(scenario, bundles, say) if scenario.drifting else None
     if target.server:
         if not target.token:
             raise SimulationError("--server needs an operator API key (--token)")
-        run = _Run(scenario, work_dir, target.server, target.token, bundles, models, say, origin)
+        run = _Run(
+            scenario, work_dir, target.server, target.token, bundles, models, say, origin, drift
+        )
         return _run_loop(run.play(progress, keep_running))
     server = EmbeddedServer(work_dir / "server", scenario.server, database_url=target.database_url)
     say("starting an embedded server (SQLite, local files)")
@@ -142,7 +166,9 @@ def run_scenario(
     with server:
         serving(1)
         say(f"server on {server.url}")
-        run = _Run(scenario, work_dir, server.url, server.token, bundles, models, say, origin)
+        run = _Run(
+            scenario, work_dir, server.url, server.token, bundles, models, say, origin, drift
+        )
         return _run_loop(run.play(progress, keep_running))
 
 
@@ -183,21 +209,27 @@ def traffic_inputs(scenario: Scenario, count: int = 1000) -> np.ndarray:
     from edgefleet.examples.digits import load_split
 
     _, x_test, _, y_test = load_split(0)
-    classes = sorted({int(c) for c in y_test})
-    fixed = {int(k): v for k, v in scenario.traffic.class_shares.items()}
-    unknown = sorted(set(fixed) - set(classes))
-    if unknown:
-        raise SimulationError(f"traffic.class_shares names classes {unknown} the model lacks")
-    rest = [c for c in classes if c not in fixed]
-    left = max(0.0, 1.0 - sum(fixed.values()))
-    shares = {c: fixed.get(c, left / len(rest) if rest else 0.0) for c in classes}
+    try:
+        shares = traffic_shares(y_test, scenario.traffic.class_shares)
+    except DriftInputError as exc:
+        raise SimulationError(exc.message) from exc
     rng = np.random.default_rng(scenario.seed)
     picked = []
-    for c, share in shares.items():
+    for c, share in enumerate(shares):
         pool = np.flatnonzero(y_test == c)
         picked.append(rng.choice(pool, size=round(share * count), replace=True))
     index = rng.permutation(np.concatenate(picked))
     return np.asarray(x_test[index])
+
+
+def _model_paths(bundles: dict[str, Path]) -> dict[tuple[str, str], Path]:
+    """Every variant's model file, by (version, variant)."""
+    paths: dict[tuple[str, str], Path] = {}
+    for version, bundle in bundles.items():
+        manifest = yaml.safe_load((bundle / "edgefleet.yaml").read_text())
+        for variant in manifest["variants"]:
+            paths[(version, variant["name"])] = bundle / variant["file"]
+    return paths
 
 
 def _measure(
@@ -206,17 +238,37 @@ def _measure(
     """Every variant of every version, measured together: the gates compare them."""
     inputs = {"X": traffic_inputs(scenario)}
     behaviours = {r.version: r.behaviour for r in scenario.releases}
-    paths: dict[tuple[str, str], Path] = {}
-    for version, bundle in bundles.items():
-        manifest = yaml.safe_load((bundle / "edgefleet.yaml").read_text())
-        for variant in manifest["variants"]:
-            paths[(version, variant["name"])] = bundle / variant["file"]
+    paths = _model_paths(bundles)
     profiles = measure_together(paths, inputs)
     for (version, name), profile in profiles.items():
         behaviour = behaviours.get(version)
         if behaviour is not None and behaviour.error_rate is not None:
             profiles[(version, name)] = profile.scaled(error_rate=behaviour.error_rate)
     return profiles
+
+
+def _drift_world(scenario: Scenario, bundles: dict[str, Path], say: Say) -> DriftWorld:
+    """The pools of every drift's ladder, made before the run: the held-out digits
+    transformed at each level and every variant the devices may serve run on them."""
+    paths = {
+        key: path for key, path in _model_paths(bundles).items() if key[0] in scenario.versions
+    }
+    try:
+        held = HeldOut.digits(scenario.traffic.class_shares)
+        inputs = DriftInputs(scenario.drift, held, OnnxPredictor(paths), seed=scenario.seed)
+    except DriftInputError as exc:
+        raise SimulationError(exc.message) from exc
+    started = time.process_time()
+    made = inputs.prepare(sorted(paths))
+    took = time.process_time() - started
+    if scenario.drift:
+        say(
+            f"drift: {made} pools of held-out inputs, each run through its model, in "
+            f"{took:.1f} s of CPU"
+        )
+    return DriftWorld(
+        inputs, {}, scenario.fleet.drift_period_s, prepare_s=round(took, 3), pools=made
+    )
 
 
 def make_fleet(scenario: Scenario, run_id: str) -> list[DeviceSpec]:
@@ -269,6 +321,7 @@ class _Run:
         models: dict[tuple[str, str], BehaviourProfile],
         say: Say,
         origin: float,
+        drift: DriftWorld | None = None,
     ) -> None:
         self.scenario = scenario
         self.work_dir = work_dir
@@ -288,6 +341,8 @@ class _Run:
         # Made when the run plays, inside its event loop.
         self._world: World | None = None
         self.devices: list[VirtualDevice] = []
+        self.drift = drift
+        self.drift_result = DriftResult() if drift is not None else None
 
     @property
     def world(self) -> World:
@@ -320,6 +375,7 @@ class _Run:
                 requests_per_s=scenario.fleet.requests_per_s,
                 max_backoff_s=scenario.fleet.max_backoff_s,
                 started=self.origin,
+                drift=self.drift,
             )
             self._world = world
             self.devices = [
@@ -331,12 +387,18 @@ class _Run:
             deadline = time.monotonic() + scenario.time_limit_s
             try:
                 await self._enroll(progress, deadline)
+                if self.drift is not None:
+                    await self._prepare_drift(operator, delivery, http)
                 # The fleet's long-lived objects are made: keep the collector's full
                 # passes, which would walk all of them, from pausing the fleet's loop.
                 gc.freeze()
                 await self._baseline(operator, progress, deadline)
+                if self.drift is not None:
+                    self._start_drift()
                 for release in scenario.releases:
                     await self._release(operator, release, progress, deadline)
+                if scenario.drift_monitors:
+                    await self._watch_drift(operator, progress, deadline)
                 result = self._result(world)
                 if keep_running is not None:
                     await keep_running(result, self.url, self.token)
@@ -449,6 +511,118 @@ class _Run:
         await self._settle(watch, deadline)
         await self._observe(operator, watch, await operator.rollout(watch.rollout_id))
         self.current = None
+
+    # -- drift ------------------------------------------------------------------------
+
+    async def _prepare_drift(
+        self, operator: OperatorClient, delivery: SharedDelivery, http: httpx.AsyncClient
+    ) -> None:
+        """Before any device serves: the versions' reference profiles, as a device gets
+        them (a signed TUF target, its bytes checked against the signed length and hash),
+        for the devices' drift summaries; then the scenario's drift monitors applied."""
+        drift, scenario = self.drift, self.scenario
+        assert drift is not None
+        for version in scenario.versions:
+            drift.profiles[version] = await fetch_profile(
+                delivery, http, self.token, scenario.model, version
+            )
+        assert self.drift_result is not None
+        for monitor in scenario.drift_monitors:
+            window = monitor.get("window", "its default")
+            self.say(f"applying a drift monitor of {monitor['model']} (window {window})")
+            applied = await operator.call(
+                "PUT", f"/api/v1/drift/monitors/{monitor['model']}", json=monitor
+            )
+            self.drift_result.monitors.append(applied)
+
+    def _start_drift(self) -> None:
+        """Every device serves the baseline: the drift clock starts (``start_s``)."""
+        drift, result = self.drift, self.drift_result
+        assert drift is not None and result is not None
+        drift.clock_t = result.clock_t = round(self.world.now(), 3)
+        fleet = [(d.spec.attributes, d.spec.device_id) for d in self.devices]
+        members = drift.inputs.members(fleet)
+        for spec, count in zip(self.scenario.drift, members, strict=True):
+            start = drift.clock_t + spec.start_s
+            result.changes.append(
+                DriftChange(
+                    transform=spec.transform,
+                    intensity=spec.intensity,
+                    cohort=spec.cohort,
+                    devices=count,
+                    started_t=round(start, 3),
+                    full_t=round(start + spec.ramp_s, 3),
+                )
+            )
+            self.say(
+                f"drift: {spec.transform} to {spec.intensity:g} on {count} devices "
+                f"({spec.cohort or 'every device'}) from t={start:.0f}"
+                + (f" over {spec.ramp_s:.0f} s" if spec.ramp_s else ", at once")
+            )
+
+    async def _watch_drift(
+        self, operator: OperatorClient, progress: Progress, deadline: float
+    ) -> None:
+        """Read the drift alarms until the scenario's ``drift_watch_s`` is over on the
+        drift clock, or every alarm it expects has opened."""
+        drift, result, scenario = self.drift, self.drift_result, self.scenario
+        assert drift is not None and result is not None and drift.clock_t is not None
+        end_t = drift.clock_t + scenario.drift_watch_s
+        expect = scenario.drift_expect
+        wanted = list(expect.alarm_on or ()) if expect is not None else []
+        self.say(f"watching for drift alarms until t={end_t:.0f}")
+        advance = progress.task("watching for drift", total=round(scenario.drift_watch_s))
+        shown = 0
+        while time.monotonic() < deadline:
+            await self._read_alarms(operator)
+            now = self.world.now()
+            elapsed = min(round(now - drift.clock_t), round(scenario.drift_watch_s))
+            if elapsed > shown:
+                advance(elapsed - shown)
+                shown = elapsed
+            facts = self._drift_facts()
+            if (
+                wanted
+                and facts is not None
+                and all(
+                    alarmed_at(facts, entry.segment, entry.features) is not None for entry in wanted
+                )
+            ):
+                self.say("every expected drift alarm has opened")
+                break
+            if now >= end_t:
+                break
+            await asyncio.sleep(DRIFT_WATCH_EVERY_S)
+        result.status = await operator.call(
+            "GET", "/api/v1/drift/status", params={"model": scenario.model}
+        )
+
+    async def _read_alarms(self, operator: OperatorClient) -> None:
+        """The run's model's drift alarms, each with its times on the run's clock."""
+        result = self.drift_result
+        assert result is not None
+        known = {str(a.get("id")): a for a in result.alarms}
+        alarms = await operator.call(
+            "GET", "/api/v1/drift/alarms", params={"model": self.scenario.model}
+        )
+        for alarm in alarms if isinstance(alarms, list) else alarms.get("alarms", []):
+            alarm["opened_t"] = self._at(alarm["opened_at"])
+            if alarm.get("resolved_at"):
+                alarm["resolved_t"] = self._at(alarm["resolved_at"])
+            if str(alarm.get("id")) not in known:
+                self.say(
+                    f"  drift alarm: {alarm.get('segment')} {alarm.get('feature')} "
+                    f"({', '.join(_fired(alarm))})"
+                )
+            known[str(alarm.get("id"))] = alarm
+        result.alarms = sorted(known.values(), key=lambda a: float(a["opened_t"]))
+
+    def _drift_facts(self) -> DriftFacts | None:
+        expect, result = self.scenario.drift_expect, self.drift_result
+        if expect is None or result is None:
+            return None
+        starts = [change.started_t for change in result.changes]
+        return DriftFacts(expect, result.alarms, min(starts) if starts else None)
 
     def _target_note(self, target: str) -> str:
         """Where the run's targeting query first shows: what it selects."""
@@ -574,7 +748,9 @@ class _Run:
                 chunk_bytes=CHUNK_BYTES,
                 errors=counters.errors,
             ),
+            self._drift_facts(),
         )
+        drift = self._finish_drift()
         detected = [r for r in releases if r.time_to_detect_s is not None]
         return RunResult(
             scenario=self.scenario.name,
@@ -603,7 +779,24 @@ class _Run:
                 counters.checkin_ms, counters.checkin_t, counters.checkin_queued_ms
             ),
             run_id=self.run_id,
+            drift=drift,
         )
+
+    def _finish_drift(self) -> DriftResult | None:
+        """The drift part of the result: times to alarm and the simulator's cost."""
+        drift, result, facts = self.drift, self.drift_result, self._drift_facts()
+        if drift is None or result is None:
+            return None
+        if facts is not None and facts.started_t is not None:
+            for entry in facts.expect.alarm_on or ():
+                at = alarmed_at(facts, entry.segment, entry.features)
+                result.time_to_alarm_s[entry.segment] = (
+                    None if at is None else round(at - facts.started_t, 3)
+                )
+        result.prepare_s, result.pools = drift.prepare_s, drift.pools
+        result.interval_cost_us = drift.interval_cost_us
+        result.periods_sent = drift.periods
+        return result
 
     def _release_result(self, watch: RolloutWatch) -> ReleaseResult:
         version = watch.release.version
@@ -646,6 +839,44 @@ class _Run:
                 d.serving == version and d.state.state is State.COMMITTED for d in self.devices
             ),
         )
+
+
+async def fetch_profile(
+    delivery: SharedDelivery, http: httpx.AsyncClient, credential: str, model: str, version: str
+) -> ReferenceProfile:
+    """A version's reference profile as a device gets it: the signed TUF target
+    ``models/<model>/<version>/profile.json``, its bytes checked against the signed
+    length and SHA-256.
+
+    Raises:
+        SimulationError: the version has no profile, or its bytes do not match.
+        DeliveryError: the metadata cannot be refreshed or verified.
+    """
+    try:
+        target = await delivery.lookup(profile_path(model, version))
+    except TargetNotFoundError as exc:
+        raise SimulationError(
+            f"{model} {version} has no reference profile, so its devices cannot summarise "
+            "their inputs for drift (register it with a reference sample)"
+        ) from exc
+    response = await http.get(target.url, headers={"Authorization": f"Bearer {credential}"})
+    body = response.content
+    if response.status_code != 200 or len(body) != target.length:
+        raise SimulationError(
+            f"the profile of {model} {version} could not be fetched: HTTP "
+            f"{response.status_code}, {len(body)} of {target.length} bytes"
+        )
+    if hashlib.sha256(body).hexdigest() != target.sha256:
+        raise SimulationError(f"the profile of {model} {version} does not match its signed hash")
+    return ReferenceProfile.model_validate_json(body)
+
+
+def _fired(alarm: dict[str, Any]) -> list[str]:
+    """The statistics an alarm fired on, whichever shape the API gives them in."""
+    statistics = alarm.get("statistics") or {}
+    if isinstance(statistics, dict):
+        return [str(name) for name in statistics]
+    return [str(s.get("statistic", s)) if isinstance(s, dict) else str(s) for s in statistics]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
