@@ -343,6 +343,8 @@ def test_merge_order_changes_nothing_beyond_the_sketch_s_error() -> None:
     ]
     truth = ecdf(data, grid)
     for merged in orders:
+        # Merged sketches (several levels, level 0 unsorted) read back byte for byte.
+        assert QuantileSummary.from_bytes(merged.to_bytes()).to_bytes() == merged.to_bytes()
         assert merged.n == data.size
         assert merged.min == float(np.float32(data.min()))
         assert merged.max == float(np.float32(data.max()))
@@ -362,6 +364,7 @@ def test_many_small_device_summaries_merge_to_the_fleet_s_distribution() -> None
 
     grid = np.quantile(rows, np.linspace(0.001, 0.999, 999))
     assert fleet.n == rows.size
+    assert QuantileSummary.from_text(fleet.to_text()).to_bytes() == fleet.to_bytes()
     assert np.abs(fleet.cdf(grid) - ecdf(rows.ravel(), grid)).max() <= fleet.rank_error
 
 
