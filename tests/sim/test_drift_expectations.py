@@ -5,25 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgefleet.sim.expectations import DriftFacts, RunFacts, alarmed_at, drift_checks, run_checks
+from edgefleet.sim.expectations import (
+    DriftFacts,
+    RunFacts,
+    alarm_statistics,
+    alarmed_at,
+    drift_checks,
+    run_checks,
+)
 from edgefleet.sim.result import Check
 from edgefleet.sim.scenario import DriftExpect
+from tests.sim.drifting import api_alarm as alarm
 
 SITE = "site=eu-west-site-1"
-
-
-def alarm(segment: str, feature: str, opened_t: float, state: str = "open") -> dict[str, Any]:
-    return {
-        "id": f"{segment}/{feature}/{opened_t}",
-        "model": "digits",
-        "version": "1.1.0",
-        "segment": segment,
-        "feature": feature,
-        "state": state,
-        "statistics": {"psi": {"value": 0.4, "threshold": 0.2, "p_value": 1e-9}},
-        "opened_at": "2026-12-06T04:00:00Z",
-        "opened_t": opened_t,
-    }
 
 
 def facts(expect: dict[str, Any], *alarms: dict[str, Any], started_t: float | None = 20.0):
@@ -74,7 +68,7 @@ def test_the_first_of_repeated_alarms_times_the_segment():
     expect = {"alarm_on": [{"segment": SITE}], "max_time_to_alarm_s": 60}
     again = facts(
         expect,
-        alarm(SITE, "X[20]", 25.0, state="resolved"),
+        alarm(SITE, "X[20]", 25.0, state="resolved", resolved_t=45.0),
         alarm(SITE, "X[20]", 70.0),
     )
     assert drift_checks(again)[1].actual == 5.0
@@ -106,3 +100,8 @@ def test_the_drift_checks_come_after_the_releases_and_before_the_simulators_own(
     checks = run_checks([], run, facts({"no_alarm": True}))
     assert [c.name for c in checks] == ["no drift alarm", "no simulator errors"]
     assert [c.name for c in run_checks([], run)] == ["no simulator errors"]
+
+
+def test_an_alarm_says_the_statistics_it_fired_on_at_its_latest_look():
+    assert alarm_statistics(alarm(SITE, "X[20]", 30.0, psi=0.5)) == [("psi", 0.5), ("ks", 0.31)]
+    assert alarm_statistics({"segment": SITE}) == []

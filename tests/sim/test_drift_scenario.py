@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.sim.scenario import ScenarioError, parse_scenario
+from edgefleet.sim.cohort import Cohort
+from edgefleet.sim.runner import make_fleet
+from edgefleet.sim.scenario import ScenarioError, load_scenario, parse_scenario
 
 DRIFTING = """
 name: drifting
@@ -108,3 +110,34 @@ def test_expectations_need_the_monitors_and_drift_they_speak_of():
         parse_scenario(no_drift)
     with pytest.raises(ScenarioError, match="releases: List should have at least 1 item"):
         parse_scenario("name: x\nbaseline: 1.1.0\ndrift: [{transform: noise, intensity: 0.1}]\n")
+
+
+@pytest.mark.parametrize("name", ["sensor-drift", "seasonal-shift", "no-drift"])
+def test_the_builtin_drift_scenarios_expect_alarms_where_their_drift_is(name):
+    scenario = load_scenario(name)
+    assert scenario.devices == 200 and not scenario.releases and scenario.drift_monitors
+    fleet = make_fleet(scenario, "r1")
+    expect = scenario.drift_expect
+    assert expect is not None
+    for entry in expect.alarm_on or ():
+        if entry.segment == "all":
+            continue
+        attribute, value = entry.segment.split("=")
+        segment = [d for d in fleet if d.attributes[attribute] == value]
+        drifting = [
+            d
+            for d in segment
+            if any(
+                drift.cohort is None or Cohort.parse(drift.cohort).matches(d.attributes)
+                for drift in scenario.drift
+            )
+        ]
+        # Enough devices for the monitor, and the drift a good share of its segment.
+        assert len(segment) >= 10 and len(drifting) >= 0.4 * len(segment)
+    if name == "no-drift":
+        assert expect.no_alarm is True and not scenario.drift
+    else:
+        assert scenario.drift and expect.max_time_to_alarm_s is not None
+        # The run watches long enough for the expected delay after the drift starts.
+        first = min(drift.start_s for drift in scenario.drift)
+        assert scenario.drift_watch_s >= first + expect.max_time_to_alarm_s

@@ -25,7 +25,7 @@ def play(name: str, tmp_path, bundle_cache) -> RunResult:
     return result
 
 
-def test_the_library_has_the_seven_scenarios_and_the_demo():
+def test_the_library_has_the_ten_scenarios_and_the_demo():
     assert set(builtin_names()) == {
         "good-release",
         "cpu-spike",
@@ -35,6 +35,9 @@ def test_the_library_has_the_seven_scenarios_and_the_demo():
         "offline-devices",
         "restart-loop",
         "demo",
+        "sensor-drift",
+        "seasonal-shift",
+        "no-drift",
     }
 
 

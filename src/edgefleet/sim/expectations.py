@@ -264,6 +264,20 @@ def alarmed_at(
     return min(firsts.values(), default=None)
 
 
+def alarm_statistics(alarm: Mapping[str, Any]) -> list[tuple[str, float | None]]:
+    """The statistics an alarm (as the drift API shows it) fired on at the latest look
+    that found its key, each with its value."""
+    finding = alarm.get("latest") or alarm.get("opening") or {}
+    fired = finding.get("fired", ()) if isinstance(finding, Mapping) else ()
+    result: list[tuple[str, float | None]] = []
+    for item in fired:
+        if isinstance(item, Mapping):
+            value = item.get("value")
+            number = float(value) if isinstance(value, int | float) else None
+            result.append((str(item.get("statistic", "?")), number))
+    return result
+
+
 def _after_start(facts: DriftFacts) -> list[Mapping[str, Any]]:
     start = facts.started_t
     return [a for a in facts.alarms if start is None or float(a["opened_t"]) >= start]

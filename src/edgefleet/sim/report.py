@@ -14,8 +14,9 @@ descriptions, reasons) is escaped.
 
 Both say what their terms mean where they first appear (the request outcomes under the
 run's numbers, the rollout target and device statuses under the first release, how to
-read a gate chart under the charts), and both give every time as ``t``, seconds since
-the run started, the clock of the result and of the run's progress lines.
+read a gate chart under the charts, the drift terms under the drift section), and both
+give every time as ``t``, seconds since the run started, the clock of the result and of
+the run's progress lines.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ from rich.text import Text
 from edgefleet.agent.statemachine import State
 from edgefleet.fsutil import write_atomic
 from edgefleet.rollout.status import DeviceStatus
+from edgefleet.sim.expectations import alarm_statistics
 from edgefleet.sim.result import (
+    DriftChange,
+    DriftResult,
     GateLook,
     ReleaseResult,
     RunResult,
@@ -103,6 +107,11 @@ def render_summary(result: RunResult, console: Console, *, description: bool = T
         console.print(_pairs_table(f"Release {release.version}", _release_rows(release, result)))
         if index == 0:
             _print_notes(console, _release_notes(result))
+    if result.drift is not None:
+        console.print(_pairs_table(f"Drift ({_CLOCK})", _drift_rows(result.drift)))
+        _print_notes(console, _drift_notes(result.drift))
+        if result.drift.alarms:
+            console.print(_alarms_table(result.drift))
     if not result.checks:
         console.print(Text("No expectations to check.", style="dim"))
         return
@@ -334,6 +343,125 @@ def _release_notes(result: RunResult) -> list[tuple[str, str]]:
     return notes
 
 
+def _drift_rows(drift: DriftResult) -> list[tuple[str, str]]:
+    rows = [
+        (f"drift {index + 1}", _change_text(change)) for index, change in enumerate(drift.changes)
+    ]
+    windows = sorted({str((m.get("monitor") or {}).get("window", _DASH)) for m in drift.monitors})
+    rows.append(
+        ("monitors applied", f"{len(drift.monitors)} (window {', '.join(windows) or _DASH})")
+    )
+    rows.append(("drift clock started", _t(drift.clock_t)))
+    segments: dict[str, int] = {}
+    for alarm in drift.alarms:
+        segment = str(alarm.get("segment"))
+        segments[segment] = segments.get(segment, 0) + 1
+    rows.append(("alarms opened", f"{len(drift.alarms)} ({_counts(segments)})"))
+    rows += [
+        (f"time to alarm on {segment}", _duration(delay))
+        for segment, delay in drift.time_to_alarm_s.items()
+    ]
+    cost = (
+        f"{drift.interval_cost_us:,.0f} µs of CPU per device interval"
+        if drift.interval_cost_us is not None
+        else _DASH
+    )
+    rows.append(
+        (
+            "simulator's drift cost",
+            f"{cost}; {drift.pools:,} pools made before the run in {drift.prepare_s:.1f} s "
+            f"of CPU; {drift.periods_sent:,} summary periods sent",
+        )
+    )
+    return rows
+
+
+def _change_text(change: DriftChange) -> str:
+    cohort = change.cohort or "every device"
+    timing = (
+        f"at once from {_t(change.started_t)}"
+        if change.full_t <= change.started_t
+        else f"from {_t(change.started_t)}, full at {_t(change.full_t)}"
+    )
+    return (
+        f"{change.transform} to {change.intensity:g} on {change.devices:,} devices "
+        f"({cohort}), {timing}"
+    )
+
+
+def _drift_notes(drift: DriftResult) -> list[tuple[str, str]]:
+    notes = [
+        (
+            "drift clock",
+            "t = 0 of a drift's start_s: when every device served the baseline",
+        ),
+        (
+            "segment",
+            '"all" (the fleet), "<attribute>=<value>" or a named cohort, as the drift '
+            "report scores them",
+        ),
+    ]
+    if drift.time_to_alarm_s:
+        notes.append(
+            (
+                "time to alarm",
+                "from the first drift's start until the segment's first alarm (with "
+                "features named: until the last of them first alarmed)",
+            )
+        )
+    notes.append(
+        (
+            "device interval",
+            "a virtual device's telemetry interval: drawing its requests' rows, counting "
+            "their classes and confidences, feeding its runtime recorder and closing summary "
+            "periods",
+        )
+    )
+    return notes
+
+
+def _alarm_row(alarm: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
+    resolved = alarm.get("resolved_t")
+    state = str(alarm.get("state", _DASH)) + (
+        f" ({_t(float(resolved))})" if isinstance(resolved, int | float) else ""
+    )
+    return (
+        _t(float(alarm["opened_t"])) if isinstance(alarm.get("opened_t"), int | float) else _DASH,
+        str(alarm.get("segment", _DASH)),
+        str(alarm.get("feature", _DASH)),
+        ", ".join(_statistics(alarm)) or _DASH,
+        state,
+    )
+
+
+_ALARM_COLUMNS = ("opened", "segment", "feature", "statistics", "state")
+
+
+#: Alarms the terminal summary lists (the page lists them all).
+MAX_ALARM_ROWS = 20
+
+
+def _alarms_table(drift: DriftResult) -> Table:
+    more = len(drift.alarms) - MAX_ALARM_ROWS
+    caption = f"and {more:,} more (the HTML report and --json list them all)" if more > 0 else None
+    table = Table(
+        title=Text("drift alarms"), title_justify="left", caption=caption, caption_justify="left"
+    )
+    for column in _ALARM_COLUMNS:
+        table.add_column(column)
+    for alarm in drift.alarms[:MAX_ALARM_ROWS]:
+        table.add_row(*(Text(cell) for cell in _alarm_row(alarm)))
+    return table
+
+
+def _statistics(alarm: Mapping[str, Any]) -> list[str]:
+    """The statistics an alarm fired on, with their values."""
+    return [
+        name if value is None else f"{name} {_number(value)}"
+        for name, value in alarm_statistics(alarm)
+    ]
+
+
 def _print_notes(console: Console, notes: Sequence[tuple[str, str]]) -> None:
     for term, meaning in notes:
         console.print(Text.assemble(("  " + term, "bold dim"), (": " + meaning, "dim")))
@@ -443,6 +571,8 @@ def _page(result: RunResult) -> str:
         notes = _release_notes(result) if index == 0 else []
         parts.append(_release_html(index, release, unit, result, notes, not legend_shown))
         legend_shown = legend_shown or bool(_plotted(release))
+    if result.drift is not None:
+        parts.append(_drift_html(result.drift, unit, result.duration_s))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -509,6 +639,77 @@ def _release_html(
     parts += [f"<h3>Decision log of {_e(release.rollout_id)}</h3>", _log_html(release.log)]
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _drift_html(drift: DriftResult, unit: _TimeUnit, end_s: float) -> str:
+    parts = [
+        '<section class="drift" id="drift">',
+        "<h2>Drift</h2>",
+        _pairs_html(_drift_rows(drift)),
+        _notes_html(_drift_notes(drift)),
+    ]
+    if drift.changes or drift.alarms:
+        parts.append(
+            _figure_html(
+                "plot-drift",
+                "Drift: how far each drift had gone (share of its intensity) and when each "
+                "alarm opened, by segment",
+                _drift_figure(drift, unit, end_s),
+            )
+        )
+    if drift.alarms:
+        head = "".join(f"<th>{_e(column)}</th>" for column in _ALARM_COLUMNS)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in _alarm_row(alarm)) + "</tr>"
+            for alarm in drift.alarms
+        )
+        parts.append(f'<table class="alarms"><tr>{head}</tr>{rows}</table>')
+    else:
+        parts.append('<p class="empty">No drift alarm opened.</p>')
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+#: Segments whose alarms get a colour of their own in the drift plot; the rest share one.
+_MAX_ALARM_SEGMENTS = 8
+
+
+def _drift_figure(drift: DriftResult, unit: _TimeUnit, end_s: float) -> Figure:
+    figure = Figure(figsize=(10, 3.2), layout="constrained")
+    ax = figure.subplots()
+    end = max(end_s, *(c.full_t for c in drift.changes), 1.0)
+    for index, change in enumerate(drift.changes):
+        t = [0.0, change.started_t, change.full_t, end]
+        label = f"{change.transform} {change.intensity:g} ({change.cohort or 'every device'})"
+        ax.plot(
+            [unit.of(x) for x in t],
+            [0.0, 0.0, 1.0, 1.0],
+            color=_WAVE_COLOURS[index % len(_WAVE_COLOURS)],
+            linewidth=2,
+            label=_label(label),
+        )
+    segments = list(dict.fromkeys(str(a.get("segment")) for a in drift.alarms))
+    colours = dict(zip(segments[:_MAX_ALARM_SEGMENTS], itertools.cycle(_BAD_COLOURS), strict=False))
+    labelled: set[str] = set()
+    for alarm in drift.alarms:
+        opened = alarm.get("opened_t")
+        if not isinstance(opened, int | float):
+            continue
+        segment = str(alarm.get("segment"))
+        name = segment if segment in colours else "other segments"
+        ax.axvline(
+            unit.of(float(opened)),
+            color=colours.get(segment, "#9e9e9e"),
+            linestyle=":",
+            linewidth=1.5,
+            label="_" if name in labelled else _label(f"alarm: {name}"),
+        )
+        labelled.add(name)
+    ax.set(xlabel=unit.label, ylabel="share of its intensity")
+    ax.set_ylim(-0.05, 1.1)
+    ax.set_xlim(0, unit.of(end))
+    figure.legend(loc="outside right upper", fontsize="small")
+    return figure
 
 
 def _log_html(log: Sequence[Mapping[str, Any]]) -> str:

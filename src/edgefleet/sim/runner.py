@@ -58,7 +58,14 @@ from edgefleet.sim.drift import (
     OnnxPredictor,
     traffic_shares,
 )
-from edgefleet.sim.expectations import DriftFacts, ReleaseFacts, RunFacts, alarmed_at, run_checks
+from edgefleet.sim.expectations import (
+    DriftFacts,
+    ReleaseFacts,
+    RunFacts,
+    alarm_statistics,
+    alarmed_at,
+    run_checks,
+)
 from edgefleet.sim.network import PROFILES as NETWORK_PROFILES
 from edgefleet.sim.network import NetworkProfile
 from edgefleet.sim.result import (
@@ -70,7 +77,7 @@ from edgefleet.sim.result import (
     decision_wave,
 )
 from edgefleet.sim.scenario import Release, Scenario, fleet_query
-from edgefleet.sim.server import EmbeddedServer, OperatorClient
+from edgefleet.sim.server import EmbeddedServer, OperatorClient, SimServerError
 from edgefleet.sim.watch import RolloutWatch
 
 log = logging.getLogger("edgefleet.sim")
@@ -363,6 +370,8 @@ class _Run:
             for version, bundle in self.bundles.items():
                 self.say(f"registering and signing {scenario.model} {version}")
                 await operator.upload(bundle)
+            # Before any device starts: a monitor the server refuses ends the run at once.
+            await self._apply_monitors(operator)
             delivery = SharedDelivery(self.work_dir / "delivery", self.token)
             world = World(
                 base_url=self.url,
@@ -388,7 +397,7 @@ class _Run:
             try:
                 await self._enroll(progress, deadline)
                 if self.drift is not None:
-                    await self._prepare_drift(operator, delivery, http)
+                    await self._fetch_profiles(delivery, http)
                 # The fleet's long-lived objects are made: keep the collector's full
                 # passes, which would walk all of them, from pausing the fleet's loop.
                 gc.freeze()
@@ -514,26 +523,34 @@ class _Run:
 
     # -- drift ------------------------------------------------------------------------
 
-    async def _prepare_drift(
-        self, operator: OperatorClient, delivery: SharedDelivery, http: httpx.AsyncClient
-    ) -> None:
-        """Before any device serves: the versions' reference profiles, as a device gets
+    async def _apply_monitors(self, operator: OperatorClient) -> None:
+        """The scenario's drift monitors, applied through the API (which validates them:
+        a refusal names the monitor and the field)."""
+        result = self.drift_result
+        for index, monitor in enumerate(self.scenario.drift_monitors):
+            assert result is not None
+            window = monitor.get("window", "its default")
+            self.say(f"applying a drift monitor of {monitor['model']} (window {window})")
+            try:
+                applied = await operator.call(
+                    "PUT", f"/api/v1/drift/monitors/{monitor['model']}", json=monitor
+                )
+            except SimServerError as exc:
+                raise SimulationError(
+                    f"drift_monitors.{index} of scenario {self.scenario.name}: {exc.message}"
+                ) from exc
+            result.monitors.append(applied)
+
+    async def _fetch_profiles(self, delivery: SharedDelivery, http: httpx.AsyncClient) -> None:
+        """Before any device serves: the versions' reference profiles as a device gets
         them (a signed TUF target, its bytes checked against the signed length and hash),
-        for the devices' drift summaries; then the scenario's drift monitors applied."""
+        for the devices' drift summaries."""
         drift, scenario = self.drift, self.scenario
         assert drift is not None
         for version in scenario.versions:
             drift.profiles[version] = await fetch_profile(
                 delivery, http, self.token, scenario.model, version
             )
-        assert self.drift_result is not None
-        for monitor in scenario.drift_monitors:
-            window = monitor.get("window", "its default")
-            self.say(f"applying a drift monitor of {monitor['model']} (window {window})")
-            applied = await operator.call(
-                "PUT", f"/api/v1/drift/monitors/{monitor['model']}", json=monitor
-            )
-            self.drift_result.monitors.append(applied)
 
     def _start_drift(self) -> None:
         """Every device serves the baseline: the drift clock starts (``start_s``)."""
@@ -612,7 +629,7 @@ class _Run:
             if str(alarm.get("id")) not in known:
                 self.say(
                     f"  drift alarm: {alarm.get('segment')} {alarm.get('feature')} "
-                    f"({', '.join(_fired(alarm))})"
+                    f"({', '.join(name for name, _ in alarm_statistics(alarm))})"
                 )
             known[str(alarm.get("id"))] = alarm
         result.alarms = sorted(known.values(), key=lambda a: float(a["opened_t"]))
@@ -869,14 +886,6 @@ async def fetch_profile(
     if hashlib.sha256(body).hexdigest() != target.sha256:
         raise SimulationError(f"the profile of {model} {version} does not match its signed hash")
     return ReferenceProfile.model_validate_json(body)
-
-
-def _fired(alarm: dict[str, Any]) -> list[str]:
-    """The statistics an alarm fired on, whichever shape the API gives them in."""
-    statistics = alarm.get("statistics") or {}
-    if isinstance(statistics, dict):
-        return [str(name) for name in statistics]
-    return [str(s.get("statistic", s)) if isinstance(s, dict) else str(s) for s in statistics]
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -399,7 +399,10 @@ class Scenario(Body):
     drift_monitors: list[dict[str, Any]] = Field(
         default_factory=list,
         max_length=16,
-        description="drift monitors the run applies through the API (docs/drift.md's YAML)",
+        description=(
+            "drift monitors the run applies through the API (docs/drift.md's YAML), before "
+            "any device starts; the server validates them, naming the field"
+        ),
     )
     drift_expect: DriftExpect | None = None
     drift_watch_s: float = Field(
@@ -432,6 +435,12 @@ class Scenario(Body):
                 raise ValueError(
                     f"drift_monitors.{index}.model: the run's devices serve {self.model}, "
                     f"so a monitor of {monitor.get('model')!r} would see nothing"
+                )
+            version = monitor.get("version")
+            if version is not None and str(version) not in self.versions:
+                raise ValueError(
+                    f"drift_monitors.{index}.version: {version!r} is none of the run's "
+                    f"versions ({', '.join(self.versions)})"
                 )
         return self
 
