@@ -131,9 +131,7 @@ def _report() -> dict[str, Any]:
                 "opened_at": "2026-03-04T12:00:00Z",
                 "last_seen_at": "2026-03-04T12:00:00Z",
                 "latest": {
-                    "statistics": [
-                        {"statistic": "psi", "value": 0.5, "threshold": 0.2, "p_value": 1e-9}
-                    ]
+                    "fired": [{"statistic": "psi", "value": 0.5, "threshold": 0.2, "p_value": 1e-9}]
                 },
             }
         ],

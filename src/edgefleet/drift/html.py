@@ -361,17 +361,16 @@ def _alarms_html(alarms: Sequence[Mapping[str, Any]]) -> str:
 
 
 def alarm_statistics(alarm: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The statistics an alarm fired on, newest numbers first: from its ``latest``
-    finding, else the ``opening`` one, else a ``statistics`` list on the alarm itself.
+    """The statistics an alarm fired on (``fired``), from its ``latest`` finding, else the
+    ``opening`` one (the alarm JSON of docs/drift.md); ``[]`` when it has neither.
 
-    Shared by the page and the CLI's alarm table; an alarm without numbers gives ``[]``.
+    Shared by the page and the CLI's alarm table.
     """
     for key in ("latest", "opening"):
         finding = alarm.get(key)
-        if isinstance(finding, Mapping) and isinstance(finding.get("statistics"), list):
-            return [s for s in finding["statistics"] if isinstance(s, Mapping)]
-    statistics = alarm.get("statistics")
-    return [s for s in statistics if isinstance(s, Mapping)] if isinstance(statistics, list) else []
+        if isinstance(finding, Mapping) and isinstance(finding.get("fired"), list):
+            return [s for s in finding["fired"] if isinstance(s, Mapping)]
+    return []
 
 
 def _alarm_numbers(alarm: Mapping[str, Any]) -> str:
