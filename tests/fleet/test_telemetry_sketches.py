@@ -91,7 +91,7 @@ def test_limits_on_sketches_and_periods():
     good = QuantileSummary.of(np.arange(24.0)).to_text()
     base = _entry({})
     cases = {
-        "String should have at most 16384 characters": {
+        f"String should have at most {MAX_SKETCH_TEXT} characters": {
             "sketches": {"input[0]": "A" * (MAX_SKETCH_TEXT + 4)}
         },
         "Dictionary should have at most 4096 items": {
@@ -200,3 +200,26 @@ def test_a_summary_that_does_not_decode_is_left_out_of_a_merge_and_counted():
     stored = {"inferences": 1, "sketches": {"x": "broken"}, "sketches_invalid": 2}
     bucket = merge_buckets(stored, {"inferences": 2, "sketches": {"x": good}})
     assert bucket["sketches"] == {"x": good} and bucket["sketches_invalid"] == 3
+
+
+def test_the_largest_summary_an_agent_may_be_configured_to_send_is_accepted():
+    """The agent's sketch_rows goes up to 4,096: such a summary is over 16 KiB of text."""
+    import numpy as np
+
+    from edgefleet.agent.config import AgentConfig
+    from edgefleet.drift.sketch import QuantileSummary
+
+    most = AgentConfig.model_fields["sketch_rows"].metadata
+    assert any(getattr(m, "le", None) == 4096 for m in most)
+    values = np.random.default_rng(7).normal(size=4096).astype(np.float32)
+    text = QuantileSummary.of(values).to_text()
+    assert len(text) > 16 * 1024
+    metrics = ModelMetrics(
+        model="m",
+        version="1",
+        sketches={"input[0]": text},
+        sketch_rows=4096,
+        period_start=0.0,
+        period_end=60.0,
+    )
+    assert metrics.sketches["input[0]"] == text

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edgefleet.access import tokens
 from edgefleet.config import Settings
 from edgefleet.server.app import create_app
+from edgefleet.server.hotpath import DeviceFastPath
 
 JSON = (("Content-Type", "application/json"),)
 REPORT = {"agent_state": "COMMITTED", "model": "digits", "version": "1.0.0"}
@@ -103,9 +104,11 @@ def _answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes
 
 async def _compare(settings: Settings, bundle: Path) -> None:
     app = create_app(settings)
-    api = app.app
+    fast_path = app.app
+    assert isinstance(fast_path, DeviceFastPath)
+    api = fast_path.app
     assert isinstance(api, FastAPI)
-    reached = app.app = Reached(api)
+    reached = fast_path.app = Reached(api)
     transport = httpx.ASGITransport
     base = "http://edgefleet.test"
     async with (

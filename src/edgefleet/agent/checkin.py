@@ -30,7 +30,7 @@ A shell's loop, in outline (the I/O is the shell's own)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,10 @@ EVENTS_PER_REQUEST = 500
 #: Telemetry samples one check-in sends at most (the device API's limit); the rest go
 #: at the next ones.
 SAMPLES_PER_REQUEST = 1000
+#: Telemetry bytes (JSON, before compression) per request: half the server's default cap
+#: on a body (``max_json_bytes``, 1 MiB), so hourly drift summaries of a model with
+#: many features queued over a long outage still go in bodies the server takes.
+SAMPLE_BYTES_PER_REQUEST = 512 * 1024
 #: Failed check-ins in a row beyond which the wait grows no more (it is capped anyway).
 MAX_DOUBLINGS = 10
 
@@ -140,6 +144,27 @@ def plan_flush(
     full, rest = divmod(events, EVENTS_PER_REQUEST)
     batches = (EVENTS_PER_REQUEST,) * full + ((rest,) if rest else ())
     return Flush(batches, changed, min(samples, SAMPLES_PER_REQUEST))
+
+
+def samples_within(sizes: Sequence[int], budget: int = SAMPLE_BYTES_PER_REQUEST) -> int:
+    """How many of the queued samples, oldest first, to send in one telemetry body:
+    as many as fit in ``budget`` bytes (their JSON sizes are ``sizes``), at most
+    ``SAMPLES_PER_REQUEST``, and at least one, so a sample larger than the budget
+    alone still goes (and is dropped if the server refuses it as too large)."""
+    total = count = 0
+    for size in sizes[:SAMPLES_PER_REQUEST]:
+        if count and total + size > budget:
+            break
+        total += size
+        count += 1
+    return count
+
+
+def fewer_samples(count: int) -> int:
+    """After the server refused a body of ``count`` samples as too large: how many to
+    send instead (half); 0 when a single sample was refused, which can never be taken
+    and is dropped rather than left to hold back every sample queued after it."""
+    return count // 2
 
 
 def converged(state: AgentState, desired: DesiredModel | None) -> bool:

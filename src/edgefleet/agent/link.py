@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from edgefleet.errors import EdgefleetError
+
+#: Telemetry bodies at least this long go gzip-compressed (``Content-Encoding: gzip``):
+#: an hourly drift summary is mostly numbers and shrinks to about half (docs/runtime.md).
+COMPRESS_FROM = 1024
 
 
 class ServerError(EdgefleetError):
@@ -21,6 +27,11 @@ class ServerError(EdgefleetError):
         super().__init__(message, details={"status": status, "retryable": retryable})
         self.retryable = retryable
         self.status = status
+
+    @property
+    def too_large(self) -> bool:
+        """The server refused the request's body as over its size cap."""
+        return self.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,9 @@ class ServerLink:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))
         )
         self.credential: str | None = None
+        #: Whether to gzip large telemetry bodies; off for good once the server refuses one
+        #: (a server from before it inflated them answers 400, 415 or 422).
+        self.compress = True
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         headers = dict(kwargs.pop("headers", {}))
@@ -98,11 +112,23 @@ class ServerLink:
         return int(data["last_seq"])
 
     def telemetry(self, samples: list[dict[str, Any]]) -> None:
-        self._request(
-            "POST",
-            f"{self.base}/api/v1/devices/{self.device_id}/telemetry",
-            json={"samples": samples},
-        )
+        url = f"{self.base}/api/v1/devices/{self.device_id}/telemetry"
+        body = json.dumps({"samples": samples}, separators=(",", ":")).encode()
+        plain = {"Content-Type": "application/json"}
+        if self.compress and len(body) >= COMPRESS_FROM:
+            try:
+                self._request(
+                    "POST",
+                    url,
+                    content=gzip.compress(body, compresslevel=6),
+                    headers={**plain, "Content-Encoding": "gzip"},
+                )
+                return
+            except ServerError as exc:
+                if exc.status not in (400, 415, 422):
+                    raise
+                self.compress = False  # and send it again as it is, once
+        self._request("POST", url, content=body, headers=plain)
 
 
 def save_enrollment(path: Path, enrollment: Enrollment) -> None:

@@ -29,7 +29,14 @@ from typing import Any
 import httpx
 import numpy as np
 
-from edgefleet.agent.checkin import CheckinPolicy, LastAnswer, converged, plan_flush
+from edgefleet.agent.checkin import (
+    CheckinPolicy,
+    LastAnswer,
+    converged,
+    fewer_samples,
+    plan_flush,
+    samples_within,
+)
 from edgefleet.agent.config import AgentConfig
 from edgefleet.agent.crash import crashpoint
 from edgefleet.agent.link import ServerError, ServerLink, load_enrollment, save_enrollment
@@ -747,8 +754,20 @@ class Agent:
             self.link.report(report)
             self.last_report = report
         if plan.samples:
-            self.link.telemetry(samples[: plan.samples])
-            self.outbox.clear_telemetry(plan.samples)
+            sizes = [len(json.dumps(sample, separators=(",", ":"))) for sample in samples]
+            count = min(plan.samples, samples_within(sizes))
+            while True:
+                try:
+                    self.link.telemetry(samples[:count])
+                    break
+                except ServerError as exc:
+                    if not exc.too_large:
+                        raise
+                    if not fewer_samples(count):
+                        log.warning("the server refused a telemetry sample as too large; dropped")
+                        break
+                    count = fewer_samples(count)
+            self.outbox.clear_telemetry(count)
 
     def _load_recorded_inputs(self) -> None:
         path = self.root / RECORDED_INPUTS

@@ -276,9 +276,10 @@ class HealthSample(Body):
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_COUNT)]
 Counts = Annotated[list[Count], Field(max_length=256)]
 
-#: Longest quantile summary text accepted (a device's 24-row summary is ~180 characters,
-#: a k=200 sketch of a billion values ~4,000).
-MAX_SKETCH_TEXT = 16 * 1024
+#: Longest quantile summary text accepted. A device's summary holds at most its
+#: ``sketch_rows`` values (24 by default: ~180 characters; the agent's limit of 4,096:
+#: under 22,000 characters of base64).
+MAX_SKETCH_TEXT = 32 * 1024
 #: Latest epoch second accepted for a summary period (the year 5138: no clock reaches it,
 #: and it keeps the number exact as a double).
 MAX_EPOCH_S = 1e11

@@ -29,6 +29,7 @@ from edgefleet.looplag import watch_loop_lag
 from edgefleet.rollout.webhooks import deliver_due
 from edgefleet.server import errors
 from edgefleet.server.context import ServerContext
+from edgefleet.server.gzipbody import RequestDecompression
 from edgefleet.server.hotpath import DeviceFastPath, Serving
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
 from edgefleet.server.routes import device, health, operator, registry, rollouts, tuf
@@ -123,11 +124,13 @@ def _placeholder(name: str) -> bool:
     return "Proxy" in name or name.startswith("NoOp")
 
 
-def create_app(settings: Settings) -> DeviceFastPath:
+def create_app(settings: Settings) -> RequestDecompression:
     """The edgefleet server as an ASGI application: the API (``create_api``) behind the
-    device fast path (server/hotpath.py)."""
+    device fast path (server/hotpath.py), behind the inflation of gzip-compressed JSON
+    bodies (server/gzipbody.py)."""
     api = create_api(settings)
-    return DeviceFastPath(api, lambda: api.state.serving, max_body=settings.max_json_bytes)
+    fast_path = DeviceFastPath(api, lambda: api.state.serving, max_body=settings.max_json_bytes)
+    return RequestDecompression(fast_path, max_body=settings.max_json_bytes)
 
 
 def create_api(settings: Settings) -> FastAPI:
