@@ -330,3 +330,68 @@ class WebhookDeliveryRow(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str] = mapped_column(String(512), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DriftMonitorRow(Base):
+    """One applied version of a model's drift monitor (``edgefleet.drift.monitor``).
+
+    Applying a monitor appends a row with the next ``number`` for its model; the newest
+    is in force, the older ones are its history. ``digest`` tells a change from the same
+    monitor applied again."""
+
+    __tablename__ = "drift_monitors"
+    __table_args__ = (UniqueConstraint("model", "number", name="uq_drift_monitors_model_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    number: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(Document)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class DriftLookRow(Base):
+    """One look of a monitor at one model version over one tumbling window: the scores
+    and segments it computed (``result``). A look is written in the transaction that
+    stores the alarms it changed, so a window is either looked at whole or not at all."""
+
+    __tablename__ = "drift_looks"
+    __table_args__ = (
+        UniqueConstraint(
+            "model", "version", "window_start", name="uq_drift_looks_model_version_window"
+        ),
+        Index("ix_drift_looks_model_window_end", "model", "window_end"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("drift_monitors.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    #: "" when the model had no version to score (none in production)
+    version: Mapped[str] = mapped_column(String(128))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    result: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
+class DriftAlarmRow(Base):
+    """A drift alarm (``edgefleet.drift.alarms.Alarm``) stored whole as ``document``,
+    with the columns queries filter on beside it."""
+
+    __tablename__ = "drift_alarms"
+    __table_args__ = (
+        Index("ix_drift_alarms_model_state", "model", "state"),
+        Index("ix_drift_alarms_state_opened_at", "state", "opened_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(128))
+    segment: Mapped[str] = mapped_column(String(512))
+    feature: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    document: Mapped[dict[str, Any]] = mapped_column(Document)

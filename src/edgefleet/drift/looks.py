@@ -1,0 +1,113 @@
+"""When a monitor looks, and what a look's scores mean for its alarms (pure).
+
+Looks are tumbling windows of the monitor's ``window``, aligned on multiples of it in
+epoch time (an hour's windows start on the hour, as devices' summary periods end on
+it). A model's first window is the one its monitor was applied in; each later one
+starts where the model's latest look ended, so a server that was down resumes at the
+first window not looked at. A window is due once it has ended and a grace for late
+telemetry has passed::
+
+    start, end = next_window(monitor.created_at, last_end, monitor.window)
+    if is_due(end, grace, now):
+        ...  # score the window, then:
+    found = findings("digits", "1.1.0", scored)
+    look = Look(at=end, resolve_after=3, skipped=unscored_keys(active, scored_by_version))
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from edgefleet.drift.alarms import Alarm, AlarmKey, Finding, Fired
+from edgefleet.drift.scoring import Scored
+
+
+def window_floor(at: datetime, window: timedelta) -> datetime:
+    """The start of the window of length ``window`` that ``at`` falls in (windows are
+    aligned on multiples of their length since the epoch, in UTC)."""
+    seconds = int(window.total_seconds())
+    if seconds <= 0:
+        raise ValueError(f"a window is longer than zero, got {window}")
+    epoch = int(at.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
+
+
+def next_window(
+    created_at: datetime, last_end: datetime | None, window: timedelta
+) -> tuple[datetime, datetime]:
+    """The next window a monitor looks at: from the end of the model's latest look, or
+    the window the monitor was applied in when it never looked (a monitor applied
+    again keeps its model's place)."""
+    first = window_floor(created_at, window)
+    start = last_end if last_end is not None and last_end >= first else first
+    return start, start + window
+
+
+def is_due(end: datetime, grace: timedelta, now: datetime) -> bool:
+    """Whether a window ending at ``end`` may be looked at: it ended ``grace`` ago."""
+    return end + grace <= now
+
+
+def rng_for(model: str, version: str, start: datetime, end: datetime) -> np.random.Generator:
+    """The random source of one window's simulated nulls: fixed by what is scored, so
+    the same window of the same telemetry gives the same p-values every time."""
+    key = f"{model}\0{version}\0{start.isoformat()}\0{end.isoformat()}".encode()
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+
+
+def findings(model: str, version: str, scored: Scored) -> list[Finding]:
+    """The drifted (segment, feature) pairs of a scored window, each with every
+    statistic that fired and the segment's size."""
+    fired: dict[tuple[str, str], list[Fired]] = {}
+    for entry in scored.scores:
+        if not entry["drifted"]:
+            continue
+        fired.setdefault((entry["segment"], entry["feature"]), []).append(
+            Fired(
+                statistic=entry["statistic"],
+                value=entry["value"],
+                threshold=entry["threshold"],
+                p_value=entry["p_value"],
+                bh_cut=entry["bh_cut"],
+                approximate=entry["approximate"],
+            )
+        )
+    sizes = {view["segment"]: view for view in scored.segments}
+    found = []
+    for (segment, feature), statistics in fired.items():
+        view = sizes.get(segment, {})
+        found.append(
+            Finding(
+                model=model,
+                version=version,
+                segment=segment,
+                feature=feature,
+                fired=tuple(statistics),
+                rows=int(view.get("rows") or 0),
+                devices=int(view.get("devices") or 0),
+                phi=max(1.0, scored.phi.get((segment, feature), 1.0)),
+            )
+        )
+    return found
+
+
+def unscored_keys(
+    active: Iterable[Alarm], scored_by_version: Mapping[str, Scored]
+) -> frozenset[AlarmKey]:
+    """Keys of active alarms a look could not score (their version not scored, their
+    segment short of data, their feature without rows): such alarms are left as they
+    are, neither refreshed nor counted absent."""
+    scored_pairs = {
+        version: {(entry["segment"], entry["feature"]) for entry in scored.scores}
+        for version, scored in scored_by_version.items()
+    }
+    skipped = set()
+    for alarm in active:
+        pairs = scored_pairs.get(alarm.version)
+        if pairs is None or (alarm.segment, alarm.feature) not in pairs:
+            skipped.add(alarm.key)
+    return frozenset(skipped)

@@ -1,0 +1,717 @@
+"""Scoring a window of fleet telemetry against a reference, per segment (pure).
+
+The drift service reads a window's telemetry buckets device by device and hands each
+device's buckets to a :class:`WindowAccumulator`, with the segments the device is in.
+The accumulator merges them the way the issue asks, from summaries only: per feature
+and segment the pooled bin counts with the mergeable dispersion sums of
+``drift.calibrate.Dispersion`` (so rows of one device count as one cluster), and the
+quantile summaries merged per feature and segment. :func:`score` then computes every
+statistic the monitor turns on, for every feature and segment at once where the
+statistic is vectorised, with calibrated p-values, and :func:`decide_all` applies one
+Benjamini-Hochberg family to all of a look's tests::
+
+    layout = Layout.of(profile_features(profile, monitor))
+    window = WindowAccumulator(layout, len(plan.segments), start, end)
+    for device_pk, buckets in per_device:
+        window.add_device(plan.members[device_pk], buckets)
+    current = window.finish()
+    scored = score(layout, plan.segments, current, profile_reference(layout), rules, rng)
+    decide_all([scored], alpha=monitor.look_alpha())
+
+What is attributed to a window: a device's summary period (feature bins, quantile
+summaries, ``sketch_rows``) belongs to the window its ``period_end`` falls in,
+``start < period_end <= end``; the per-sample histograms (confidence, predicted
+classes) to the window their bucket starts in. A bucket that does not fit (bins of
+another length than the profile's, a summary that does not decode) is skipped and
+counted by reason, never scored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edgefleet.drift import calibrate, stats
+from edgefleet.drift.calibrate import Dispersion
+from edgefleet.drift.errors import InsufficientDataError, MonitorError, SummaryError
+from edgefleet.drift.monitor import Monitor
+from edgefleet.drift.ports import DriftBucket
+from edgefleet.drift.segments import Segment
+from edgefleet.drift.sketch import QuantileSummary
+from edgefleet.registry.profile import ReferenceProfile
+
+FloatArray = npt.NDArray[np.float64]
+FeatureKind = Literal["input", "confidence", "classes"]
+
+CONFIDENCE: Final = "confidence"
+CLASSES: Final = "classes"
+#: Statistics computed on bins (vectorised), and on quantile summaries (pairwise).
+BIN_STATISTICS: Final = ("psi", "jensen_shannon", "chi_square")
+SUMMARY_STATISTICS: Final = ("ks", "wasserstein")
+#: Status of a segment.
+OK: Final = "ok"
+INSUFFICIENT: Final = "insufficient_data"
+
+# Skip reasons counted in a report's ``skipped``.
+BINS_MISMATCH: Final = "bins_mismatch"
+SKETCH_INVALID: Final = "sketch_invalid"
+UNKNOWN_FEATURE: Final = "unknown_feature"
+NOT_IN_PROFILE: Final = "not_in_profile"
+NO_SPREAD: Final = "wasserstein_no_spread"
+
+#: Devices merged before their sums are folded into the segments (bounds memory).
+CHUNK: Final = 512
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    """A feature a look scores, with its reference profile's bins.
+
+    ``edges`` are the profile's interior cut points (``None`` for the predicted-class
+    mix, which has categories, not a scale); ``counts`` the reference sample's counts.
+    """
+
+    name: str
+    kind: FeatureKind
+    edges: tuple[float, ...] | None
+    counts: tuple[int, ...]
+
+    @property
+    def bins(self) -> int:
+        return len(self.counts)
+
+
+def profile_features(profile: ReferenceProfile, monitor: Monitor) -> list[FeatureRef]:
+    """The features of ``profile`` that ``monitor`` watches, in profile order (inputs),
+    then confidence and classes when the monitor asks for them and the profile has them.
+
+    Raises:
+        MonitorError: the monitor names features the profile does not have (the
+            ``features`` field, the names listed).
+    """
+    inputs = [f for p in profile.inputs for f in p.features]
+    if monitor.features == "all":
+        chosen = inputs
+    else:
+        known = {f.name: f for f in inputs}
+        missing = [name for name in monitor.features if name not in known]
+        if missing:
+            raise MonitorError(
+                "the monitor is invalid: features: not in the reference profile: "
+                + ", ".join(missing[:20])
+                + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""),
+                details={
+                    "problems": [
+                        {"field": "features", "message": f"{name!r} is not in the profile"}
+                        for name in missing[:100]
+                    ]
+                },
+            )
+        wanted = set(monitor.features)
+        chosen = [f for f in inputs if f.name in wanted]
+    features = [FeatureRef(f.name, "input", tuple(f.edges), tuple(f.counts)) for f in chosen]
+    if CONFIDENCE in monitor.outputs and profile.confidence_counts:
+        features.append(
+            FeatureRef(
+                CONFIDENCE,
+                "confidence",
+                tuple(profile.confidence_edges),
+                tuple(profile.confidence_counts),
+            )
+        )
+    if CLASSES in monitor.outputs and profile.class_counts:
+        features.append(FeatureRef(CLASSES, "classes", None, tuple(profile.class_counts)))
+    return features
+
+
+def profile_feature_names(profile: ReferenceProfile) -> set[str]:
+    """Every input feature name of a profile."""
+    return {f.name for p in profile.inputs for f in p.features}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The features of a look, grouped by number of bins so that each group is one
+    array ``[segments, features, bins]``."""
+
+    features: tuple[FeatureRef, ...]
+    #: bins -> indexes (into ``features``) of the features with that many bins
+    groups: Mapping[int, tuple[int, ...]]
+    #: feature index -> (its group's bins, its position in the group)
+    position: Mapping[int, tuple[int, int]]
+    index: Mapping[str, int]
+
+    @classmethod
+    def of(cls, features: Sequence[FeatureRef]) -> Layout:
+        groups: dict[int, list[int]] = {}
+        for i, feature in enumerate(features):
+            groups.setdefault(feature.bins, []).append(i)
+        position = {i: (bins, j) for bins, members in groups.items() for j, i in enumerate(members)}
+        return cls(
+            tuple(features),
+            {bins: tuple(members) for bins, members in groups.items()},
+            position,
+            {f.name: i for i, f in enumerate(features)},
+        )
+
+    def reference_counts(self, bins: int) -> FloatArray:
+        """The profile's counts of a group, ``[features, bins]``."""
+        return np.array([self.features[i].counts for i in self.groups[bins]], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """A window's telemetry merged per segment: the dispersion sums of each bin group
+    (leading shape ``[segments, features of the group]``), the quantile summaries by
+    (segment, feature index), and the rows behind the summaries per segment."""
+
+    dispersion: Mapping[int, Dispersion]
+    sketches: Mapping[tuple[int, int], QuantileSummary]
+    sketch_rows: npt.NDArray[np.int64]
+    skipped: Mapping[str, int]
+
+    def n(self, feature: int, layout: Layout) -> FloatArray:
+        """Rows counted in the bins of a feature, per segment."""
+        bins, j = layout.position[feature]
+        return self.dispersion[bins].n[:, j]
+
+    def devices(self, feature: int, layout: Layout) -> npt.NDArray[np.int64]:
+        bins, j = layout.position[feature]
+        return self.dispersion[bins].devices[:, j]
+
+
+class WindowAccumulator:
+    """Folds devices' buckets of one window into per-segment sums (see the module
+    docstring for what belongs to the window). Give each device once, all its buckets
+    together: a device is one cluster of the dispersion."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        segments: int,
+        start: datetime,
+        end: datetime,
+        *,
+        known_features: Iterable[str] = (),
+        chunk: int = CHUNK,
+    ) -> None:
+        self.layout = layout
+        self.segments = segments
+        self.start_s = start.timestamp()
+        self.end_s = end.timestamp()
+        self.start, self.end = start, end
+        self.known = set(known_features) | set(layout.index)
+        self.chunk = chunk
+        self.skipped: Counter[str] = Counter()
+        self._sums = {
+            bins: Dispersion.empty((segments, len(m)), bins) for bins, m in layout.groups.items()
+        }
+        self._sketches: dict[tuple[int, int], QuantileSummary] = {}
+        self._sketch_rows = np.zeros(segments, dtype=np.int64)
+        self._pending_counts: dict[int, list[FloatArray]] = {b: [] for b in layout.groups}
+        self._pending_members: list[npt.NDArray[np.bool_]] = []
+        self._pending_sketches: dict[tuple[int, int], list[QuantileSummary]] = {}
+
+    def add_device(self, segments: Sequence[int], buckets: Iterable[DriftBucket]) -> None:
+        """One device's buckets of the window; ``segments`` are the indexes of its
+        segments (``SegmentPlan.members``)."""
+        layout = self.layout
+        counts = {bins: np.zeros((len(m), bins)) for bins, m in layout.groups.items()}
+        sketches: dict[int, list[QuantileSummary]] = {}
+        rows = 0
+        for bucket in buckets:
+            data = bucket.data
+            if self._in_period(bucket):
+                rows += int(data.get("sketch_rows") or 0)
+                invalid = data.get("sketches_invalid")
+                if isinstance(invalid, int) and invalid > 0:
+                    self.skipped[SKETCH_INVALID] += invalid  # left out when buckets merged
+                for name, histogram in (data.get("feature_counts") or {}).items():
+                    self._add_counts(counts, name, histogram)
+                for name, text in (data.get("sketches") or {}).items():
+                    feature = layout.index.get(name)
+                    if feature is None or layout.features[feature].kind == "classes":
+                        continue
+                    try:
+                        summary = QuantileSummary.from_text(text)
+                    except SummaryError:
+                        self.skipped[SKETCH_INVALID] += 1
+                        continue
+                    if not summary.is_empty:
+                        sketches.setdefault(feature, []).append(summary)
+            if self.start <= bucket.bucket < self.end:
+                for name, key in ((CONFIDENCE, "confidence_counts"), (CLASSES, "class_counts")):
+                    histogram = data.get(key)
+                    if histogram and name in layout.index:
+                        self._add_counts(counts, name, histogram)
+        member = np.zeros(self.segments, dtype=np.bool_)
+        member[list(segments)] = True
+        self._pending_members.append(member)
+        for bins, array in counts.items():
+            self._pending_counts[bins].append(array)
+        for feature, parts in sketches.items():
+            for segment in segments:
+                self._pending_sketches.setdefault((segment, feature), []).extend(parts)
+        self._sketch_rows[list(segments)] += rows
+        if len(self._pending_members) >= self.chunk:
+            self._fold()
+
+    def finish(self) -> WindowData:
+        """The window's sums (the accumulator may not be used after)."""
+        self._fold()
+        return WindowData(
+            dispersion=dict(self._sums),
+            sketches=dict(self._sketches),
+            sketch_rows=self._sketch_rows.copy(),
+            skipped=dict(self.skipped),
+        )
+
+    def _in_period(self, bucket: DriftBucket) -> bool:
+        end = bucket.data.get("period_end")
+        if isinstance(end, int | float) and not isinstance(end, bool):
+            return self.start_s < float(end) <= self.end_s
+        # Telemetry from before summary periods: the bucket's own time.
+        return self.start <= bucket.bucket < self.end
+
+    def _add_counts(self, counts: dict[int, FloatArray], name: str, histogram: Any) -> None:
+        feature = self.layout.index.get(name)
+        if feature is None:
+            if name not in self.known:
+                self.skipped[UNKNOWN_FEATURE] += 1
+            return
+        bins, j = self.layout.position[feature]
+        if not isinstance(histogram, list | tuple) or len(histogram) != bins:
+            self.skipped[BINS_MISMATCH] += 1
+            return
+        try:
+            values = np.asarray(histogram, dtype=np.float64)
+        except (TypeError, ValueError):
+            self.skipped[BINS_MISMATCH] += 1
+            return
+        if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values < 0):
+            self.skipped[BINS_MISMATCH] += 1
+            return
+        counts[bins][j] += values
+
+    def _fold(self) -> None:
+        if not self._pending_members:
+            return
+        membership = np.stack(self._pending_members).astype(np.float64)  # [devices, segments]
+        for bins, parts in self._pending_counts.items():
+            x = np.stack(parts)  # [devices, features, bins]
+            n_d = x.sum(axis=-1)
+            safe = np.where(n_d > 0, n_d, 1.0)
+            square = x * x / safe[..., None]
+            # Sums over the devices of each segment (Dispersion.of_devices, per segment).
+            chunk = Dispersion(
+                totals=np.einsum("ds,dfb->sfb", membership, x),
+                sums_sq=np.einsum("ds,dfb->sfb", membership, square),
+                n=membership.T @ n_d,
+                n_sq=membership.T @ (n_d * n_d),
+                devices=(membership.T @ (n_d > 0)).astype(np.int64),
+            )
+            self._sums[bins] = self._sums[bins].merged(chunk)
+            parts.clear()
+        for key, summaries in self._pending_sketches.items():
+            previous = self._sketches.get(key)
+            merged = QuantileSummary.merge_all([*([previous] if previous else []), *summaries])
+            self._sketches[key] = merged
+        self._pending_sketches.clear()
+        self._pending_members.clear()
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """What the window is compared with: the profile's counts (the same for every
+    segment, no summaries), or an earlier window's sums per segment."""
+
+    kind: Literal["profile", "window"]
+    #: bins -> counts ``[segments or 1, features, bins]``, at their effective size
+    counts: Mapping[int, FloatArray]
+    sketches: Mapping[tuple[int, int], QuantileSummary] = field(default_factory=dict)
+    #: per segment, why the reference cannot serve it (a thin reference window)
+    unusable: Mapping[int, str] = field(default_factory=dict)
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def view(self) -> dict[str, Any]:
+        if self.kind == "profile":
+            return {"kind": "profile"}
+        return {"kind": "window", "start": _iso(self.start), "end": _iso(self.end)}
+
+
+def profile_reference(layout: Layout) -> ReferenceData:
+    """The version's reference profile as the reference of every segment."""
+    return ReferenceData(
+        "profile", {bins: layout.reference_counts(bins)[None, ...] for bins in layout.groups}
+    )
+
+
+def window_reference(
+    layout: Layout,
+    data: WindowData,
+    rules: Rules,
+    start: datetime,
+    end: datetime,
+) -> ReferenceData:
+    """An earlier window of the same segments as the reference: its pooled counts
+    shrunk to their effective size (their design effect applies to the reference too),
+    its quantile summaries. A segment whose reference window is too thin for the rules
+    is marked unusable."""
+    counts = {}
+    for bins, dispersion in data.dispersion.items():
+        phi = dispersion.phi()
+        counts[bins] = dispersion.totals / phi[..., None]
+    unusable = {}
+    for s in range(len(data.sketch_rows)):
+        devices, rows = _segment_size(layout, data, s)
+        if devices < rules.min_devices or rows < rules.min_rows:
+            unusable[s] = (
+                f"the reference window has {devices} devices and {rows} rows in this segment "
+                f"(at least {rules.min_devices} devices and {rules.min_rows} rows needed)"
+            )
+    return ReferenceData("window", counts, dict(data.sketches), unusable, start, end)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What a monitor asks of a look."""
+
+    thresholds: Mapping[str, float]
+    min_devices: int = 3
+    min_rows: int = 200
+    replicates: int = calibrate.DEFAULT_REPLICATES
+
+    @classmethod
+    def of(cls, monitor: Monitor, replicates: int = calibrate.DEFAULT_REPLICATES) -> Rules:
+        return cls(
+            thresholds=monitor.thresholds(),
+            min_devices=max(2, monitor.min_devices),
+            min_rows=monitor.min_rows,
+            replicates=replicates,
+        )
+
+
+@dataclass
+class Scored:
+    """One version's window scored: segment views and the tests, before the look's
+    decision (``decide_all`` fills ``bh_cut`` and ``drifted``)."""
+
+    segments: list[dict[str, Any]]
+    scores: list[dict[str, Any]]
+    pvalues: list[float]
+    phi: dict[tuple[str, str], float]
+    skipped: Counter[str]
+    distributions: dict[str, dict[str, dict[str, Any]]]
+    reference: dict[str, Any] = field(default_factory=lambda: {"kind": "profile"})
+
+    def drifted_features(self) -> list[str]:
+        return list(dict.fromkeys(s["feature"] for s in self.scores if s["drifted"]))
+
+
+def score(
+    layout: Layout,
+    segments: Sequence[Segment],
+    current: WindowData,
+    reference: ReferenceData,
+    rules: Rules,
+    rng: np.random.Generator,
+) -> Scored:
+    """Every statistic of ``rules`` for every feature of every segment with enough data.
+
+    A segment with fewer devices or rows than the rules ask (or fewer than two devices,
+    which cannot show how much devices differ) is ``insufficient_data`` and not scored;
+    so is a feature without rows on either side. KS and Wasserstein come from the
+    quantile summaries when both sides have them, else from the bins (``approximate:
+    "bins"``); Wasserstein is in reference standard deviations.
+    """
+    skipped: Counter[str] = Counter(current.skipped)
+    views: list[dict[str, Any]] = []
+    usable: list[int] = []
+    group_phi = {bins: current.dispersion[bins].phi() for bins in layout.groups}
+    for s, segment in enumerate(segments):
+        devices, rows = _segment_size(layout, current, s)
+        phis = [
+            float(group_phi[bins][s, j])
+            for bins, members in layout.groups.items()
+            for j in range(len(members))
+            if current.dispersion[bins].n[s, j] > 0
+        ]
+        reason = None
+        if devices < rules.min_devices:
+            reason = f"{devices} devices sent data, fewer than min_devices {rules.min_devices}"
+        elif rows < rules.min_rows:
+            reason = f"{rows} rows, fewer than min_rows {rules.min_rows}"
+        elif s in reference.unusable:
+            reason = reference.unusable[s]
+        if reason is None:
+            usable.append(s)
+        views.append(
+            {
+                "segment": segment.name,
+                "attribute": segment.attribute,
+                "value": segment.value,
+                "devices": devices,
+                "rows": rows,
+                "sketch_rows": int(current.sketch_rows[s]),
+                "phi": round(float(np.median(phis)), 4) if phis else None,
+                "status": OK if reason is None else INSUFFICIENT,
+                "reason": reason,
+            }
+        )
+    scores: list[dict[str, Any]] = []
+    pvalues: list[float] = []
+    phi_of: dict[tuple[str, str], float] = {}
+    distributions: dict[str, dict[str, dict[str, Any]]] = {}
+    names = [segment.name for segment in segments]
+    for bins, members in layout.groups.items():
+        dispersion = current.dispersion[bins]
+        phi = group_phi[bins]
+        ref_all = np.broadcast_to(reference.counts[bins], (len(segments), len(members), bins))
+        pairs = [
+            (s, j)
+            for s in usable
+            for j in range(len(members))
+            if dispersion.n[s, j] > 0 and ref_all[s, j].sum() > 0
+        ]
+        if not pairs:
+            continue
+        s_idx = np.array([s for s, _ in pairs])
+        j_idx = np.array([j for _, j in pairs])
+        ref = ref_all[s_idx, j_idx]
+        cur = dispersion.totals[s_idx, j_idx]
+        pair_phi = phi[s_idx, j_idx]
+        for (s, j), value in zip(pairs, pair_phi, strict=True):
+            feature = layout.features[members[j]]
+            phi_of[(names[s], feature.name)] = float(value)
+            distributions.setdefault(names[s], {})[feature.name] = _distribution(
+                feature, ref_all[s, j], dispersion.totals[s, j]
+            )
+        for statistic in BIN_STATISTICS:
+            threshold = rules.thresholds.get(statistic)
+            if threshold is None:
+                continue
+            effect, evidence, power = _bin_statistic(statistic, ref, cur)
+            p = calibrate.bin_pvalues(
+                evidence, ref, cur, pair_phi, rng, rules.replicates, power=power
+            )
+            for (s, j), value, p_value in zip(pairs, effect, p, strict=True):
+                if not (math.isfinite(value) and math.isfinite(p_value)):
+                    continue
+                scores.append(
+                    _score(names[s], layout.features[members[j]].name, statistic, value, threshold)
+                )
+                pvalues.append(float(p_value))
+        for statistic in SUMMARY_STATISTICS:
+            threshold = rules.thresholds.get(statistic)
+            if threshold is None:
+                continue
+            for (s, j), ref_counts, cur_counts, factor in zip(
+                pairs, ref, cur, pair_phi, strict=True
+            ):
+                feature_index = members[j]
+                feature = layout.features[feature_index]
+                if feature.edges is None:
+                    continue  # categories: no order, no distance
+                result = _summary_statistic(
+                    statistic,
+                    feature,
+                    ref_counts,
+                    cur_counts,
+                    reference.sketches.get((s, feature_index)),
+                    current.sketches.get((s, feature_index)),
+                    float(factor),
+                )
+                if result is None:
+                    skipped[NO_SPREAD] += 1
+                    continue
+                value, p_value, approximate = result
+                scores.append(
+                    _score(names[s], feature.name, statistic, value, threshold, approximate)
+                )
+                pvalues.append(p_value)
+    return Scored(views, scores, pvalues, phi_of, skipped, distributions, reference.view())
+
+
+def decide_all(looked: Sequence[Scored], alpha: float) -> float:
+    """One decision over every test of ``looked`` (a look's versions): Benjamini-Hochberg
+    at ``alpha`` across all of them, and drift where a test has that evidence and its
+    effect reaches its threshold. Fills each score's ``p_value``, ``bh_cut`` and
+    ``drifted``; returns the cut."""
+    pvalues = [p for scored in looked for p in scored.pvalues]
+    effects = [s["value"] for scored in looked for s in scored.scores]
+    thresholds = [s["threshold"] for scored in looked for s in scored.scores]
+    if not pvalues:
+        return calibrate.bh_cut(np.array([]), alpha)
+    decision = calibrate.decide(np.array(pvalues), np.array(effects), np.array(thresholds), alpha)
+    at = 0
+    for scored in looked:
+        for entry, p_value in zip(scored.scores, scored.pvalues, strict=True):
+            entry["p_value"] = p_value
+            entry["bh_cut"] = decision.cut
+            entry["drifted"] = bool(decision.drifted[at])
+            at += 1
+    return decision.cut
+
+
+def _segment_size(layout: Layout, data: WindowData, s: int) -> tuple[int, int]:
+    """Devices and rows of a segment: the most over its features (the input features'
+    rows when there are any, the confidence histogram's otherwise)."""
+    devices = 0
+    rows = 0.0
+    input_rows = 0.0
+    for bins, members in layout.groups.items():
+        dispersion = data.dispersion[bins]
+        for j, feature in enumerate(members):
+            devices = max(devices, int(dispersion.devices[s, j]))
+            n = float(dispersion.n[s, j])
+            rows = max(rows, n)
+            if layout.features[feature].kind == "input":
+                input_rows = max(input_rows, n)
+    return devices, int(input_rows or rows)
+
+
+def _bin_statistic(
+    statistic: str, reference: FloatArray, current: FloatArray
+) -> tuple[FloatArray, calibrate.BinStatistic, float]:
+    """(the effect compared with the threshold, the statistic whose null is simulated,
+    the power that makes it about a scaled chi-square)."""
+    if statistic == "psi":
+        return stats.psi(reference, current), stats.psi, 1.0
+    if statistic == "jensen_shannon":
+        return stats.jensen_shannon(reference, current), stats.jensen_shannon, 2.0
+    # Chi-square's evidence is its test; its practical size the Jensen-Shannon distance.
+    return stats.jensen_shannon(reference, current), stats.chi_square, 1.0
+
+
+def _summary_statistic(
+    statistic: str,
+    feature: FeatureRef,
+    reference_counts: FloatArray,
+    current_counts: FloatArray,
+    reference_sketch: QuantileSummary | None,
+    current_sketch: QuantileSummary | None,
+    phi: float,
+) -> tuple[float, float, str | None] | None:
+    """(value, p-value, approximate) of KS or Wasserstein for one feature and segment;
+    ``None`` when Wasserstein has no reference spread to be measured in."""
+    assert feature.edges is not None
+    exact = (
+        reference_sketch is not None
+        and current_sketch is not None
+        and not reference_sketch.is_empty
+        and not current_sketch.is_empty
+    )
+    try:
+        if exact:
+            assert reference_sketch is not None and current_sketch is not None
+            n_ref, n_cur = float(reference_sketch.n), float(current_sketch.n)
+            rank_error = _rank_error(reference_sketch) + _rank_error(current_sketch)
+            distance = stats.ks(reference_sketch, current_sketch)
+            if statistic == "ks":
+                value = distance
+            else:
+                spread = _summary_std(reference_sketch)
+                if not spread > 0:
+                    return None
+                value = stats.wasserstein(reference_sketch, current_sketch) / spread
+            approximate = None
+        else:
+            n_ref, n_cur = float(reference_counts.sum()), float(current_counts.sum())
+            rank_error = 0.0
+            distance = stats.ks_from_bins(feature.edges, reference_counts, current_counts)
+            if statistic == "ks":
+                value = distance
+            else:
+                spread = _bins_std(feature.edges, reference_counts)
+                if not spread > 0:
+                    return None
+                value = (
+                    stats.wasserstein_from_bins(feature.edges, reference_counts, current_counts)
+                    / spread
+                )
+            approximate = "bins"
+    except InsufficientDataError:
+        return None
+    p_value = calibrate.ks_pvalue(
+        min(max(distance, 0.0), 1.0),
+        n_ref,
+        n_cur / max(phi, 1.0),
+        rank_error=min(rank_error, 1.0),
+    )
+    if not (math.isfinite(value) and math.isfinite(p_value)):
+        return None
+    return float(value), float(p_value), approximate
+
+
+def _rank_error(summary: QuantileSummary) -> float:
+    """A summary's CDF error: none while it still holds every value it was given."""
+    return summary.rank_error if summary.n > summary.k else 0.0
+
+
+def _summary_std(summary: QuantileSummary) -> float:
+    """Standard deviation of the values a summary stands for (its weighted sample)."""
+    points = summary.support()
+    weights = np.diff(np.concatenate(([0.0], summary.cdf(points))))
+    mean = float(np.dot(weights, points))
+    return math.sqrt(max(float(np.dot(weights, (points - mean) ** 2)), 0.0))
+
+
+def _bins_std(edges: Sequence[float], counts: FloatArray) -> float:
+    """Standard deviation of binned values, each at its bucket's middle (the outer
+    buckets at the outer edges, as ``stats.wasserstein_from_bins`` places them)."""
+    cuts = np.asarray(edges, dtype=np.float64)
+    middles = np.concatenate(([cuts[0]], (cuts[:-1] + cuts[1:]) / 2, [cuts[-1]]))
+    total = float(counts.sum())
+    if total <= 0:
+        return 0.0
+    shares = counts / total
+    mean = float(np.dot(shares, middles))
+    return math.sqrt(max(float(np.dot(shares, (middles - mean) ** 2)), 0.0))
+
+
+def _score(
+    segment: str,
+    feature: str,
+    statistic: str,
+    value: float,
+    threshold: float,
+    approximate: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "segment": segment,
+        "feature": feature,
+        "statistic": statistic,
+        "value": float(value),
+        "threshold": float(threshold),
+        "p_value": None,
+        "bh_cut": None,
+        "drifted": False,
+        "approximate": approximate,
+    }
+
+
+def _distribution(
+    feature: FeatureRef, reference: FloatArray, current: FloatArray
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "edges": list(feature.edges) if feature.edges is not None else [],
+        "reference": [round(float(c), 3) for c in reference],
+        "current": [round(float(c), 3) for c in current],
+    }
+    if feature.edges is None:
+        view["labels"] = [str(i) for i in range(feature.bins)]
+    return view
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat().replace("+00:00", "Z")
