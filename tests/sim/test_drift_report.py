@@ -44,6 +44,7 @@ def drift_run(alarms: list[dict] | None = None) -> RunResult:
         prepare_s=0.7,
         pools=44,
         interval_cost_us=238.4,
+        period_cost_us=812.0,
         periods_sent=1200,
     )
     return RunResult(
@@ -76,7 +77,8 @@ def test_the_summary_has_the_drift_its_alarms_and_its_cost():
     assert f"time to alarm on {SITE}" in text and "18.5 s" in text
     assert "alarms opened" in text and f"2 ({SITE} 1 · all 1)" in text
     assert "monitors applied" in text and "1 (window 10s)" in text
-    assert "238 µs of CPU per device interval" in text and "44 pools" in text
+    assert "238 µs of CPU per device interval, 812 µs of CPU per summary period" in text
+    assert "44 pools" in text
     assert "drift clock: t = 0 of a drift's start_s" in text
     # The alarms table: when, where, what fired.
     assert re.search(

@@ -32,7 +32,13 @@ from typing import Any
 import aiohttp
 import numpy as np
 
-from edgefleet.agent.checkin import DEFAULT_JITTER, CheckinPolicy, LastAnswer, plan_flush
+from edgefleet.agent.checkin import (
+    DEFAULT_JITTER,
+    CheckinPolicy,
+    LastAnswer,
+    plan_flush,
+    samples_within,
+)
 from edgefleet.agent.preconditions import Conditions, unmet
 from edgefleet.agent.statemachine import (
     SETTLED,
@@ -455,9 +461,15 @@ class VirtualDevice:
             await self._request("PUT", "reported", json_body=report)
             self.last_report = report
         if plan.samples:
-            batch = self.telemetry[: plan.samples]
-            await self._request("POST", "telemetry", json_body={"samples": batch})
-            del self.telemetry[: plan.samples]
+            count = plan.samples
+            if self.world.drift is not None and count > 1:
+                # Samples that close summary periods are large: as the agent does, send
+                # what fits the body's byte budget (a backlog after an outage goes over
+                # several check-ins). Other runs' samples are small; they skip the sizing.
+                batch = self.telemetry[:count]
+                count = samples_within([len(json.dumps(sample)) for sample in batch])
+            await self._request("POST", "telemetry", json_body={"samples": self.telemetry[:count]})
+            del self.telemetry[:count]
 
     # -- driving the core -----------------------------------------------------------
 
@@ -744,7 +756,8 @@ class VirtualDevice:
         ``summarise``, those rows into its drift summary period."""
         drift = self.world.drift
         assert drift is not None
-        started = time.perf_counter()
+        # CPU time, not wall time: the server shares the machine's cores.
+        started = time.thread_time()
         inputs = drift.inputs
         levels = inputs.levels(self._drift_member, drift.t(self.world.now()))
         pool = inputs.pool((version, variant), levels)
@@ -753,7 +766,7 @@ class VirtualDevice:
         metrics["confidence_counts"] = pool.confidence_counts(rows)
         if summarise and self._summaries is not None:
             self._summaries.observe(model, version, pool, rows)
-        drift.cost_s += time.perf_counter() - started
+        drift.cost_s += time.thread_time() - started
         drift.intervals += 1
 
     def _closed_periods(self, serving: tuple[str, str] | None) -> dict[tuple[str, str], Any]:
@@ -762,14 +775,14 @@ class VirtualDevice:
         summaries, drift = self._summaries, self.world.drift
         if summaries is None or drift is None:
             return {}
-        started = time.perf_counter()
         closed = {}
         for key in summaries.serving():
+            started = time.thread_time()
             fields = summaries.closed(*key, flush=key != serving)
             if fields:
                 closed[key] = fields
                 drift.periods += 1
-        drift.cost_s += time.perf_counter() - started
+                drift.period_cost_s += time.thread_time() - started
         return closed
 
     def _queue_telemetry(self) -> None:

@@ -578,15 +578,19 @@ class DriftWorld:
     period_s: float
     #: the run's clock when every device served the baseline: t = 0 of ``start_s``
     clock_t: float | None = None
-    #: CPU seconds the devices spent on drift (drawing rows, counting, summarising) and
-    #: in how many intervals
+    #: CPU seconds the devices spent on drift in their intervals (drawing rows, counting,
+    #: feeding their recorders), and in how many intervals
     cost_s: float = 0.0
     intervals: int = 0
-    #: summary periods the devices closed
+    #: summary periods the devices closed, and the CPU seconds that took (building and
+    #: encoding the quantile summaries)
     periods: int = 0
+    period_cost_s: float = 0.0
     #: CPU seconds making the ladders' pools before the run, and how many it made
     prepare_s: float = 0.0
     pools: int = 0
+    #: epoch seconds, which date the devices' summary periods
+    clock: Callable[[], float] = time.time
 
     def t(self, now: float) -> float | None:
         """``now`` (the run's clock) on the drift clock; ``None`` before it started."""
@@ -594,9 +598,14 @@ class DriftWorld:
 
     def summaries(self, seed: int) -> DeviceSummaries:
         """A device's summary periods, on this run's profiles and period."""
-        return DeviceSummaries(self.profiles, period_s=self.period_s, seed=seed)
+        return DeviceSummaries(self.profiles, period_s=self.period_s, seed=seed, clock=self.clock)
 
     @property
     def interval_cost_us(self) -> float | None:
         """Mean CPU microseconds a device spent on drift per interval."""
         return round(self.cost_s / self.intervals * 1e6, 1) if self.intervals else None
+
+    @property
+    def period_cost_us(self) -> float | None:
+        """Mean CPU microseconds a device spent closing a summary period."""
+        return round(self.period_cost_s / self.periods * 1e6, 1) if self.periods else None

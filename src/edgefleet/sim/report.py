@@ -361,19 +361,20 @@ def _drift_rows(drift: DriftResult) -> list[tuple[str, str]]:
         (f"time to alarm on {segment}", _duration(delay))
         for segment, delay in drift.time_to_alarm_s.items()
     ]
-    cost = (
-        f"{drift.interval_cost_us:,.0f} µs of CPU per device interval"
-        if drift.interval_cost_us is not None
-        else _DASH
-    )
+    interval = _micros(drift.interval_cost_us, "per device interval")
+    period = _micros(drift.period_cost_us, "per summary period")
     rows.append(
         (
             "simulator's drift cost",
-            f"{cost}; {drift.pools:,} pools made before the run in {drift.prepare_s:.1f} s "
-            f"of CPU; {drift.periods_sent:,} summary periods sent",
+            f"{interval}, {period}; {drift.pools:,} pools made before the run in "
+            f"{drift.prepare_s:.1f} s of CPU; {drift.periods_sent:,} summary periods sent",
         )
     )
     return rows
+
+
+def _micros(value: float | None, what: str) -> str:
+    return _DASH if value is None else f"{value:,.0f} µs of CPU {what}"
 
 
 def _change_text(change: DriftChange) -> str:

@@ -146,11 +146,13 @@ class DriftResult:
     time_to_alarm_s: dict[str, float | None] = field(default_factory=dict)
     #: the last drift status the API gave (latest look per monitor)
     status: dict[str, Any] = field(default_factory=dict)
-    #: the simulator's own cost: what the ladders took to make before the run, and the
-    #: mean CPU time of one device's interval of drifting traffic and summaries
+    #: the simulator's own cost: what the ladders took to make before the run, the mean
+    #: CPU time of one device's interval of drifting traffic (drawing its rows, counting
+    #: them, feeding its recorder) and of closing one summary period
     prepare_s: float = 0.0
     pools: int = 0
     interval_cost_us: float | None = None
+    period_cost_us: float | None = None
     #: summary periods the devices closed and sent
     periods_sent: int = 0
 

@@ -812,6 +812,7 @@ class _Run:
                 )
         result.prepare_s, result.pools = drift.prepare_s, drift.pools
         result.interval_cost_us = drift.interval_cost_us
+        result.period_cost_us = drift.period_cost_us
         result.periods_sent = drift.periods
         return result
 
