@@ -106,6 +106,8 @@ class _View:
     alarms: Sequence[Mapping[str, Any]]
     skipped: Mapping[str, Any]
     drifted_features: Sequence[str]
+    #: The scores of each (segment, feature), in the report's order.
+    by_cell: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]]
 
     @classmethod
     def of(cls, report: Mapping[str, Any]) -> _View:
@@ -123,6 +125,9 @@ class _View:
         for index, entry in enumerate(history):
             for key in ("window_end", "segment", "feature", "statistic", "value"):
                 _field(entry, key, f"history[{index}]")
+        by_cell: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+        for score in scores:
+            by_cell.setdefault((str(score["segment"]), str(score["feature"])), []).append(score)
         drifted = report.get("drifted_features")
         if drifted is None:
             drifted = list(dict.fromkeys(s["feature"] for s in scores if s["drifted"]))
@@ -140,6 +145,7 @@ class _View:
             alarms=_list(report, "alarms", required=False),
             skipped=_mapping(report, "skipped", required=False),
             drifted_features=[str(f) for f in drifted],
+            by_cell=by_cell,
         )
 
     def features(self) -> list[str]:
@@ -157,8 +163,8 @@ class _View:
                 return segment
         return {"segment": name, "status": "ok"}
 
-    def scores_of(self, segment: str, feature: str) -> list[Mapping[str, Any]]:
-        return [s for s in self.scores if s["segment"] == segment and s["feature"] == feature]
+    def scores_of(self, segment: str, feature: str) -> Sequence[Mapping[str, Any]]:
+        return self.by_cell.get((segment, feature), ())
 
     def distribution(self, segment: str, feature: str) -> Mapping[str, Any] | None:
         found = (self.distributions.get(segment) or {}).get(feature)
