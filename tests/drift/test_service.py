@@ -185,10 +185,10 @@ def test_no_drift_raises_nothing_and_the_same_window_gives_the_same_numbers(flee
     assert report["drifted_features"] == [] and drifted_pairs(report) == set()
     assert [s["segment"] for s in report["segments"]] == [
         "all",
-        "hw=rev1",
-        "hw=rev2",
         "site=north",
         "site=south",
+        "hw=rev1",
+        "hw=rev2",
     ]
     again = service.report("digits", start=START, end=START + HOUR)
     assert again["scores"] == report["scores"]  # p-values seeded by the window
@@ -560,3 +560,99 @@ def test_telemetry_written_meanwhile_is_not_lost(fleet: Fleet):
 
         assert len(uow.session.scalars(select(TelemetryRow)).all()) == 13
         assert len(uow.session.scalars(select(WebhookRow)).all()) == 0
+
+
+def test_drift_notifications_go_out_signed(fleet: Fleet):
+    import httpx
+
+    from edgefleet.rollout.webhooks import deliver_due, verify
+
+    north, south = two_sites(fleet)
+    webhook(fleet)
+    service = fleet.service()
+    service.apply_monitor({"model": "digits", "segments": ["site"]}, OPERATOR)
+    fleet.send_period(north, START + HOUR)
+    fleet.send_period(south, START + HOUR, shift=SHIFT)
+    fleet.now = START + HOUR + timedelta(minutes=15)
+    assert service.run_due_looks() == 1
+    received = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        timestamp = int(request.headers["X-Edgefleet-Timestamp"])
+        assert verify("s", timestamp, request.content, request.headers["X-Edgefleet-Signature"])
+        received.append((request.headers["X-Edgefleet-Event"], request.read()))
+        return httpx.Response(204)
+
+    with httpx.Client(transport=httpx.MockTransport(receiver)) as client:
+        delivered = deliver_due(fleet.uow, client, lambda: fleet.now)
+    assert delivered == len(received) == len(service.alarms())
+    assert {event for event, _ in received} == {"drift.alarm.opened"}
+    import json
+
+    bodies = [json.loads(body)["data"]["alarm"] for _, body in received]
+    assert {(a["segment"], a["state"]) for a in bodies} == {("site=south", "open")}
+
+
+def test_an_attribute_gets_at_most_50_segments_the_rest_pooled():
+    from edgefleet.drift.ports import WindowDevice
+    from edgefleet.drift.segments import plan_segments
+
+    # 60 sites: site-0 has 3 devices, site-1 2, the others 1 each.
+    devices = [
+        WindowDevice(pk, f"cam-{pk}", "rev1", None, None, {"site": f"site-{site}"})
+        for pk, site in enumerate([0, 0, 0, 1, 1, *range(2, 60)])
+    ]
+    devices.append(WindowDevice(999, "cam-x", None, None, None, {}))  # no site
+    plan = plan_segments(devices, ["site", "hw"])
+    names = plan.names()
+    assert names[:3] == ["all", "site=site-0", "site=site-1"]
+    site_segments = [n for n in names if n.startswith("site=")]
+    assert len(site_segments) == 51 and site_segments[-1] == "site=other"
+    assert names[-1] == "hw=rev1"
+    other = names.index("site=other")
+    pooled = [pk for pk, segments in plan.members.items() if other in segments]
+    # 60 values, 50 kept: the most devices first, then by name; 10 one-device values pooled.
+    assert len(pooled) == 10
+    assert plan.members[999] == (0,)  # in "all" only
+    assert all(segments[0] == 0 for segments in plan.members.values())
+
+
+def test_the_accumulator_sums_are_the_dispersion_of_each_segments_devices():
+    import numpy as np
+
+    from edgefleet.drift.calibrate import Dispersion
+    from edgefleet.drift.ports import DriftBucket
+    from edgefleet.drift.scoring import FeatureRef, Layout, WindowAccumulator
+
+    layout = Layout.of(
+        [
+            FeatureRef("a", "input", (0.0,), (5, 5)),
+            FeatureRef("b", "input", (0.0, 1.0), (3, 3, 3)),
+            FeatureRef("c", "input", (2.0,), (1, 1)),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 20, size=(7, 3, 3))
+    counts[:, [0, 2], 2] = 0  # two-bin features
+    members = [(0,), (0, 1), (0, 1), (0, 2), (0, 2), (0, 1, 2), (0,)]
+    accumulator = WindowAccumulator(layout, 3, START, START + HOUR, chunk=3)
+    for device, segments in enumerate(members):
+        data = {
+            "feature_counts": {
+                "a": counts[device, 0, :2].tolist(),
+                "b": counts[device, 1].tolist(),
+                "c": counts[device, 2, :2].tolist(),
+            },
+            "period_end": (START + HOUR).timestamp(),
+        }
+        accumulator.add_device(segments, [DriftBucket(device, START, "1.0.0", data)])
+    window = accumulator.finish()
+    for segment in range(3):
+        inside = [d for d, s in enumerate(members) if segment in s]
+        for bins, features in layout.groups.items():
+            expected = Dispersion.of_devices(counts[inside][:, list(features), :bins])
+            got = window.dispersion[bins]
+            assert np.allclose(got.totals[segment], expected.totals)
+            assert np.allclose(got.sums_sq[segment], expected.sums_sq)
+            assert np.allclose(got.n[segment], expected.n)
+            assert np.array_equal(got.devices[segment], expected.devices)

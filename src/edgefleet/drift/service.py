@@ -124,6 +124,8 @@ class DriftService:
         max_looks_per_run: looks one ``run_due_looks`` does at most.
         replicates: simulated null draws per test.
         on_look: told the seconds each look took (the server's histogram).
+        flush_telemetry: writes telemetry held in memory before a report reads it (the
+            server batches it for a second).
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class DriftService:
         max_looks_per_run: int = MAX_LOOKS_PER_RUN,
         replicates: int = 400,
         on_look: Callable[[float], None] | None = None,
+        flush_telemetry: Callable[[], object] | None = None,
     ) -> None:
         self.uow_factory = uow_factory
         self.read_uow_factory = read_uow_factory or uow_factory
@@ -144,6 +147,7 @@ class DriftService:
         self.max_looks_per_run = max_looks_per_run
         self.replicates = replicates
         self.on_look = on_look
+        self.flush_telemetry = flush_telemetry
 
     # -- monitors ------------------------------------------------------------------------
 
@@ -165,11 +169,12 @@ class DriftService:
         if isinstance(spec, Mapping) and model is not None and "model" not in spec:
             spec = {**spec, "model": model}
         monitor = load_monitor(spec)
-        if model is not None and monitor.model != model:
-            raise _monitor_problem(
-                "model", f"the monitor is of {monitor.model!r} but was applied to {model!r}"
-            )
         with self.read_uow_factory() as uow:
+            _require_model(uow, model or monitor.model)
+            if model is not None and monitor.model != model:
+                raise _monitor_problem(
+                    "model", f"the monitor is of {monitor.model!r} but was applied to {model!r}"
+                )
             self._check_monitor(uow, monitor)
         digest = monitor.digest()
         now = self.clock()
@@ -193,10 +198,7 @@ class DriftService:
         """What a monitor refers to exists: the model, its version, its features in a
         profile, its query segments' syntax."""
         model = monitor.model
-        if not uow.versions.model_exists(model):
-            raise ModelNotFoundError(
-                f"no model named {model!r} is registered", details={"model": model}
-            )
+        _require_model(uow, model)
         if monitor.version is not None:
             found = uow.versions.get(model, monitor.version)
             if found is None:
@@ -300,6 +302,8 @@ class DriftService:
             chosen = self._report_version(uow, model, version or monitor.version)
         length = _length(last)
         start, end = _report_window(start, end, length, monitor.window, now)
+        if self.flush_telemetry is not None:
+            self.flush_telemetry()
         if segment_by is not None:
             monitor = _with_segments(monitor, segment_by)
         chosen_reference = _reference(reference, reference_start, reference_end)
@@ -341,10 +345,7 @@ class DriftService:
     def _report_version(
         self, uow: DriftUnitOfWork, model: str, version: str | None
     ) -> ModelVersion:
-        if not uow.versions.model_exists(model):
-            raise ModelNotFoundError(
-                f"no model named {model!r} is registered", details={"model": model}
-            )
+        _require_model(uow, model)
         if version is not None:
             version = str(parse_version(version))
             found = uow.versions.get(model, version)
@@ -675,6 +676,13 @@ class MonitorNotFoundError(DriftError):
     """The model has no drift monitor."""
 
     code = "drift_monitor_not_found"
+
+
+def _require_model(uow: DriftUnitOfWork, model: str) -> None:
+    if not uow.versions.model_exists(model):
+        raise ModelNotFoundError(
+            f"no model named {model!r} is registered", details={"model": model}
+        )
 
 
 def _monitor_problem(field: str, message: str) -> MonitorError:

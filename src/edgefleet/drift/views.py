@@ -22,15 +22,15 @@ def iso(moment: datetime) -> str:
 
 
 def monitor_view(stored: StoredMonitor) -> dict[str, Any]:
-    """A monitor version: its number, who applied it when, and the monitor with every
-    default filled in."""
+    """A monitor version: its number, who applied it when, and the monitor as written
+    with every default filled in."""
     return {
         "model": stored.model,
         "number": stored.number,
         "digest": stored.digest,
         "created_at": iso(stored.created_at),
         "created_by": stored.created_by,
-        "monitor": stored.monitor.canonical(),
+        "monitor": stored.monitor.model_dump(mode="json", by_alias=True),
     }
 
 
@@ -83,7 +83,7 @@ def status_view(
             {
                 "model": model,
                 "monitor": stored.number,
-                "window": stored.monitor.canonical()["window"],
+                "window": stored.monitor.model_dump(mode="json")["window"],
                 "looks": versions,
                 "open_alarms": sum(1 for a in model_alarms if a.state.value == "open"),
                 "acknowledged_alarms": sum(

@@ -4,7 +4,8 @@ Start-up opens the database (migrating it when allowed), creates the TUF keys an
 on first run (embedded mode; see docs/security.md for keeping root and targets offline),
 writes a first admin key to ``EDGEFLEET_HOME/admin.token`` on an empty database, and
 starts background loops: writing batched check-ins and telemetry every second, re-signing
-snapshot/timestamp before they expire, and deleting telemetry past its retention.
+snapshot/timestamp before they expire, deleting telemetry past its retention, and, on
+the leader, the rollout controller's ticks and the drift monitors' looks.
 Shutdown stops the loops and writes the last check-ins and telemetry.
 """
 
@@ -32,7 +33,7 @@ from edgefleet.server.context import ServerContext
 from edgefleet.server.gzipbody import RequestDecompression
 from edgefleet.server.hotpath import DeviceFastPath, Serving
 from edgefleet.server.metrics import BodyLimitMiddleware, MetricsMiddleware, ServerMetrics
-from edgefleet.server.routes import device, health, operator, registry, rollouts, tuf
+from edgefleet.server.routes import device, drift, health, operator, registry, rollouts, tuf
 
 log = logging.getLogger("edgefleet.server")
 
@@ -47,6 +48,10 @@ UPLOAD_PATH = "/api/v1/models"
 #: 2,000 devices a reported-state write took p50 65 ms at 0.1 ms against 141 ms at
 #: 0.5 ms, waiting for the lock and the interpreter (benchmarks/fleet.py).
 SWITCH_INTERVAL_S = 0.0001
+
+#: How often the leader looks for drift windows that are due (a window is due a grace
+#: after it ends, ``drift.service.GRACE``; windows are 5 minutes at least).
+DRIFT_LOOKS_S = 30.0
 
 
 def ensure_signing(ctx: ServerContext) -> None:
@@ -93,6 +98,13 @@ def _controller_step(ctx: ServerContext) -> None:
     if ctx.leadership.acquire():
         ctx.telemetry.flush()  # the gates read this process's telemetry up to now
         ctx.rollouts.tick_all()
+
+
+def _drift_looks(ctx: ServerContext) -> None:
+    # The rollout controller's loop takes and checks the lock; the looks follow it.
+    if ctx.leadership.held:
+        ctx.telemetry.flush()  # the looks read this process's telemetry up to now
+        ctx.drift.run_due_looks()
 
 
 def _deliver_webhooks(ctx: ServerContext, client: httpx.Client) -> None:
@@ -148,7 +160,10 @@ def create_api(settings: Settings) -> FastAPI:
         app.state.ctx = ctx
         # Made here, on the loop's thread, before a request or a scrape could race to it.
         checkin_cache = ctx.checkin_cache
-        app.state.metrics = ServerMetrics(ctx.fleet.summary, lambda: checkin_cache)
+        app.state.metrics = ServerMetrics(
+            ctx.fleet.summary, lambda: checkin_cache, drift=ctx.drift.gauges
+        )
+        ctx.drift.on_look = app.state.metrics.drift_look_done
         app.state.serving = Serving(ctx.checkins, app.state.metrics, settings.home / "tuf")
         webhook_client = httpx.Client(timeout=settings.webhook_timeout_s)
         metrics = app.state.metrics
@@ -179,6 +194,9 @@ def create_api(settings: Settings) -> FastAPI:
             ),
             asyncio.create_task(
                 _every(2.0, lambda: _deliver_webhooks(ctx, webhook_client), "webhooks", metrics)
+            ),
+            asyncio.create_task(
+                _every(DRIFT_LOOKS_S, lambda: _drift_looks(ctx), "drift looks", metrics)
             ),
             asyncio.create_task(watch_loop_lag(app.state.metrics.loop_lag.observe)),
         ]
@@ -216,7 +234,8 @@ def create_api(settings: Settings) -> FastAPI:
     app.state.metrics = None
     app.state.serving = None
     errors.install(app)
-    for module in (health, device, operator, registry, tuf, rollouts):
+    drift.install_errors(app)
+    for module in (health, device, operator, registry, tuf, rollouts, drift):
         app.include_router(module.router)
 
     def limit_for(scope: dict[str, Any]) -> int:

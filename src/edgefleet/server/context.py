@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgefleet.access.service import AccessService
 from edgefleet.config import Settings
+from edgefleet.drift.service import DriftService
 from edgefleet.fleet.checkin import CheckinService
 from edgefleet.fleet.desired import choose_variant
 from edgefleet.fleet.domain import DesiredModel, EventBatch, EventsAccepted, ReportedState
@@ -37,6 +38,7 @@ from edgefleet.store.checkin import (
 )
 from edgefleet.store.database import describe_url, make_engine
 from edgefleet.store.devices import to_view
+from edgefleet.store.drift import SqlDriftUnitOfWork
 from edgefleet.store.leader import Leadership
 from edgefleet.store.migrate import ensure_schema
 from edgefleet.store.rollouts import GateTelemetryCache
@@ -86,6 +88,16 @@ class ServerContext:
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.sessions, describe_url(self.engine), self.gate_cache)
 
+    def drift_uow(self) -> SqlDriftUnitOfWork:
+        """A transaction with the drift repository besides the others."""
+        return SqlDriftUnitOfWork(self.sessions, describe_url(self.engine), self.gate_cache)
+
+    def drift_read_uow(self) -> SqlDriftUnitOfWork:
+        """``drift_uow`` for reads only (``read_uow``)."""
+        return SqlDriftUnitOfWork(
+            self.read_sessions, describe_url(self.read_engine), self.gate_cache
+        )
+
     @cached_property
     def artifacts(self) -> LocalArtifactStore:
         return LocalArtifactStore(self.settings.artifacts_dir)
@@ -121,6 +133,17 @@ class ServerContext:
             analysis_interval_s=self.settings.rollout_analysis_interval_s,
             membership_refresh_s=self.settings.rollout_membership_refresh_s,
             read_uow_factory=self.read_uow,
+        )
+
+    @cached_property
+    def drift(self) -> DriftService:
+        """Drift monitors, reports, looks and alarms. A report first writes the
+        telemetry batched in memory; the server tells it how long each look took
+        (``on_look``)."""
+        return DriftService(
+            self.drift_uow,
+            read_uow_factory=self.drift_read_uow,
+            flush_telemetry=self.telemetry.flush,
         )
 
     @cached_property

@@ -76,11 +76,53 @@ class CheckinCacheCollector(Collector):
         )
 
 
+class DriftCollector(Collector):
+    """Drift gauges read from the database at scrape time (``DriftService.gauges``):
+    alarms by model and state, and per model version from its latest look the drifted
+    features by segment attribute and the largest score of each statistic. Labels are
+    bounded: no device, no feature, no segment value."""
+
+    def __init__(self, gauges: Callable[[], dict[str, Any]]) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            data = self.gauges()
+        except Exception:  # a scrape must not fail because the database is busy
+            return
+        alarms = GaugeMetricFamily(
+            "edgefleet_drift_alarms", "Drift alarms by model and state", labels=["model", "state"]
+        )
+        for (model, state), count in sorted(data["alarms"].items()):
+            alarms.add_metric([model, state], count)
+        yield alarms
+        drifted = GaugeMetricFamily(
+            "edgefleet_drift_features_drifted",
+            "Features that drifted in the model version's latest look, in the fleet "
+            '(segment_attribute "all"), in the segments of one attribute, or in query '
+            'segments ("query")',
+            labels=["model", "version", "segment_attribute"],
+        )
+        for (model, version, attribute), count in sorted(data["features_drifted"].items()):
+            drifted.add_metric([model, version, attribute], count)
+        yield drifted
+        scores = GaugeMetricFamily(
+            "edgefleet_drift_score_max",
+            "The largest value of a drift statistic over the features and segments of the "
+            "model version's latest look",
+            labels=["model", "version", "statistic"],
+        )
+        for (model, version, statistic), value in sorted(data["score_max"].items()):
+            scores.add_metric([model, version, statistic], value)
+        yield scores
+
+
 class ServerMetrics:
     def __init__(
         self,
         summary: Callable[[], dict[str, Any]],
         checkin_cache: Callable[[], Any] = lambda: None,
+        drift: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -132,10 +174,29 @@ class ServerMetrics:
         self.artifact_bytes = Counter(
             "edgefleet_artifact_bytes_served", "Bytes of TUF targets served", registry=self.registry
         )
+        self.drift_looks = Counter(
+            "edgefleet_drift_looks",
+            "Drift looks stored (one per monitor window)",
+            registry=self.registry,
+        )
+        self.drift_look_seconds = Histogram(
+            "edgefleet_drift_look_seconds",
+            "How long one drift look took: reading, merging and scoring a window's "
+            "telemetry, storing the look and its alarms",
+            buckets=(*LATENCY_BUCKETS, 30.0, 60.0, 120.0),
+            registry=self.registry,
+        )
         self.registry.register(FleetCollector(summary))
         self.registry.register(CheckinCacheCollector(checkin_cache))
+        if drift is not None:
+            self.registry.register(DriftCollector(drift))
         #: (method, route, status) -> the request counter's and histogram's children
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def drift_look_done(self, seconds: float) -> None:
+        """Count and time one stored drift look."""
+        self.drift_looks.inc()
+        self.drift_look_seconds.observe(seconds)
 
     def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count and time one answered request (``route``: its template)."""

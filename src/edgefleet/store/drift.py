@@ -83,7 +83,7 @@ class SqlDriftRepository:
         row = DriftMonitorRow(
             model=model,
             number=int(latest or 0) + 1,
-            spec=monitor.canonical(),
+            spec=monitor.model_dump(mode="json", by_alias=True),
             digest=digest,
             created_at=created_at,
             created_by=created_by,
