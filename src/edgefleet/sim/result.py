@@ -144,8 +144,9 @@ class DriftResult:
     alarms: list[dict[str, Any]] = field(default_factory=list)
     #: per ``alarm_on`` segment: seconds from the first drift's start until it alarmed
     time_to_alarm_s: dict[str, float | None] = field(default_factory=dict)
-    #: the last drift status the API gave (latest look per monitor)
-    status: dict[str, Any] = field(default_factory=dict)
+    #: the last drift status the API gave: per monitor, its latest look of each version
+    #: and its active alarms
+    status: list[dict[str, Any]] = field(default_factory=list)
     #: the simulator's own cost: what the ladders took to make before the run, the mean
     #: CPU time of one device's interval of drifting traffic (drawing its rows, counting
     #: them, feeding its recorder) and of closing one summary period

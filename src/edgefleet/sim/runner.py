@@ -622,7 +622,7 @@ class _Run:
         alarms = await operator.call(
             "GET", "/api/v1/drift/alarms", params={"model": self.scenario.model}
         )
-        for alarm in alarms if isinstance(alarms, list) else alarms.get("alarms", []):
+        for alarm in alarms:
             alarm["opened_t"] = self._at(alarm["opened_at"])
             if alarm.get("resolved_at"):
                 alarm["resolved_t"] = self._at(alarm["resolved_at"])
