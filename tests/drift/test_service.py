@@ -285,27 +285,41 @@ def test_report_errors(fleet: Fleet):
 def test_what_does_not_fit_is_skipped_and_counted_never_scored(fleet: Fleet):
     north, south = two_sites(fleet)
     good = north + south[:3]
-    fleet.send_period(good, START + HOUR)
-    # Bins of another length than the profile's, a summary that does not decode (as a
-    # bucket written by something else than the API could hold), a feature the profile
-    # does not have, and a version the registry does not know.
+    fleet.send_period(north + south, START + HOUR)  # the reference window
+    fleet.send_period(good, START + 2 * HOUR)
+    # Bins of another length than the profile's, counts that are not counts, a feature
+    # the profile does not have, summaries that do not decode (as a bucket written by
+    # something else than the API could hold), and a version the registry does not know.
     fleet.send_period(
         south[3:4],
-        START + HOUR,
-        extra={"feature_counts": {"X[20]": [1, 2, 3], "X[99]": [5, 5]}},
+        START + 2 * HOUR,
+        extra={"feature_counts": {"X[20]": [1, 2, 3], "X[21]": [1, -5], "X[99]": [5, 5]}},
     )
     fleet.send_period(
-        south[4:5], START + HOUR, extra={"sketches": {"X[20]": "not a sketch", "X[3]": "AAAA"}}
+        south[4:5],
+        START + 2 * HOUR,
+        extra={"sketches": {"X[20]": "not a sketch", "X[3]": "AAAA"}},
     )
-    fleet.send_period(south[5:], START + HOUR, version="7.7.7")
-    fleet.now = START + HOUR
-    report = fleet.service().report("digits", start=START, end=START + HOUR)
-    assert report["skipped"]["bins_mismatch"] == 1
+    fleet.send_period(south[5:], START + 2 * HOUR, version="7.7.7")
+    fleet.now = START + 2 * HOUR
+    service = fleet.service()
+    report = service.report(
+        "digits",
+        last=HOUR,
+        reference="window",
+        reference_start=START,
+        reference_end=START + HOUR,
+    )
+    assert report["skipped"]["bins_mismatch"] == 2
     assert report["skipped"]["unknown_feature"] == 1
     assert report["skipped"]["sketch_invalid"] == 2
     assert report["skipped"]["unknown_version"] == 1
     assert by_segment(report)["all"]["devices"] == 11  # 7.7.7's device is not scored
     assert report["drifted_features"] == []
+    # Against the profile, which has no summaries, the window's are not read at all.
+    against_profile = service.report("digits", last=HOUR)
+    assert "sketch_invalid" not in against_profile["skipped"]
+    assert against_profile["skipped"]["bins_mismatch"] == 2
 
 
 def test_an_empty_window_and_a_segment_of_one_device_are_insufficient_data(fleet: Fleet):

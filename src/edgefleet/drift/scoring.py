@@ -200,6 +200,7 @@ class WindowAccumulator:
         end: datetime,
         *,
         known_features: Iterable[str] = (),
+        summaries: bool = True,
         chunk: int = CHUNK,
     ) -> None:
         self.layout = layout
@@ -208,6 +209,9 @@ class WindowAccumulator:
         self.end_s = end.timestamp()
         self.start, self.end = start, end
         self.known = set(known_features) | set(layout.index)
+        #: Whether quantile summaries are read at all: against a reference profile,
+        #: which has none, KS and Wasserstein come from the bins either way.
+        self.summaries = summaries
         self.chunk = chunk
         self.skipped: Counter[str] = Counter()
         self._sums = {
@@ -223,39 +227,28 @@ class WindowAccumulator:
         """One device's buckets of the window; ``segments`` are the indexes of its
         segments (``SegmentPlan.members``)."""
         layout = self.layout
-        counts = {bins: np.zeros((len(m), bins)) for bins, m in layout.groups.items()}
+        # Histograms as sent, per feature: made into arrays once per bin group below.
+        histograms: dict[int, list[Any]] = {}
         sketches: dict[int, list[QuantileSummary]] = {}
         rows = 0
         for bucket in buckets:
             data = bucket.data
             if self._in_period(bucket):
                 rows += int(data.get("sketch_rows") or 0)
-                invalid = data.get("sketches_invalid")
-                if isinstance(invalid, int) and invalid > 0:
-                    self.skipped[SKETCH_INVALID] += invalid  # left out when buckets merged
                 for name, histogram in (data.get("feature_counts") or {}).items():
-                    self._add_counts(counts, name, histogram)
-                for name, text in (data.get("sketches") or {}).items():
-                    feature = layout.index.get(name)
-                    if feature is None or layout.features[feature].kind == "classes":
-                        continue
-                    try:
-                        summary = QuantileSummary.from_text(text)
-                    except SummaryError:
-                        self.skipped[SKETCH_INVALID] += 1
-                        continue
-                    if not summary.is_empty:
-                        sketches.setdefault(feature, []).append(summary)
+                    self._collect(histograms, name, histogram)
+                if self.summaries:
+                    self._read_summaries(data, sketches)
             if self.start <= bucket.bucket < self.end:
                 for name, key in ((CONFIDENCE, "confidence_counts"), (CLASSES, "class_counts")):
                     histogram = data.get(key)
                     if histogram and name in layout.index:
-                        self._add_counts(counts, name, histogram)
+                        self._collect(histograms, name, histogram)
         member = np.zeros(self.segments, dtype=np.bool_)
         member[list(segments)] = True
         self._pending_members.append(member)
-        for bins, array in counts.items():
-            self._pending_counts[bins].append(array)
+        for bins, features in layout.groups.items():
+            self._pending_counts[bins].append(self._group_counts(bins, features, histograms))
         for feature, parts in sketches.items():
             for segment in segments:
                 self._pending_sketches.setdefault((segment, feature), []).extend(parts)
@@ -280,25 +273,65 @@ class WindowAccumulator:
         # Telemetry from before summary periods: the bucket's own time.
         return self.start <= bucket.bucket < self.end
 
-    def _add_counts(self, counts: dict[int, FloatArray], name: str, histogram: Any) -> None:
+    def _collect(self, histograms: dict[int, list[Any]], name: str, histogram: Any) -> None:
+        """Keep a histogram of a scored feature that has the profile's number of bins."""
         feature = self.layout.index.get(name)
         if feature is None:
             if name not in self.known:
                 self.skipped[UNKNOWN_FEATURE] += 1
             return
-        bins, j = self.layout.position[feature]
-        if not isinstance(histogram, list | tuple) or len(histogram) != bins:
+        if (
+            not isinstance(histogram, list | tuple)
+            or len(histogram) != self.layout.features[feature].bins
+        ):
             self.skipped[BINS_MISMATCH] += 1
             return
+        histograms.setdefault(feature, []).append(histogram)
+
+    def _group_counts(
+        self, bins: int, features: Sequence[int], histograms: Mapping[int, list[Any]]
+    ) -> FloatArray:
+        """A device's counts of one bin group, ``[features, bins]``: its histograms of
+        each feature summed; one that is not counts (negative, not finite, not a
+        number) is skipped as a mismatch."""
+        counts = np.zeros((len(features), bins))
+        rows: list[Any] = []
+        where: list[int] = []
+        for j, feature in enumerate(features):
+            for histogram in histograms.get(feature, ()):
+                rows.append(histogram)
+                where.append(j)
+        if not rows:
+            return counts
         try:
-            values = np.asarray(histogram, dtype=np.float64)
-        except (TypeError, ValueError):
-            self.skipped[BINS_MISMATCH] += 1
-            return
-        if values.ndim != 1 or not np.all(np.isfinite(values)) or np.any(values < 0):
-            self.skipped[BINS_MISMATCH] += 1
-            return
-        counts[bins][j] += values
+            values = np.array(rows, dtype=np.float64)
+        except (TypeError, ValueError):  # something that is not a number: one by one
+            values = np.array([_numbers(row, bins) for row in rows], dtype=np.float64)
+        bad = ~np.all(np.isfinite(values) & (values >= 0), axis=1)
+        if bad.any():
+            self.skipped[BINS_MISMATCH] += int(bad.sum())
+            values[bad] = 0.0
+        np.add.at(counts, np.array(where), values)
+        return counts
+
+    def _read_summaries(
+        self, data: Mapping[str, Any], sketches: dict[int, list[QuantileSummary]]
+    ) -> None:
+        invalid = data.get("sketches_invalid")
+        if isinstance(invalid, int) and invalid > 0:
+            self.skipped[SKETCH_INVALID] += invalid  # left out when buckets merged
+        layout = self.layout
+        for name, text in (data.get("sketches") or {}).items():
+            feature = layout.index.get(name)
+            if feature is None or layout.features[feature].kind == "classes":
+                continue
+            try:
+                summary = QuantileSummary.from_text(text)
+            except SummaryError:
+                self.skipped[SKETCH_INVALID] += 1
+                continue
+            if not summary.is_empty:
+                sketches.setdefault(feature, []).append(summary)
 
     def _fold(self) -> None:
         if not self._pending_members:
@@ -696,6 +729,14 @@ def _score(
         "drifted": False,
         "approximate": approximate,
     }
+
+
+def _numbers(row: Any, bins: int) -> list[float]:
+    """A histogram as numbers, or NaNs (then skipped) when an entry is not one."""
+    try:
+        return [float(x) for x in row]
+    except (TypeError, ValueError):
+        return [math.nan] * bins
 
 
 def _distribution(

@@ -375,8 +375,20 @@ class DriftService:
         attributes = [s.attribute for s in monitor.segments if s.attribute is not None]
         queries = {s.label: str(s.query) for s in monitor.segments if s.query is not None}
         with self.read_uow_factory() as uow:
+            # A reference profile has bins only: the window's summaries would go unused.
+            summaries = monitor.reference.window is not None
             current, plan = self._window(
-                uow, layout, known, version, start, end, attributes, queries, now, None
+                uow,
+                layout,
+                known,
+                version,
+                start,
+                end,
+                attributes,
+                queries,
+                now,
+                None,
+                summaries=summaries,
             )
             if monitor.reference.window is None:
                 reference = profile_reference(layout)
@@ -384,7 +396,17 @@ class DriftService:
                 ref_start = monitor.reference.window.start.astimezone(UTC)
                 ref_end = monitor.reference.window.end.astimezone(UTC)
                 past, _ = self._window(
-                    uow, layout, known, version, ref_start, ref_end, attributes, queries, now, plan
+                    uow,
+                    layout,
+                    known,
+                    version,
+                    ref_start,
+                    ref_end,
+                    attributes,
+                    queries,
+                    now,
+                    plan,
+                    summaries=True,
                 )
                 reference = window_reference(
                     layout, past, Rules.of(monitor, self.replicates), ref_start, ref_end
@@ -406,6 +428,8 @@ class DriftService:
         queries: Mapping[str, str],
         now: datetime,
         plan: SegmentPlan | None,
+        *,
+        summaries: bool,
     ) -> tuple[WindowData, SegmentPlan]:
         """A window's telemetry of one version merged per segment. With ``plan``, the
         window's devices go into that plan's segments (a reference window is scored
@@ -425,7 +449,7 @@ class DriftService:
         else:
             assigned = plan.assign(devices, members)
         accumulator = WindowAccumulator(
-            layout, len(plan.segments), start, end, known_features=known
+            layout, len(plan.segments), start, end, known_features=known, summaries=summaries
         )
         for device_pk, buckets in _per_device(
             uow.drift.drift_buckets(model, versions, start, until)
