@@ -670,3 +670,40 @@ def test_the_accumulator_sums_are_the_dispersion_of_each_segments_devices():
             assert np.allclose(got.sums_sq[segment], expected.sums_sq)
             assert np.allclose(got.n[segment], expected.n)
             assert np.array_equal(got.devices[segment], expected.devices)
+
+
+def test_a_stored_look_keeps_its_scores_packed(fleet: Fleet):
+    from edgefleet.drift.looks import pack_scores, unpack_scores
+
+    north, south = two_sites(fleet)
+    service = fleet.service()
+    service.apply_monitor({"model": "digits", "segments": ["site"]}, OPERATOR)
+    fleet.send_period(north, START + HOUR)
+    fleet.send_period(south, START + HOUR, shift=SHIFT)
+    fleet.now = START + HOUR + timedelta(minutes=15)
+    report = service.report("digits", start=START, end=START + HOUR)
+    assert service.run_due_looks() == 1
+    with fleet.uow() as uow:
+        (look,) = uow.drift.latest_looks("digits")
+    stored = look.result["scores"]
+    assert set(stored) == {"segments", "features", "statistics", "thresholds", "bh_cut", "rows"}
+    unpacked = unpack_scores(stored)
+    assert len(unpacked) == len(report["scores"])
+    for mine, theirs in zip(unpacked, report["scores"], strict=True):
+        assert {k: v for k, v in mine.items() if k not in ("value", "p_value")} == {
+            k: v for k, v in theirs.items() if k not in ("value", "p_value")
+        }
+        assert mine["value"] == pytest.approx(theirs["value"], rel=1e-5)
+        assert mine["p_value"] == pytest.approx(theirs["p_value"], rel=1e-3)
+    assert unpack_scores(pack_scores([])) == [] and unpack_scores(None) == []
+    # The history of a later report reads the packed scores.
+    fleet.send_period(north, START + 2 * HOUR)
+    fleet.send_period(south, START + 2 * HOUR, shift=SHIFT)
+    later = service.report("digits", start=START + HOUR, end=START + 2 * HOUR)
+    history = [
+        h
+        for h in later["history"]
+        if (h["segment"], h["feature"], h["statistic"]) == ("site=south", "X[20]", "psi")
+    ]
+    assert [h["window_end"] for h in history] == ["2026-12-07T01:00:00Z"]
+    assert history[0]["threshold"] == 0.2

@@ -38,7 +38,15 @@ from edgefleet.access.tokens import Role
 from edgefleet.drift import alarms as lifecycle
 from edgefleet.drift.alarms import Alarm, AlarmState, Look, advance, features_due
 from edgefleet.drift.errors import DriftError, MonitorError
-from edgefleet.drift.looks import findings, is_due, next_window, rng_for, unscored_keys
+from edgefleet.drift.looks import (
+    findings,
+    is_due,
+    next_window,
+    pack_scores,
+    rng_for,
+    unpack_scores,
+    unscored_keys,
+)
 from edgefleet.drift.monitor import (
     FLEET_SEGMENT,
     MAX_WINDOW,
@@ -336,8 +344,8 @@ class DriftService:
                 "threshold": entry["threshold"],
             }
             for look in looks
-            for entry in look.result.get("scores", [])
-            if (entry.get("segment"), entry.get("feature")) in drifted
+            for entry in unpack_scores(look.result.get("scores"))
+            if (entry["segment"], entry["feature"]) in drifted
         ]
         result["alarms"] = [alarm_view(a) for a in alarms]
         return result
@@ -568,10 +576,9 @@ class DriftService:
                 if version in looked:
                     looked[version].setdefault("events", []).append(_event_summary(event, payload))
             for version, result in looked.items():
-                if (
-                    uow.drift.add_look(NewLook(stored.id, model, version, start, end, now, result))
-                    is None
-                ):
+                kept = {**result, "scores": pack_scores(result["scores"])}
+                look_row = NewLook(stored.id, model, version, start, end, now, kept)
+                if uow.drift.add_look(look_row) is None:
                     return False  # another server looked at this window meanwhile
             uow.drift.save_alarms(changes.changed, now)
             for _, event, payload in events:
@@ -679,7 +686,7 @@ class DriftService:
             }
             for kind in set(kinds.values()):
                 drifted.setdefault((look.model, look.version, kind), set())
-            for entry in look.result.get("scores", []):
+            for entry in unpack_scores(look.result.get("scores")):
                 key = (look.model, look.version, str(entry.get("statistic")))
                 value = entry.get("value")
                 if isinstance(value, int | float):
