@@ -48,6 +48,13 @@ def drifted_pairs(report: dict) -> set[tuple[str, str]]:
     return {(s["segment"], s["feature"]) for s in report["scores"] if s["drifted"]}
 
 
+def stored_monitor(fleet: Fleet):
+    with fleet.uow() as uow:
+        stored = uow.drift.monitor("digits")
+    assert stored is not None
+    return stored
+
+
 def webhook(fleet: Fleet) -> None:
     with fleet.uow() as uow:
         uow.rollouts.add_webhook(
@@ -418,8 +425,9 @@ def test_a_look_is_stored_whole_or_not_at_all(fleet: Fleet, monkeypatch):
         raise RuntimeError("the server died while queueing notifications")
 
     monkeypatch.setattr(SqlRolloutRepository, "enqueue", crash)
+    assert service.run_due_looks() == 0  # logged; the other monitors would go on
     with pytest.raises(RuntimeError):
-        service.run_due_looks()
+        service.look(stored_monitor(fleet), START, START + HOUR)
     with fleet.uow() as uow:
         assert uow.session.scalars(select(DriftLookRow)).all() == []
         assert uow.drift.alarms() == []
@@ -430,10 +438,7 @@ def test_a_look_is_stored_whole_or_not_at_all(fleet: Fleet, monkeypatch):
         service.alarms()
     )
     # Another server that looks at the same window stores nothing twice.
-    with fleet.uow() as uow:
-        stored = uow.drift.monitor("digits")
-    assert stored is not None
-    assert fleet.service().look(stored, START, START + HOUR) is False
+    assert fleet.service().look(stored_monitor(fleet), START, START + HOUR) is False
 
 
 def test_alarms_open_refresh_acknowledge_and_resolve(fleet: Fleet):
@@ -707,3 +712,31 @@ def test_a_stored_look_keeps_its_scores_packed(fleet: Fleet):
     ]
     assert [h["window_end"] for h in history] == ["2026-12-07T01:00:00Z"]
     assert history[0]["threshold"] == 0.2
+
+
+def test_a_failing_look_holds_back_its_monitor_only(fleet: Fleet, settings, bundle_copy):
+    from edgefleet.registry.artifacts import LocalArtifactStore
+    from edgefleet.store.bootstrap import registry_service
+    from tests.conftest import edit_manifest
+
+    other = bundle_copy("1.0.0")
+    edit_manifest(other, lambda manifest: manifest.update(name="counter"))
+    registry_service(fleet.engine, LocalArtifactStore(settings.artifacts_dir)).register(other)
+    service = fleet.service()
+    service.apply_monitor({"model": "digits", "version": "1.0.0"}, OPERATOR)
+    service.apply_monitor({"model": "counter", "version": "1.0.0"}, OPERATOR)
+    fleet.now = START + HOUR + timedelta(minutes=15)
+    scored = service._score
+
+    def broken(monitor, version, *args):
+        if monitor.model == "digits":
+            raise ZeroDivisionError("a bug in scoring digits")
+        return scored(monitor, version, *args)
+
+    service._score = broken  # type: ignore[method-assign]
+    assert service.run_due_looks() == 1
+    with fleet.uow() as uow:
+        assert uow.drift.last_window_end("counter") == START + HOUR
+        assert uow.drift.last_window_end("digits") is None
+    service._score = scored  # type: ignore[method-assign]
+    assert service.run_due_looks() == 1  # digits' window, whole, at the next run

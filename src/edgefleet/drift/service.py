@@ -71,6 +71,7 @@ from edgefleet.drift.scoring import (
 )
 from edgefleet.drift.segments import SegmentPlan, plan_segments
 from edgefleet.drift.views import alarm_view, iso, monitor_view, status_view
+from edgefleet.errors import EdgefleetError
 from edgefleet.registry.domain import ModelVersion, Stage
 from edgefleet.registry.errors import ModelNotFoundError, VersionNotFoundError
 from edgefleet.registry.profile import ReferenceProfile
@@ -474,8 +475,9 @@ class DriftService:
         turn, at most ``max_looks_per_run``; returns how many looks were stored.
 
         A look that cannot score a version (no reference profile, say) stores that
-        reason in its result and moves on; a database that is unavailable stops the
-        run (the next run looks again at the same window).
+        reason in its result and moves on. A look that fails otherwise is logged and
+        its monitor waits for the next run (the window is looked at again, whole),
+        while the other monitors go on; a database that is unavailable stops the run.
         """
         now = now or self.clock()
         with self.read_uow_factory() as uow:
@@ -492,7 +494,17 @@ class DriftService:
                 start, end = next_window(stored.created_at, last_end, stored.monitor.window)
                 if not is_due(end, self.grace, now):
                     continue
-                if self.look(stored, start, end):
+                try:
+                    looked = self.look(stored, start, end)
+                except EdgefleetError as exc:
+                    if exc.transient:
+                        raise
+                    log.exception("drift look of %s, %s to %s failed", stored.model, start, end)
+                    continue
+                except Exception:
+                    log.exception("drift look of %s, %s to %s failed", stored.model, start, end)
+                    continue
+                if looked:
                     done += 1
                     still.append(stored)
             pending = still
