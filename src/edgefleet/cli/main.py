@@ -10,6 +10,7 @@ from edgefleet.cli import (
     db,
     demo,
     devices,
+    drift,
     examples,
     keys,
     model,
@@ -35,6 +36,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(repo.app, name="repo")
 app.add_typer(devices.app, name="devices")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(drift.app, name="drift")
 app.add_typer(agent.app, name="agent")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
