@@ -318,3 +318,15 @@ def test_json_schema_documents_durations_and_the_union_fields() -> None:
 def test_a_monitor_passes_through_load_monitor() -> None:
     monitor = load_monitor("model: digits")
     assert load_monitor(monitor) is monitor
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("window", "999999999w", "too long a duration"),
+        ("outputs", [{}], "outputs"),
+    ],
+)
+def test_absurd_values_are_refused_with_the_field_not_a_crash(field, value, expected):
+    with pytest.raises(MonitorError, match=expected):
+        load_monitor({"model": "digits", field: value})

@@ -166,6 +166,15 @@ ROUTES = [
     Row("POST", "/api/v1/rollouts/{rollout_id}/abort", Access.OPERATOR, {"revert": False}),
     Row("POST", "/api/v1/webhooks", Access.ADMIN, {"url": "http://127.0.0.1:9/matrix"}),
     Row("GET", "/api/v1/webhooks", Access.ADMIN),
+    Row("PUT", "/api/v1/drift/monitors/{model}", Access.OPERATOR, {"model": "digits"}),
+    Row("GET", "/api/v1/drift/monitors", Access.VIEWER),
+    Row("GET", "/api/v1/drift/monitors/{model}", Access.VIEWER),
+    Row("GET", "/api/v1/drift/status", Access.VIEWER),
+    Row("GET", "/api/v1/drift/report", Access.VIEWER, params={"model": "digits", "last": "1h"}),
+    Row("GET", "/api/v1/drift/alarms", Access.VIEWER),
+    Row("GET", "/api/v1/drift/alarms/{alarm_id}", Access.VIEWER),
+    Row("POST", "/api/v1/drift/alarms/{alarm_id}/ack", Access.OPERATOR),
+    Row("POST", "/api/v1/drift/alarms/{alarm_id}/resolve", Access.OPERATOR),
 ]
 
 PLACEHOLDER = re.compile(r"\{(\w+)(?::\w+)?\}")
@@ -202,6 +211,8 @@ class Ids:
     token_id: str
     metadata: str
     target: str
+    model: str
+    alarm_id: str
 
 
 @dataclass
@@ -218,6 +229,37 @@ def _bundle_archive(bundle: Path) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(bundle, arcname=bundle.name)
     return buffer.getvalue()
+
+
+def _drift_alarm(settings: Settings) -> str:
+    """An open drift alarm in the store (acknowledged and resolved by the matrix's
+    admitted callers, which then answer 409: authorization passed)."""
+    from sqlalchemy.orm import sessionmaker
+
+    from edgefleet.drift.alarms import Alarm, AlarmState, Finding, Fired
+    from edgefleet.store.bootstrap import open_store  # noqa: F401 - the schema is current
+    from edgefleet.store.database import describe_url, make_engine
+    from edgefleet.store.drift import SqlDriftUnitOfWork
+
+    at = datetime.now(UTC)
+    fired = Fired(statistic="psi", value=0.5, threshold=0.2, p_value=1e-9, bh_cut=1e-3)
+    finding = Finding(
+        model="digits", version="1.0.0", segment="all", feature="X[3]",
+        fired=(fired,), rows=500, devices=5, phi=1.0,
+    )
+    alarm = Alarm(
+        id="da-0123456789ab", state=AlarmState.OPEN, opened_at=at, opening=finding,
+        latest=finding, last_seen_at=at, last_look_at=at,
+    )
+    engine = make_engine(settings)
+    try:
+        sessions = sessionmaker(engine, expire_on_commit=False)
+        with SqlDriftUnitOfWork(sessions, describe_url(engine)) as uow:
+            uow.drift.save_alarms([alarm], at)
+            uow.commit()
+    finally:
+        engine.dispose()
+    return alarm.id
 
 
 def _small_target(targets: Path) -> str:
@@ -301,6 +343,8 @@ def world(
             token_id=throwaway_id,
             metadata="1.root.json",
             target=_small_target(home / "tuf" / "targets"),
+            model="digits",
+            alarm_id=_drift_alarm(settings),
         )
         missing = Ids(
             device_id="no-such-device",
@@ -311,6 +355,8 @@ def world(
             token_id="0123456789abcdef",
             metadata="999.root.json",
             target="models/no-such-model/1.0.0/profile.json",
+            model="no-such-model",
+            alarm_id="da-000000000000",
         )
         yield World(client, credentials, existing, missing, "matrix-replaced")
 
@@ -364,6 +410,8 @@ def _request(world: World, row: Row, kind: Kind, exists: bool) -> Any:
         "name": ids.name,
         "version": ids.version,
         "token_id": ids.token_id,
+        "model": ids.model,
+        "alarm_id": ids.alarm_id,
         "path": ids.target if row.path.startswith("/tuf/targets/") else ids.metadata,
     }
     unknown = [name for name in PLACEHOLDER.findall(row.path) if name not in values]

@@ -43,6 +43,12 @@ ACCEPTED_REFUSALS = (
     ("POST", "/api/v1/rollouts", 400, 422),
     # The body must be a .tar.gz of a bundle that passes its checks.
     ("POST", "/api/v1/models", 422),
+    # A monitor's window a multiple of 5 minutes up to 31 days; a false-alarm rate its
+    # looks can spend; at least one statistic; names listed once.
+    ("PUT", "/api/v1/drift/monitors/{model}", 422),
+    # A report's window ends after it starts and spans at most 31 days; start or last,
+    # not both; reference=window with both bounds.
+    ("GET", "/api/v1/drift/report", 422),
 )
 EXPECTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 

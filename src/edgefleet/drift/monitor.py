@@ -90,6 +90,11 @@ _ATTRIBUTE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,127}$"
 _ATTRIBUTE = re.compile(_ATTRIBUTE_PATTERN)
 
 
+#: The longest duration accepted (far beyond any window or period that makes sense,
+#: and well inside what ``timedelta`` can hold).
+_LONGEST_S = 3650 * 86400
+
+
 def parse_duration(text: str) -> timedelta:
     """``"30m"`` -> 30 minutes: a whole number and one of s, m, h, d, w.
 
@@ -105,6 +110,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if seconds == 0:
         raise ValueError("a duration must be longer than zero")
+    if seconds > _LONGEST_S:
+        raise ValueError(f"{text!r} is too long a duration: at most 3650d (ten years)")
     return timedelta(seconds=seconds)
 
 
@@ -427,7 +434,8 @@ class Monitor(Body):
     @field_validator("outputs", mode="before")
     @classmethod
     def _outputs(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple):
+        # Only names can repeat; anything else is named by the Literal check after this.
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             _unique(value, "output")
         return value
 
