@@ -249,6 +249,15 @@ def test_the_heatmap_has_one_cell_per_segment_and_feature() -> None:
     assert sorted(drifted) == [("all", "input[1]"), ("site=plant-2", "input[1]")]
 
 
+def test_the_heatmap_lists_inputs_in_their_natural_order_then_the_outputs() -> None:
+    report = _report()
+    names = ["classes", "X[10]", "confidence", "X[2]", "b[1]", "X[1]"]
+    report["scores"] = [_score("all", name, "psi", 0.1, drifted=False) for name in names]
+    report["drifted_features"] = []
+    columns = [feature for segment, feature, _ in _cells(render_html(report)) if segment == "all"]
+    assert columns == ["X[1]", "X[2]", "X[10]", "b[1]", "confidence", "classes"]
+
+
 def test_insufficient_data_is_shown_as_such_never_as_a_score() -> None:
     page = render_html(_report())
     thin = [title for segment, _, title in _cells(page) if segment == "site=plant-3"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import html
 import itertools
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,8 +150,9 @@ class _View:
         )
 
     def features(self) -> list[str]:
-        """Every feature scored in some segment, in the order the report first names it."""
-        return list(dict.fromkeys(str(s["feature"]) for s in self.scores))
+        """Every feature scored in some segment: inputs in their natural order (``X[2]``
+        before ``X[10]``), then the outputs (``confidence``, ``classes``)."""
+        return sorted({str(s["feature"]) for s in self.scores}, key=_feature_order)
 
     def segment_names(self) -> list[str]:
         names = [str(s["segment"]) for s in self.segments]
@@ -169,6 +171,17 @@ class _View:
     def distribution(self, segment: str, feature: str) -> Mapping[str, Any] | None:
         found = (self.distributions.get(segment) or {}).get(feature)
         return found if isinstance(found, Mapping) else None
+
+
+#: Features that are the model's outputs, shown after its inputs.
+_OUTPUTS = ("confidence", "classes")
+
+
+def _feature_order(name: str) -> tuple[int, list[tuple[int, int | str]]]:
+    # Runs of digits compare as numbers; the tags keep numbers and text apart.
+    parts = [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name) if p]
+    rank = _OUTPUTS.index(name) + 1 if name in _OUTPUTS else 0
+    return rank, parts
 
 
 def _field(mapping: Any, key: str, where: str) -> Any:
