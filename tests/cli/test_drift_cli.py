@@ -231,17 +231,15 @@ def test_alarms_show_the_numbers_they_fired_on(recorder: Recorder, monkeypatch):
 def test_an_invalid_monitor_names_every_field_and_applies_nothing(recorder: Recorder, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        "model: digits\nstatistics:\n  psi: {threshold: -1}\nwindow: 7m\nsegmnts: [site]\n"
+        "model: digits\nstatistics:\n  psi: {threshold: -1}\nwindow: 40d\nsegmnts: [site]\n"
     )
     result = invoke("monitor", "apply", str(bad))
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert lines[0] == f"error: drift monitor {bad} is invalid; nothing was applied"
-    assert lines[1:] == [
-        "  statistics.psi.threshold: Input should be greater than 0",
-        "  window: a window is a multiple of 5m (the telemetry bucket) up to 31d, got 7m",
-        "  segmnts: unknown field (check its spelling)",
-    ]
+    assert lines[1] == "  statistics.psi.threshold: Input should be greater than 0"
+    assert lines[2].startswith("  window: a window is ") and lines[2].endswith("up to 31d, got 40d")
+    assert lines[3:] == ["  segmnts: unknown field (check its spelling)"]
     assert recorder.calls == []
     for text, message in (
         ("- a list", "must be a mapping of settings"),
