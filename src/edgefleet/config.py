@@ -96,6 +96,19 @@ class Settings(BaseSettings):
         description="how long the controller reuses a rollout's target as read "
         "(devices that join it wait up to this long; 0 reads it at every tick)",
     )
+    drift_look_grace_s: float = Field(
+        default=600.0,
+        ge=0,
+        le=86400,
+        description="how long after a drift window ends its look waits for late summaries "
+        "(a device sends a period's summary with its next telemetry after the period ends)",
+    )
+    drift_looks_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="how often the leader looks for drift windows that are due",
+    )
     webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
     tuf_refresh_interval_s: int = Field(
         default=3600, ge=10, description="how often the server re-signs expiring snapshot/timestamp"

@@ -1,6 +1,7 @@
 """A fleet's drift telemetry for tests: devices that send, per summary period, the
 profile's feature bins and quantile summaries of rows drawn from the profile (shifted
-where a test plants drift), written through the server's own telemetry writer.
+where a test plants drift), written through the server's own telemetry writer (the
+summaries to their own table, as the server files them).
 
 Rows of a feature are drawn bucket by bucket from the reference profile's shares and
 spread evenly inside their bucket (the outer buckets one unit past the outer edges), so
@@ -25,7 +26,7 @@ from edgefleet.access.tokens import Role
 from edgefleet.config import Settings
 from edgefleet.drift.service import DriftService
 from edgefleet.drift.sketch import QuantileSummary
-from edgefleet.fleet.telemetry import bucket_of
+from edgefleet.fleet.telemetry import PeriodSummary, bucket_of
 from edgefleet.registry.artifacts import LocalArtifactStore
 from edgefleet.registry.domain import Stage
 from edgefleet.registry.profile import ReferenceProfile, bin_counts
@@ -39,6 +40,8 @@ OPERATOR = Operator(key_id="k1", name="ops", role=Role.OPERATOR)
 VIEWER = Operator(key_id="k2", name="looker", role=Role.VIEWER)
 #: A Monday 00:00 UTC: windows of an hour start on the hour.
 START = datetime(2026, 12, 7, 0, 0, tzinfo=UTC)
+#: What a summary period holds (the rest of a sample is merged into its bucket).
+SUMMARY_KEYS = ("feature_counts", "sketches", "sketch_rows")
 
 
 def feature_values(
@@ -132,7 +135,13 @@ class Fleet:
                 mine = data.get(key)
                 # A mapping changes the entries it names (and adds new ones).
                 data[key] = {**mine, **value} if isinstance(mine, dict) else value
-            writer.add(self.devices[name], {(bucket_of(sent_at), "digits", version): (data, 1)})
+            # The period's summary goes to its own table (as the server files it); the
+            # bucket of its closing sample keeps the counters.
+            summary = {k: data.pop(k) for k in SUMMARY_KEYS if k in data}
+            start, end = float(data.pop("period_start")), float(data.pop("period_end"))
+            pk = self.devices[name]
+            writer.add(pk, {(bucket_of(sent_at), "digits", version): (data, 1)})
+            writer.add_summaries(pk, [PeriodSummary("digits", version, start, end, summary)])
         writer.flush()
 
     def send_outputs(

@@ -104,7 +104,7 @@ def test_an_invalid_monitor_is_refused_naming_the_field(fleet: Fleet):
         "statistics.psi.threshold": {"statistics": {"psi": {"threshold": -1}}},
         "features": {"features": ["X[3]", "X[999]"]},
         "segments.0.query": {"segments": [{"query": "site:(", "name": "broken"}]},
-        "window": {"window": "7m"},
+        "window": {"window": "5s"},
         "colour": {"colour": "red"},
     }
     for field, change in cases.items():

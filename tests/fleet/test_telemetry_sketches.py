@@ -15,7 +15,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from edgefleet.drift.sketch import QuantileSummary
 from edgefleet.fleet.domain import MAX_SKETCH_TEXT, ModelMetrics, TelemetryBatch, TelemetrySample
-from edgefleet.fleet.telemetry import frozen, merge_buckets, merge_sketches, to_buckets
+from edgefleet.fleet.telemetry import (
+    frozen,
+    merge_buckets,
+    merge_sketches,
+    summaries_of,
+    to_buckets,
+)
 
 AT = datetime(2026, 12, 3, 12, 1, tzinfo=UTC)
 START = AT.timestamp() - 3600
@@ -120,7 +126,7 @@ def test_limits_on_sketches_and_periods():
 # -- merging --------------------------------------------------------------------------------
 
 
-def test_merged_samples_summarise_the_pooled_values():
+def test_a_closed_period_is_a_summary_of_its_own_and_not_merged_into_the_bucket():
     rng = np.random.default_rng(11)
     a, b = rng.normal(0, 1, 5000), rng.normal(1, 2, 3000)
     first = _sample(_entry({"x": QuantileSummary.of(a)}, sketch_rows=5000))
@@ -133,37 +139,47 @@ def test_merged_samples_summarise_the_pooled_values():
         ),
         at=AT.replace(minute=2),
     )
-    ((data, count),) = to_buckets([first, second]).values()  # one 5-minute bucket
-    assert count == 2
-    pooled = np.concatenate([a, b]).astype(np.float32).astype(np.float64)
-    merged = QuantileSummary.from_text(data["sketches"]["x"])
-    assert merged.n == 8000
-    assert (merged.min, merged.max) == (pooled.min(), pooled.max())
-    points = np.quantile(pooled, np.linspace(0.01, 0.99, 99))
-    exact = np.searchsorted(np.sort(pooled), points, side="right") / pooled.size
-    assert np.max(np.abs(merged.cdf(points) - exact)) <= merged.rank_error
-    assert data["sketch_rows"] == 8000
-    assert (data["period_start"], data["period_end"]) == (START, AT.timestamp() + 60)
+    resent = _sample(_entry({"x": QuantileSummary.of(b[:10])}, sketch_rows=10))
+    ((data, count),) = to_buckets([first, second, resent]).values()  # one 5-minute bucket
+    assert count == 3 and data["inferences"] == 30
+    assert not {"sketches", "feature_counts", "sketch_rows", "period_end"} & set(data)
+    summaries = summaries_of([first, second, resent])
+    # One per period, the first of a period that is sent twice.
+    assert [(s.period_start, s.period_end) for s in summaries] == [
+        (START, AT.timestamp()),
+        (START + 600, AT.timestamp() + 60),
+    ]
+    assert [s.data["sketch_rows"] for s in summaries] == [5000, 3000]
+    assert all(s.data["feature_counts"] == {"input[3]": [1, 2, 3]} for s in summaries)
+    assert QuantileSummary.from_text(summaries[1].data["sketches"]["x"]).n == 3000
+    assert (summaries[0].model, summaries[0].version) == ("digits", "1.1.0")
+
+
+def test_feature_counts_without_a_period_still_add_up_in_the_bucket():
+    entry = _entry({}) | {"sketches": {}, "period_start": None, "period_end": None}
+    ((data, _),) = to_buckets([_sample(entry), _sample(entry)]).values()
     assert data["feature_counts"] == {"input[3]": [2, 4, 6]}
+    assert summaries_of([_sample(entry)]) == []
 
 
-def test_buckets_merge_sketches_per_feature_and_keep_the_span_of_their_periods():
+def _stored_bucket(entry: dict) -> dict:
+    """A bucket as stored before summaries had a table of their own."""
+    keys = ("feature_counts", "sketches", "sketch_rows", "period_start", "period_end")
+    ((data, _),) = to_buckets([_sample(entry)]).values()
+    return data | {key: entry[key] for key in keys}
+
+
+def test_stored_buckets_merge_sketches_per_feature_and_keep_the_span_of_their_periods():
     rng = np.random.default_rng(12)
     values = {name: rng.normal(size=24) for name in ("x", "y", "z")}
-    early = _sample(
-        _entry({"x": QuantileSummary.of(values["x"]), "y": QuantileSummary.of(values["y"])})
+    early = _entry({"x": QuantileSummary.of(values["x"]), "y": QuantileSummary.of(values["y"])})
+    late = _entry(
+        {"x": QuantileSummary.of(values["z"]), "confidence": QuantileSummary.of([0.9])},
+        sketch_rows=10,
+        period_start=START + 3600,
+        period_end=AT.timestamp() + 3600,
     )
-    late = _sample(
-        _entry(
-            {"x": QuantileSummary.of(values["z"]), "confidence": QuantileSummary.of([0.9])},
-            sketch_rows=10,
-            period_start=START + 3600,
-            period_end=AT.timestamp() + 3600,
-        ),
-        at=AT.replace(hour=13),
-    )
-    ((a, _),) = to_buckets([early]).values()
-    ((b, _),) = to_buckets([late]).values()
+    a, b = _stored_bucket(early), _stored_bucket(late)
     merged = merge_buckets(a, b)
     assert (
         merge_buckets(frozen(a), frozen(b))
@@ -177,11 +193,11 @@ def test_buckets_merge_sketches_per_feature_and_keep_the_span_of_their_periods()
     assert merged["sketch_rows"] == 34
     assert (merged["period_start"], merged["period_end"]) == (START, AT.timestamp() + 3600)
     assert "sketches_invalid" not in merged
-    assert a["sketches"]["x"] == early.models[0].sketches["x"]  # inputs left as they were
+    assert a["sketches"]["x"] == early["sketches"]["x"]  # inputs left as they were
 
 
 def test_a_frozen_bucket_with_sketches_is_not_tracked_by_the_collector():
-    ((data, _),) = to_buckets([_sample(_entry({"x": QuantileSummary.of([1.0, 2.0])}))]).values()
+    data = _stored_bucket(_entry({"x": QuantileSummary.of([1.0, 2.0])}))
     kept = frozen(data)
     gc.collect()
     assert not gc.is_tracked(kept["sketches"])

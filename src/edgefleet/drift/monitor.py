@@ -72,9 +72,12 @@ DEFAULT_STATISTICS: Final = ("psi", "jensen_shannon", "ks", "wasserstein")
 #: Outputs a monitor may watch besides the input features: top-1 confidence and the mix
 #: of predicted classes.
 OUTPUTS: Final = ("confidence", "classes")
-#: Looks merge whole telemetry buckets (``edgefleet.fleet.telemetry.BUCKET``), so a
-#: window is a multiple of it.
-WINDOW_STEP: Final = timedelta(minutes=5)
+#: The shortest look window; a window is a whole number of seconds. Looks read the
+#: devices' summary periods by the time each ended, not telemetry buckets, so any
+#: length works, but a window shorter than the devices' summary period (an hour by
+#: default) sees summaries only in the windows their periods close in: most of its
+#: looks find no data ("insufficient data").
+MIN_WINDOW: Final = timedelta(seconds=10)
 MAX_WINDOW: Final = timedelta(days=31)
 #: At most this many features by name (the telemetry's limit on sketches per sample).
 MAX_FEATURES: Final = 4096
@@ -448,10 +451,10 @@ class Monitor(Body):
     @field_validator("window")
     @classmethod
     def _window(cls, value: timedelta) -> timedelta:
-        if value % WINDOW_STEP or value > MAX_WINDOW:
+        if value < MIN_WINDOW or value % timedelta(seconds=1) or value > MAX_WINDOW:
             raise ValueError(
-                f"a window is a multiple of {format_duration(WINDOW_STEP)} (the telemetry "
-                f"bucket) up to {format_duration(MAX_WINDOW)}, got {format_duration(value)}"
+                f"a window is a whole number of seconds from {format_duration(MIN_WINDOW)} "
+                f"up to {format_duration(MAX_WINDOW)}, got {format_duration(value)}"
             )
         return value
 

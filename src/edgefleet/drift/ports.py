@@ -2,11 +2,12 @@
 
 ``edgefleet.store`` implements them with SQLAlchemy (``store/drift.py``); tests may
 implement them in memory. The drift package imports neither the store nor the fleet
-or rollout packages, so everything it needs of them comes through here: the telemetry
-buckets of a model in a window with the devices they came from, which devices a
-targeting query selects, the registry's versions (their reference profiles), and the
-signed webhooks' queue. The service opens a unit of work per operation and commits
-explicitly; a look is stored with the alarms it changed and its notifications in one::
+or rollout packages, so everything it needs of them comes through here: the drift
+summary periods and telemetry buckets of a model in a window with the devices they came
+from, which devices a targeting query selects, the registry's versions (their reference
+profiles), and the signed webhooks' queue. The service opens a unit of work per
+operation and commits explicitly; a look is stored with the alarms it changed and its
+notifications in one::
 
     with uow_factory() as uow:
         uow.drift.add_look(look)
@@ -78,10 +79,17 @@ class WindowDevice:
 
 @dataclass(frozen=True)
 class DriftBucket:
-    """The drift fields of one telemetry bucket of one device and model version (as
-    ``edgefleet.fleet.telemetry`` merges them): ``feature_counts``, ``sketches``,
-    ``sketch_rows``, ``period_start``/``period_end`` (epoch seconds), and the per-sample
-    ``confidence_counts`` and ``class_counts``; absent fields are left out."""
+    """One record of a device's drift data of a model version, of either kind:
+
+    * a summary period (the store's ``telemetry_summaries``): ``feature_counts``,
+      ``sketches``, ``sketch_rows`` and ``period_start``/``period_end`` (epoch
+      seconds); ``bucket`` is its period's end;
+    * a telemetry bucket (``bucket`` its start): the per-sample ``confidence_counts``
+      and ``class_counts`` (and, in buckets stored before summaries had a table of
+      their own, the summary fields ``edgefleet.fleet.telemetry`` merged into them,
+      with ``sketches_invalid``).
+
+    Absent fields are left out."""
 
     device_pk: int
     bucket: datetime
@@ -145,14 +153,15 @@ class DriftRepository(Protocol):
         self, model: str, versions: Sequence[str], start: datetime, end: datetime
     ) -> list[WindowDevice]:
         """Devices with telemetry buckets of ``model`` at one of ``versions`` from
-        ``start`` (inclusive) to ``end`` (exclusive)."""
+        ``start`` (inclusive) to ``end`` (exclusive), or with summary periods of it that
+        ended after ``start`` and by ``end``."""
         ...
 
     def drift_buckets(
         self, model: str, versions: Sequence[str], start: datetime, end: datetime
     ) -> Iterator[DriftBucket]:
-        """The drift fields of those buckets, all of one device before the next's (by
-        device primary key), read as they are consumed."""
+        """The drift fields of those buckets and those summary periods, all of one
+        device before the next's (by device primary key), read as they are consumed."""
         ...
 
     def unknown_version_buckets(

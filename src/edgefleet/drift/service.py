@@ -79,9 +79,9 @@ from edgefleet.registry.semver import parse_version
 
 log = logging.getLogger("edgefleet.drift")
 
-#: How long after a window ends its look waits for late telemetry: a device sends a
-#: summary period's sample shortly after the period ends, and the server writes
-#: telemetry once a second.
+#: How long after a window ends its look waits for late telemetry, by default: a device
+#: sends a summary period's sample shortly after the period ends, and the server writes
+#: telemetry once a second. A server takes it from ``Settings.drift_look_grace_s``.
 GRACE = timedelta(minutes=10)
 #: Looks one ``run_due_looks`` does at most (a server back after a long outage catches
 #: up over several runs, one window per monitor in turn).

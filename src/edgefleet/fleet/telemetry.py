@@ -11,16 +11,20 @@ A bucket also says how long its version served: the samples that listed it first
 device was on the version (``served_seconds``), which turns ``restarts`` into a rate.
 
 Drift summaries arrive once per summary period (an hour by default), in the sample that
-closes it: the period's ``feature_counts`` add up like the other histograms, its
-quantile summaries (``sketches``, feature name to ``QuantileSummary`` text) merge per
-feature, ``sketch_rows`` add up, and the bucket keeps the span of the periods it holds
-(``period_start`` the earliest, ``period_end`` the latest). A summary that cannot be
-decoded where two must merge (the API refuses malformed ones, so only a stored row
-written otherwise could hold one) is left out of the merge and counted in
-``sketches_invalid``, so that one bad row never stops a flush::
+closes it: the period's ``feature_counts``, its quantile summaries (``sketches``,
+feature name to ``QuantileSummary`` text) and ``sketch_rows``. They are not merged into
+the bucket (a bucket is rewritten with every later sample of its 5 minutes, and 100
+features' summaries are ~25 KB of JSON): ``summaries_of`` takes them out of a batch as
+one ``PeriodSummary`` per model version and period, which the store inserts once into
+a table of their own, and a look reads by ``period_end``. Only feature histograms sent
+without a period (agents older than summary periods) still add up in the bucket.
 
-    merged = merge_buckets(stored, pending)
-    QuantileSummary.from_text(merged["sketches"]["input[3]"]).n
+Buckets stored before that may hold summaries merged in: ``merge_buckets`` still merges
+those (sketches per feature; one that cannot be decoded is left out and counted in
+``sketches_invalid``, so that one bad row never stops a flush)::
+
+    buckets = to_buckets(samples)        # (bucket, model, version) -> (data, samples)
+    summaries = summaries_of(samples)    # [PeriodSummary(model, version, start, end, data)]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import zip_longest
 from typing import Any
@@ -139,19 +144,13 @@ def merge(
         merged["errors"] = errors
         for name in ("latency_counts", "confidence_counts", "class_counts"):
             merged[name] = add_counts(merged.get(name, []), getattr(metrics, name))
-        if metrics.feature_counts:
+        if metrics.feature_counts and metrics.period_end is None:
+            # Histograms without a summary period (agents from before periods): they
+            # add up in the bucket; a period's go to its PeriodSummary.
             features = dict(merged.get("feature_counts", {}))
             for feature, histogram in metrics.feature_counts.items():
                 features[feature] = add_counts(features.get(feature, []), histogram)
             merged["feature_counts"] = features
-        if metrics.sketches:
-            _merge_sketches_into(merged, metrics.sketches)
-        if metrics.sketch_rows:
-            merged["sketch_rows"] = merged.get("sketch_rows", 0) + metrics.sketch_rows
-        if metrics.period_start is not None and metrics.period_end is not None:
-            start, end = metrics.period_start, metrics.period_end
-            merged["period_start"] = min(merged.get("period_start", start), start)
-            merged["period_end"] = max(merged.get("period_end", end), end)
     return merged
 
 
@@ -217,6 +216,45 @@ def _frozen_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _frozen_value(item) for key, item in value.items()}
     return value
+
+
+@dataclass(frozen=True)
+class PeriodSummary:
+    """One device's drift summary of a model version over one summary period (epoch
+    seconds ``period_start`` to ``period_end``): ``data`` holds the period's
+    ``feature_counts``, ``sketches`` and ``sketch_rows`` as the device sent them."""
+
+    model: str
+    version: str
+    period_start: float
+    period_end: float
+    data: Mapping[str, Any]
+
+
+def summaries_of(samples: Iterable[TelemetrySample]) -> list[PeriodSummary]:
+    """The drift summaries of a batch: one per model entry that closes a summary period
+    (has ``period_start`` and ``period_end``), the first where a batch repeats one."""
+    found: dict[tuple[str, str, float], PeriodSummary] = {}
+    for sample in samples:
+        for metrics in sample.models:
+            if metrics.period_start is None or metrics.period_end is None:
+                continue
+            key = (metrics.model, metrics.version, float(metrics.period_end))
+            if key in found:
+                continue
+            data: dict[str, Any] = {"sketch_rows": metrics.sketch_rows}
+            if metrics.feature_counts:
+                data["feature_counts"] = dict(metrics.feature_counts)
+            if metrics.sketches:
+                data["sketches"] = dict(metrics.sketches)
+            found[key] = PeriodSummary(
+                metrics.model,
+                metrics.version,
+                float(metrics.period_start),
+                float(metrics.period_end),
+                data,
+            )
+    return list(found.values())
 
 
 def to_buckets(samples: Iterable[TelemetrySample]) -> dict[BucketKey, tuple[dict[str, Any], int]]:

@@ -49,10 +49,6 @@ UPLOAD_PATH = "/api/v1/models"
 #: 0.5 ms, waiting for the lock and the interpreter (benchmarks/fleet.py).
 SWITCH_INTERVAL_S = 0.0001
 
-#: How often the leader looks for drift windows that are due (a window is due a grace
-#: after it ends, ``drift.service.GRACE``; windows are 5 minutes at least).
-DRIFT_LOOKS_S = 30.0
-
 
 def ensure_signing(ctx: ServerContext) -> None:
     """Create TUF keys and root metadata if this home has none (embedded default)."""
@@ -91,7 +87,11 @@ def _expire_telemetry(ctx: ServerContext) -> None:
         removed = uow.devices.delete_telemetry_before(cutoff)
         uow.commit()
     if removed:
-        log.info("removed %d telemetry buckets older than %s", removed, cutoff.isoformat())
+        log.info(
+            "removed %d telemetry buckets and drift summaries older than %s",
+            removed,
+            cutoff.isoformat(),
+        )
 
 
 def _controller_step(ctx: ServerContext) -> None:
@@ -196,7 +196,14 @@ def create_api(settings: Settings) -> FastAPI:
                 _every(2.0, lambda: _deliver_webhooks(ctx, webhook_client), "webhooks", metrics)
             ),
             asyncio.create_task(
-                _every(DRIFT_LOOKS_S, lambda: _drift_looks(ctx), "drift looks", metrics)
+                # Windows are due a grace after they end (drift_look_grace_s); the
+                # leader looks for due ones every drift_looks_interval_s.
+                _every(
+                    ctx.settings.drift_looks_interval_s,
+                    lambda: _drift_looks(ctx),
+                    "drift looks",
+                    metrics,
+                )
             ),
             asyncio.create_task(watch_loop_lag(app.state.metrics.loop_lag.observe)),
         ]

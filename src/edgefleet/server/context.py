@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from sqlalchemy import Engine, event
@@ -143,6 +143,7 @@ class ServerContext:
         return DriftService(
             self.drift_uow,
             read_uow_factory=self.drift_read_uow,
+            grace=timedelta(seconds=self.settings.drift_look_grace_s),
             flush_telemetry=self.telemetry.flush,
         )
 

@@ -18,7 +18,7 @@ from edgefleet.fleet.domain import (
 )
 from edgefleet.fleet.query import Node
 from edgefleet.fleet.versions import version_key
-from edgefleet.store.tables import DeviceEventRow, DeviceRow, TelemetryRow
+from edgefleet.store.tables import DeviceEventRow, DeviceRow, TelemetryRow, TelemetrySummaryRow
 from edgefleet.store.targeting import compile_query
 
 
@@ -286,7 +286,13 @@ class SqlDeviceRepository:
         from sqlalchemy import delete
 
         result = self.session.execute(delete(TelemetryRow).where(TelemetryRow.bucket < cutoff))
-        return int(getattr(result, "rowcount", 0) or 0)
+        # Drift summaries of periods that ended before the cutoff go with them.
+        summaries = self.session.execute(
+            delete(TelemetrySummaryRow).where(TelemetrySummaryRow.period_end < cutoff)
+        )
+        return int(getattr(result, "rowcount", 0) or 0) + int(
+            getattr(summaries, "rowcount", 0) or 0
+        )
 
 
 def apply_identity(row: DeviceRow, attributes: dict[str, Any]) -> None:

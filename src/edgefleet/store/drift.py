@@ -1,11 +1,13 @@
 """SQL repository of drift monitors, looks and alarms (``drift.ports.DriftRepository``),
 and the unit of work the drift service runs in.
 
-A look reads the telemetry buckets of one model version over a window: only their
-drift fields (feature bins, quantile summaries, the per-sample confidence and class
-histograms, the summary period), not the latency and health fields that are most of a
-bucket, read a few hundred devices at a time, in device order, so the service holds one
-device's buckets at a time.
+A look reads one model version over a window: the devices' drift summaries (one row
+per device and summary period, ``telemetry_summaries``) whose period ended in the
+window, whatever its length, and the telemetry buckets that start in it for their
+per-sample confidence and class histograms only (not the latency and health fields
+that are most of a bucket; buckets stored before summaries had their own table still
+hold summaries, read too). Both are read a few hundred devices at a time, in device
+order, so the service holds one device's records at a time.
 Targeting queries of query segments are compiled to SQL (``store/targeting.py``).
 Rows are handed out as the records of ``drift.ports``, datetimes in UTC::
 
@@ -17,7 +19,7 @@ Rows are handed out as the records of ``drift.ports``, datetimes in UTC::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from sqlalchemy import and_, func, select, update
@@ -44,6 +46,7 @@ from edgefleet.store.tables import (
     DriftLookRow,
     DriftMonitorRow,
     TelemetryRow,
+    TelemetrySummaryRow,
 )
 from edgefleet.store.targeting import compile_query
 from edgefleet.store.uow import SqlUnitOfWork
@@ -135,9 +138,13 @@ class SqlDriftRepository:
         self, model: str, versions: Sequence[str], start: datetime, end: datetime
     ) -> list[WindowDevice]:
         sent = (
-            select(TelemetryRow.device_pk)
+            select(TelemetryRow.device_pk.label("device_pk"))
             .where(_window(model, versions, start, end))
-            .distinct()
+            .union(
+                select(TelemetrySummaryRow.device_pk).where(
+                    _summary_window(model, versions, start, end)
+                )
+            )
             .subquery()
         )
         query = (
@@ -161,18 +168,20 @@ class SqlDriftRepository:
         self, model: str, versions: Sequence[str], start: datetime, end: datetime
     ) -> Iterator[DriftBucket]:
         window = _window(model, versions, start, end)
-        devices = list(
-            self.session.scalars(
-                select(TelemetryRow.device_pk)
-                .where(window)
-                .distinct()
-                .order_by(TelemetryRow.device_pk)
+        summaries = _summary_window(model, versions, start, end)
+        devices = sorted(
+            set(self.session.scalars(select(TelemetryRow.device_pk).where(window).distinct()))
+            | set(
+                self.session.scalars(
+                    select(TelemetrySummaryRow.device_pk).where(summaries).distinct()
+                )
             )
         )
-        # A few hundred devices' buckets per statement: bounded memory on both backends
+        # A few hundred devices' records per statement: bounded memory on both backends
         # without a server-side cursor (the read engine autocommits on PostgreSQL).
         for first in range(0, len(devices), _DEVICES_PER_STATEMENT):
             chunk = devices[first : first + _DEVICES_PER_STATEMENT]
+            per_device: dict[int, list[DriftBucket]] = {}
             query = (
                 select(
                     TelemetryRow.device_pk,
@@ -185,7 +194,34 @@ class SqlDriftRepository:
             )
             for device_pk, bucket, version, *values in self.session.execute(query):
                 data = {k: v for k, v in zip(DRIFT_KEYS, values, strict=True) if v is not None}
-                yield DriftBucket(device_pk, utc(bucket) or bucket, version, data)
+                per_device.setdefault(device_pk, []).append(
+                    DriftBucket(device_pk, utc(bucket) or bucket, version, data)
+                )
+            summary_query = (
+                select(
+                    TelemetrySummaryRow.device_pk,
+                    TelemetrySummaryRow.version,
+                    TelemetrySummaryRow.period_start,
+                    TelemetrySummaryRow.period_end,
+                    TelemetrySummaryRow.data,
+                )
+                .where(summaries, TelemetrySummaryRow.device_pk.in_(chunk))
+                .order_by(TelemetrySummaryRow.device_pk, TelemetrySummaryRow.period_end)
+            )
+            for device_pk, version, period_start, period_end, data in self.session.execute(
+                summary_query
+            ):
+                ended = _aware(period_end)
+                record = {
+                    **data,
+                    "period_start": _aware(period_start).timestamp(),
+                    "period_end": ended.timestamp(),
+                }
+                per_device.setdefault(device_pk, []).append(
+                    DriftBucket(device_pk, ended, version, record)
+                )
+            for device_pk in chunk:
+                yield from per_device.pop(device_pk, ())
 
     def unknown_version_buckets(
         self, model: str, known: Sequence[str], start: datetime, end: datetime
@@ -350,6 +386,21 @@ def _window(model: str, versions: Sequence[str], start: datetime, end: datetime)
         TelemetryRow.bucket >= start,
         TelemetryRow.bucket < end,
     )
+
+
+def _summary_window(model: str, versions: Sequence[str], start: datetime, end: datetime) -> Any:
+    """Summaries of periods that ended in ``(start, end]`` (as scoring attributes them)."""
+    return and_(
+        TelemetrySummaryRow.model == model,
+        TelemetrySummaryRow.version.in_(list(versions)),
+        TelemetrySummaryRow.period_end > start,
+        TelemetrySummaryRow.period_end <= end,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    """A stored moment in UTC (SQLite hands them back naive)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _monitor(row: DriftMonitorRow) -> StoredMonitor:

@@ -196,6 +196,34 @@ class TelemetryRow(Base):
     data: Mapped[dict[str, Any]] = mapped_column(Document)
 
 
+class TelemetrySummaryRow(Base):
+    """One device's drift summary of one model version over one summary period: the
+    period's ``feature_counts``, quantile summaries (``sketches``) and ``sketch_rows``.
+    Written once, when the sample that closes the period arrives (a resent one is
+    ignored); looks read a window's summaries by ``period_end``, not by bucket."""
+
+    __tablename__ = "telemetry_summaries"
+    __table_args__ = (
+        UniqueConstraint(
+            "device_pk",
+            "model",
+            "version",
+            "period_end",
+            name="uq_telemetry_summaries_device_model_version_period",
+        ),
+        Index("ix_telemetry_summaries_model_version_period_end", "model", "version", "period_end"),
+        Index("ix_telemetry_summaries_period_end", "period_end"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_pk: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(128))
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data: Mapped[dict[str, Any]] = mapped_column(Document)
+
+
 class ApiKeyRow(Base):
     """An operator API key (only its hash is stored)."""
 

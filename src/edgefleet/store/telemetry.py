@@ -7,29 +7,51 @@ memory and answers at once; ``flush`` (every second, and before the server reads
 telemetry itself) reads the stored buckets the pending ones extend, merges, and writes
 them all with two bulk statements. A crash loses at most the last second of telemetry,
 never device state; a failed write keeps everything pending for the next flush.
+
+Drift summaries (``fleet.telemetry.summaries_of``: a period's feature histograms and
+quantile summaries, ~25 KB of JSON for 100 features) are not merged into buckets: the
+same flush inserts them, batched, into ``telemetry_summaries``, once each (a resent
+one is ignored), so they are neither rewritten with every later sample of their
+bucket nor remembered by the writer::
+
+    writer = TelemetryWriter(engine)
+    writer.add_samples(device_pk, batch.samples)   # buckets and summaries, in memory
+    writer.flush()                                  # one transaction
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from edgefleet.fleet.domain import TelemetrySample
-from edgefleet.fleet.telemetry import BUCKET, BucketKey, frozen, merge_buckets, to_buckets
+from edgefleet.fleet.telemetry import (
+    BUCKET,
+    BucketKey,
+    PeriodSummary,
+    frozen,
+    merge_buckets,
+    summaries_of,
+    to_buckets,
+)
 from edgefleet.store.devices import utc
-from edgefleet.store.tables import DeviceRow, TelemetryRow
+from edgefleet.store.tables import DeviceRow, TelemetryRow, TelemetrySummaryRow
 
 #: (device primary key, bucket start, model, version)
 Key = tuple[int, datetime, str, str]
 Pending = dict[Key, tuple[dict[str, Any], int]]
 #: key -> (row id, data, samples) of stored buckets
 Written = dict[Key, tuple[int, dict[str, Any], int]]
+#: (device primary key, model, version, period end in epoch seconds) -> the summary
+Summaries = dict[tuple[int, str, str, float], PeriodSummary]
 
 #: Rows per statement when reading the stored buckets a flush extends.
 CHUNK = 500
@@ -57,6 +79,7 @@ class TelemetryWriter:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._pending: Pending = {}
+        self._summaries: Summaries = {}
         self._lock = threading.Lock()
         # One flush at a time: the background loop and a reader may both ask for one.
         self._flushing = threading.Lock()
@@ -71,43 +94,60 @@ class TelemetryWriter:
                 key = (device_pk, bucket, model, version)
                 self._pending[key] = _combine(self._pending.get(key), entry)
 
+    def add_summaries(self, device_pk: int, summaries: Iterable[PeriodSummary]) -> None:
+        """Keep a device's drift summaries for the next flush (the first of a period
+        wins; the store ignores one it has already)."""
+        with self._lock:
+            for summary in summaries:
+                key = (device_pk, summary.model, summary.version, summary.period_end)
+                self._summaries.setdefault(key, summary)
+
     def add_samples(self, device_pk: int, samples: Iterable[TelemetrySample]) -> int:
-        """Merge a device's batch into its pending buckets; returns how many buckets."""
-        buckets = to_buckets(samples)
+        """Merge a device's batch into its pending buckets and keep its drift summaries;
+        returns how many buckets."""
+        batch = list(samples)
+        buckets = to_buckets(batch)
         self.add(device_pk, buckets)
+        self.add_summaries(device_pk, summaries_of(batch))
         return len(buckets)
 
     @property
     def pending(self) -> int:
-        """Buckets waiting to be written."""
-        return len(self._pending)
+        """Buckets and summaries waiting to be written."""
+        return len(self._pending) + len(self._summaries)
 
     def flush(self) -> int:
-        """Write pending buckets; returns how many. Raises DBAPIError (nothing lost)."""
+        """Write pending buckets and summaries; returns how many buckets. Raises
+        DBAPIError (nothing lost)."""
         with self._flushing:
             with self._lock:
                 pending, self._pending = self._pending, {}
-            if not pending:
+                summaries, self._summaries = self._summaries, {}
+            if not pending and not summaries:
                 return 0
             try:
                 try:
-                    written = self._write(pending)
+                    written = self._write(pending, summaries)
                 except IntegrityError:
                     # Another server process inserted one of these buckets meanwhile (or
                     # a device was deleted): read again and write once more.
-                    written = self._write(pending)
+                    written = self._write(pending, summaries)
             except DBAPIError:
                 with self._lock:
                     for key, entry in pending.items():
                         self._pending[key] = _combine(entry, self._pending.get(key))
+                    for summary_key, summary in summaries.items():
+                        self._summaries.setdefault(summary_key, summary)
                 raise
             count, rows = written
             self._remember(rows)
             return count
 
-    def _write(self, pending: Pending) -> tuple[int, Written]:
+    def _write(self, pending: Pending, summaries: Summaries) -> tuple[int, Written]:
         with Session(self.engine) as session, session.begin():
-            return write_buckets(session, pending, self._written)
+            result = write_buckets(session, pending, self._written)
+            write_summaries(session, summaries)
+            return result
 
     def _remember(self, written: Written) -> None:
         """Keep what was committed, for the current and the previous bucket only."""
@@ -204,6 +244,50 @@ def write_buckets(
     if inserts:
         connection.execute(insert(TelemetryRow), inserts)
     return len(updates) + len(inserts), written
+
+
+def write_summaries(session: Session, summaries: Summaries) -> int:
+    """Insert drift summaries, batched; one already stored (same device, model version
+    and period end) is left as it is, and those of deleted devices are dropped.
+    Returns how many were new."""
+    if not summaries:
+        return 0
+    connection = session.connection()
+    pks = sorted({key[0] for key in summaries})
+    alive: set[int] = set()
+    for start in range(0, len(pks), CHUNK):
+        chunk = pks[start : start + CHUNK]
+        alive.update(connection.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(chunk))))
+    rows = [
+        {
+            "device_pk": pk,
+            "model": summary.model,
+            "version": summary.version,
+            "period_start": _moment(summary.period_start),
+            "period_end": _moment(period_end),
+            "data": dict(summary.data),
+        }
+        for (pk, _, _, period_end), summary in summaries.items()
+        if pk in alive
+    ]
+    if not rows:
+        return 0
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql_insert(TelemetrySummaryRow).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite_insert(TelemetrySummaryRow).on_conflict_do_nothing()
+    else:  # pragma: no cover - the store runs on SQLite and PostgreSQL only
+        raise RuntimeError(f"telemetry summaries need SQLite or PostgreSQL, not {dialect}")
+    inserted = 0
+    for start in range(0, len(rows), CHUNK):
+        result = connection.execute(statement, rows[start : start + CHUNK])
+        inserted += max(int(getattr(result, "rowcount", 0) or 0), 0)
+    return inserted
+
+
+def _moment(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 def _combine(
