@@ -24,6 +24,12 @@ summaries, ``sketch_rows``) belongs to the window its ``period_end`` falls in,
 classes) to the window their bucket starts in. A bucket that does not fit (bins of
 another length than the profile's, a summary that does not decode) is skipped and
 counted by reason, never scored.
+
+Against a reference profile, KS and Wasserstein come from the profile's own quantile
+summaries of the reference sample (``ReferenceProfile.sketches``) when it has them and
+the window has summaries too; a profile without them (older, or built without
+``datasketches``) is scored from its bins, flagged ``approximate: "bins"``. Whether the
+window's summaries are worth reading against a profile is ``Layout.has_summaries``.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from edgefleet.drift.errors import InsufficientDataError, MonitorError, SummaryE
 from edgefleet.drift.monitor import Monitor
 from edgefleet.drift.ports import DriftBucket
 from edgefleet.drift.segments import Segment
-from edgefleet.drift.sketch import QuantileSummary
+from edgefleet.drift.sketch import HAVE_KLL, QuantileSummary
 from edgefleet.registry.profile import ReferenceProfile
 
 FloatArray = npt.NDArray[np.float64]
@@ -62,6 +68,8 @@ INSUFFICIENT: Final = "insufficient_data"
 # Skip reasons counted in a report's ``skipped``.
 BINS_MISMATCH: Final = "bins_mismatch"
 SKETCH_INVALID: Final = "sketch_invalid"
+#: A reference profile's summary that does not decode (that feature is scored from bins).
+REFERENCE_SKETCH_INVALID: Final = "reference_sketch_invalid"
 UNKNOWN_FEATURE: Final = "unknown_feature"
 NOT_IN_PROFILE: Final = "not_in_profile"
 NO_SPREAD: Final = "wasserstein_no_spread"
@@ -75,13 +83,16 @@ class FeatureRef:
     """A feature a look scores, with its reference profile's bins.
 
     ``edges`` are the profile's interior cut points (``None`` for the predicted-class
-    mix, which has categories, not a scale); ``counts`` the reference sample's counts.
+    mix, which has categories, not a scale); ``counts`` the reference sample's counts;
+    ``summary`` the profile's quantile summary of the reference sample's values
+    (``QuantileSummary.to_text()``), when it has one.
     """
 
     name: str
     kind: FeatureKind
     edges: tuple[float, ...] | None
     counts: tuple[int, ...]
+    summary: str | None = None
 
     @property
     def bins(self) -> int:
@@ -116,7 +127,11 @@ def profile_features(profile: ReferenceProfile, monitor: Monitor) -> list[Featur
             )
         wanted = set(monitor.features)
         chosen = [f for f in inputs if f.name in wanted]
-    features = [FeatureRef(f.name, "input", tuple(f.edges), tuple(f.counts)) for f in chosen]
+    sketches = profile.sketches
+    features = [
+        FeatureRef(f.name, "input", tuple(f.edges), tuple(f.counts), sketches.get(f.name))
+        for f in chosen
+    ]
     if CONFIDENCE in monitor.outputs and profile.confidence_counts:
         features.append(
             FeatureRef(
@@ -124,6 +139,7 @@ def profile_features(profile: ReferenceProfile, monitor: Monitor) -> list[Featur
                 "confidence",
                 tuple(profile.confidence_edges),
                 tuple(profile.confidence_counts),
+                sketches.get(CONFIDENCE),
             )
         )
     if CLASSES in monitor.outputs and profile.class_counts:
@@ -164,6 +180,12 @@ class Layout:
     def reference_counts(self, bins: int) -> FloatArray:
         """The profile's counts of a group, ``[features, bins]``."""
         return np.array([self.features[i].counts for i in self.groups[bins]], dtype=np.float64)
+
+    @property
+    def has_summaries(self) -> bool:
+        """Whether the profile has a quantile summary of any of these features that can
+        be read here: only then are a window's summaries of use against the profile."""
+        return HAVE_KLL and any(f.summary is not None for f in self.features)
 
 
 @dataclass(frozen=True)
@@ -209,8 +231,9 @@ class WindowAccumulator:
         self.end_s = end.timestamp()
         self.start, self.end = start, end
         self.known = set(known_features) | set(layout.index)
-        #: Whether quantile summaries are read at all: against a reference profile,
-        #: which has none, KS and Wasserstein come from the bins either way.
+        #: Whether quantile summaries are read at all: against a reference profile
+        #: without summaries (``Layout.has_summaries``), KS and Wasserstein come from
+        #: the bins either way.
         self.summaries = summaries
         self.chunk = chunk
         self.skipped: Counter[str] = Counter()
@@ -362,17 +385,27 @@ class WindowAccumulator:
 
 @dataclass(frozen=True)
 class ReferenceData:
-    """What the window is compared with: the profile's counts (the same for every
-    segment, no summaries), or an earlier window's sums per segment."""
+    """What the window is compared with: the profile's counts and summaries (the same
+    for every segment), or an earlier window's sums per segment."""
 
     kind: Literal["profile", "window"]
     #: bins -> counts ``[segments or 1, features, bins]``, at their effective size
     counts: Mapping[int, FloatArray]
+    #: (segment, feature index) -> the reference's summary in that segment
     sketches: Mapping[tuple[int, int], QuantileSummary] = field(default_factory=dict)
     #: per segment, why the reference cannot serve it (a thin reference window)
     unusable: Mapping[int, str] = field(default_factory=dict)
     start: datetime | None = None
     end: datetime | None = None
+    #: feature index -> a summary that serves every segment (the profile's)
+    shared_sketches: Mapping[int, QuantileSummary] = field(default_factory=dict)
+    #: what of the reference could not be used, by reason (added to the look's skipped)
+    skipped: Mapping[str, int] = field(default_factory=dict)
+
+    def sketch(self, segment: int, feature: int) -> QuantileSummary | None:
+        """The reference's summary of a feature in a segment, if it has one."""
+        summary = self.sketches.get((segment, feature))
+        return summary if summary is not None else self.shared_sketches.get(feature)
 
     def view(self) -> dict[str, Any]:
         if self.kind == "profile":
@@ -381,9 +414,25 @@ class ReferenceData:
 
 
 def profile_reference(layout: Layout) -> ReferenceData:
-    """The version's reference profile as the reference of every segment."""
+    """The version's reference profile as the reference of every segment: its bins, and
+    its quantile summaries of the reference sample where it has them (and
+    ``datasketches`` is installed). A summary that does not decode is left out, that
+    feature scored from bins, and counted (``reference_sketch_invalid``)."""
+    shared: dict[int, QuantileSummary] = {}
+    skipped: Counter[str] = Counter()
+    if HAVE_KLL:
+        for index, feature in enumerate(layout.features):
+            if feature.summary is None or feature.kind == "classes":
+                continue
+            try:
+                shared[index] = QuantileSummary.from_text(feature.summary)
+            except SummaryError:
+                skipped[REFERENCE_SKETCH_INVALID] += 1
     return ReferenceData(
-        "profile", {bins: layout.reference_counts(bins)[None, ...] for bins in layout.groups}
+        "profile",
+        {bins: layout.reference_counts(bins)[None, ...] for bins in layout.groups},
+        shared_sketches=shared,
+        skipped=dict(skipped),
     )
 
 
@@ -466,6 +515,7 @@ def score(
     "bins"``); Wasserstein is in reference standard deviations.
     """
     skipped: Counter[str] = Counter(current.skipped)
+    skipped.update(reference.skipped)
     views: list[dict[str, Any]] = []
     usable: list[int] = []
     group_phi = {bins: current.dispersion[bins].phi() for bins in layout.groups}
@@ -558,7 +608,7 @@ def score(
                     feature,
                     ref_counts,
                     cur_counts,
-                    reference.sketches.get((s, feature_index)),
+                    reference.sketch(s, feature_index),
                     current.sketches.get((s, feature_index)),
                     float(factor),
                 )
