@@ -18,15 +18,17 @@ from run to run: the reservoirs draw from the OS's entropy, and health is this m
 
 ``evidently``: the same data both ways. 100 features of five shapes, 100,000 reference
 and 100,000 current rows with drift planted on 16 features (mean shifts, scale changes
-and mixtures, several sizes each; fixed seed). edgefleet: the reference profile's bins
-and quantile summaries of the reference; the current rows split over 1,000 devices of
-100 rows, each device's telemetry built by the runtime's recorder (``ModelMetrics``:
-bins, reservoir, summaries), merged and scored by the service's pure scoring
-(``drift/scoring.py``: calibrated p-values, Benjamini-Hochberg, effect thresholds of the
-default monitor). Timed whole (device summaries + merge + scoring) and without the
-devices' part. Evidently: ``Report([DataDriftPreset()]).run`` on the two DataFrames
-(needs the ``bench-drift`` extra). The verdict per feature side by side, each
-disagreement explained by statistic and threshold.
+and mixtures, several sizes each; fixed seed). edgefleet: the reference profile
+(``compute_profile``: bins and quantile summaries of the reference sample); the current
+rows split over 1,000 devices of 100 rows, each device's telemetry built by the
+runtime's recorder (``ModelMetrics``: bins, reservoir, summaries), merged and scored by
+the service's pure scoring (``drift/scoring.py``: calibrated p-values,
+Benjamini-Hochberg, effect thresholds of the default monitor). Timed whole (device
+summaries + merge + scoring) and without the devices' part. Evidently:
+``Report([DataDriftPreset()]).run`` on the two DataFrames (needs the ``bench-drift``
+extra). The verdict per feature side by side, each disagreement explained by statistic
+and threshold; and edgefleet's verdicts against the same profile without summaries (KS
+and Wasserstein from the bins, as for a profile built without ``datasketches``).
 
 ``fleet``: 100,000 devices' summaries of 100 features, confidence and the predicted
 classes, merged and scored per segment (20 sites and the whole fleet) by the same pure
@@ -88,7 +90,6 @@ from edgefleet.drift.ports import DriftBucket, WindowDevice
 from edgefleet.drift.scoring import (
     CONFIDENCE,
     Layout,
-    ReferenceData,
     Rules,
     Scored,
     WindowAccumulator,
@@ -319,26 +320,15 @@ def bench_monitor(**fields: Any) -> Monitor:
     return load_monitor({"model": "bench", **fields})
 
 
-def reference_with_summaries(
-    layout: Layout, summaries: Mapping[int, QuantileSummary], segments: int
-) -> ReferenceData:
-    """The reference profile's bins (``profile_reference``) with quantile summaries of
-    the reference sample (feature index -> summary) for every segment, so KS and
-    Wasserstein come from summaries on both sides rather than from the bins."""
-    base = profile_reference(layout)
-    return ReferenceData(
-        "profile",
-        base.counts,
-        {(s, f): summary for s in range(segments) for f, summary in summaries.items()},
-    )
-
-
 def accumulate(
     layout: Layout, plan: SegmentPlan, devices: Iterable[tuple[int, Sequence[DriftBucket]]]
 ) -> WindowData:
     """What the service does with a window's telemetry: each device's buckets folded
-    into per-segment bins, dispersion sums and merged quantile summaries."""
-    window = WindowAccumulator(layout, len(plan.segments), WINDOW_START, WINDOW_END)
+    into per-segment bins, dispersion sums and merged quantile summaries (read when the
+    reference profile has summaries to compare them with, ``Layout.has_summaries``)."""
+    window = WindowAccumulator(
+        layout, len(plan.segments), WINDOW_START, WINDOW_END, summaries=layout.has_summaries
+    )
     for pk, buckets in devices:
         window.add_device(plan.members[pk], buckets)
     return window.finish()
@@ -557,7 +547,6 @@ class EdgefleetRun:
 def run_edgefleet(
     current: Array,
     profile: ReferenceProfile,
-    reference_summaries: Mapping[int, QuantileSummary],
     monitor: Monitor,
     devices: int,
     seed: int,
@@ -574,9 +563,13 @@ def run_edgefleet(
     plan = single_segment_plan(devices)
     data = accumulate(layout, plan, telemetry)
     merged = time.perf_counter()
-    reference = reference_with_summaries(layout, reference_summaries, len(plan.segments))
     scored = score(
-        layout, plan.segments, data, reference, Rules.of(monitor), np.random.default_rng(seed)
+        layout,
+        plan.segments,
+        data,
+        profile_reference(layout),
+        Rules.of(monitor),
+        np.random.default_rng(seed),
     )
     cut = decide_all([scored], monitor.look_alpha())
     done = time.perf_counter()
@@ -640,13 +633,13 @@ def verdict_rows(
     verdicts: Mapping[str, EvidentlyVerdict],
     scored: Scored,
     cut: float,
-    service_scored: Scored,
+    bins_scored: Scored,
 ) -> list[dict[str, Any]]:
     """Per feature: what was planted, Evidently's verdict, edgefleet's (every statistic),
-    whether they agree and, where not, why; and the verdict of the service as committed
-    (KS and Wasserstein from the profile's bins)."""
+    whether they agree and, where not, why; and edgefleet's verdict against a profile
+    without quantile summaries (KS and Wasserstein from the bins)."""
     table = by_feature(scored)
-    service_table = by_feature(service_scored)
+    bins_table = by_feature(bins_scored)
     planted = {p.feature: p for p in plants}
     rows = []
     for f, name in enumerate(names):
@@ -678,10 +671,10 @@ def verdict_rows(
             },
             "agree": drifted == theirs.drifted,
             "edgefleet_profile_bins": {
-                "drifted": any(e["drifted"] for e in service_table.get(name, {}).values()),
-                "fired": [s for s, e in service_table.get(name, {}).items() if e["drifted"]],
-                "wasserstein": round(service_table[name]["wasserstein"]["value"], 4)
-                if "wasserstein" in service_table.get(name, {})
+                "drifted": any(e["drifted"] for e in bins_table.get(name, {}).values()),
+                "fired": [s for s, e in bins_table.get(name, {}).items() if e["drifted"]],
+                "wasserstein": round(bins_table[name]["wasserstein"]["value"], 4)
+                if "wasserstein" in bins_table.get(name, {})
                 else None,
             },
         }
@@ -735,14 +728,13 @@ def evidently(args: argparse.Namespace) -> dict[str, Any]:
         args.features, args.reference_rows, args.current_rows, plants, args.seed
     )
     started = time.perf_counter()
-    profile = compute_profile({"X": reference})
-    summaries = {f: QuantileSummary.of(reference[:, f], k=SERVER_K) for f in range(args.features)}
+    profile = compute_profile({"X": reference})  # bins and quantile summaries
     reference_s = time.perf_counter() - started
     monitor = bench_monitor(outputs=[])
 
     runs = []
     for r in range(args.repeats):
-        run = run_edgefleet(current, profile, summaries, monitor, args.devices, args.seed + r)
+        run = run_edgefleet(current, profile, monitor, args.devices, args.seed + r)
         runs.append(run)
         print(
             f"edgefleet: device summaries {run.device_s:.2f} s, merge {run.merge_s:.2f} s, "
@@ -760,20 +752,19 @@ def evidently(args: argparse.Namespace) -> dict[str, Any]:
         print(f"Evidently DataDriftPreset: {elapsed:.1f} s", flush=True)
 
     last = runs[-1]
-    # The same window as the service scores it today against a profile: KS and
-    # Wasserstein from the profile's bins (it has no summaries of the reference).
-    layout = Layout.of(profile_features(profile, monitor))
-    plan = single_segment_plan(args.devices)
-    service_scored = score(
-        layout,
-        plan.segments,
+    # The same window against a profile without summaries (one from before they
+    # existed, or built without datasketches): KS and Wasserstein from the bins.
+    bins_layout = Layout.of(profile_features(profile.model_copy(update={"sketches": {}}), monitor))
+    bins_scored = score(
+        bins_layout,
+        single_segment_plan(args.devices).segments,
         last.window,
-        profile_reference(layout),
+        profile_reference(bins_layout),
         Rules.of(monitor),
         np.random.default_rng(args.seed),
     )
-    decide_all([service_scored], monitor.look_alpha())
-    rows = verdict_rows(names, plants, verdicts, last.scored, last.cut, service_scored)
+    decide_all([bins_scored], monitor.look_alpha())
+    rows = verdict_rows(names, plants, verdicts, last.scored, last.cut, bins_scored)
     changed = [
         name
         for name in names
@@ -788,12 +779,12 @@ def evidently(args: argparse.Namespace) -> dict[str, Any]:
         f"\nedgefleet whole path (device summaries + merge + scoring), median of "
         f"{len(runs)}: {whole:.2f} s; merge + scoring: {server:.2f} s. Evidently, median of "
         f"{len(evidently_s)}: {peer:.1f} s. Ratio: {peer / whole:.1f}x (whole path), "
-        f"{peer / server:.1f}x (merge + scoring). Reference profile and summaries: "
+        f"{peer / server:.1f}x (merge + scoring). Reference profile (bins and summaries): "
         f"{reference_s:.2f} s (once, at registration)."
     )
     print(f"verdicts: {summary}")
     bins_only = tally(rows, "edgefleet_profile_bins")
-    print(f"  service as committed (KS, Wasserstein from bins): {bins_only}")
+    print(f"  against a profile without summaries (KS, Wasserstein from bins): {bins_only}")
     print(f"  verdicts that changed between the {len(runs)} runs (reservoir draws): {changed}")
     return {
         "benchmark": "drift-evidently",
@@ -956,11 +947,6 @@ def fleet(args: argparse.Namespace) -> dict[str, Any]:
     profile = compute_profile({"X": reference}, probabilities=probabilities)
     monitor = bench_monitor(segments=["site"])
     layout = Layout.of(profile_features(profile, monitor))
-    summaries = {
-        layout.index[f.name]: QuantileSummary.of(reference[:, f_index], k=SERVER_K)
-        for f_index, f in enumerate(profile.inputs[0].features)
-    }
-    summaries[layout.index[CONFIDENCE]] = QuantileSummary.of(probabilities.max(axis=1), k=SERVER_K)
     started = time.perf_counter()
     source = FleetTelemetry(
         profile,
@@ -987,12 +973,11 @@ def fleet(args: argparse.Namespace) -> dict[str, Any]:
     data = accumulate(layout, plan, source)
     merged = time.perf_counter()
     rss_merged = peak_rss_mib()
-    reference_data = reference_with_summaries(layout, summaries, len(plan.segments))
     scored = score(
         layout,
         plan.segments,
         data,
-        reference_data,
+        profile_reference(layout),
         Rules.of(monitor),
         np.random.default_rng(args.seed),
     )
@@ -1171,15 +1156,10 @@ def offline_ks_alarms(pvalues: Array, names: Sequence[str], alpha: float) -> set
 class Scorer:
     """Scores looks of a ``ClusteredFleet`` as the service does (one segment, "all")."""
 
-    def __init__(
-        self, profile: ReferenceProfile, reference: Array, monitor: Monitor, devices: int
-    ) -> None:
+    def __init__(self, profile: ReferenceProfile, monitor: Monitor, devices: int) -> None:
         self.layout = Layout.of(profile_features(profile, monitor))
         self.plan = single_segment_plan(devices)
-        summaries = {
-            f: QuantileSummary.of(reference[:, f], k=SERVER_K) for f in range(reference.shape[1])
-        }
-        self.reference = reference_with_summaries(self.layout, summaries, 1)
+        self.reference = profile_reference(self.layout)
         self.rules = Rules.of(monitor)
 
     def window(self, telemetry: Sequence[tuple[int, list[DriftBucket]]]) -> WindowData:
@@ -1325,7 +1305,7 @@ def calibration(args: argparse.Namespace) -> dict[str, Any]:
     monitor = bench_monitor(outputs=[])
     default_alpha = monitor.look_alpha()
     fleet_ = ClusteredFleet(profile, args.devices, args.icc)
-    scorer = Scorer(profile, reference, monitor, args.devices)
+    scorer = Scorer(profile, monitor, args.devices)
     alphas = sorted({*args.alphas, default_alpha}, reverse=True)
     print(
         f"calibration: {args.devices} devices x 20-100 rows a look, {args.features} features, "
