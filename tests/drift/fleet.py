@@ -50,6 +50,11 @@ def feature_values(
     """``rows`` values of every input feature of ``profile`` (shifted by ``shift``)."""
     values = {}
     for feature in (f for p in profile.inputs for f in p.features):
+        summary = profile.reference_summary(feature.name)
+        if summary is not None:  # the reference sample itself: bins and summary agree
+            drawn = summary.quantiles(rng.random(rows))
+            values[feature.name] = drawn + shift.get(feature.name, 0.0)
+            continue
         counts = np.asarray(feature.counts, dtype=np.float64)
         edges = np.asarray(feature.edges, dtype=np.float64)
         lows = np.concatenate(([edges[0] - 1.0], edges))

@@ -170,8 +170,8 @@ def test_a_report_finds_drift_in_the_segment_it_was_planted_in_only(fleet: Fleet
         for s in report["scores"]
         if (s["segment"], s["feature"], s["statistic"]) == ("site=south", "X[20]", "ks")
     )
-    # The profile holds bins, not summaries: against it KS is read from the bins, flagged.
-    assert ks["approximate"] == "bins" and ks["drifted"] and ks["p_value"] <= ks["bh_cut"]
+    # The profile has summaries of the reference sample: KS against it is theirs.
+    assert ks["approximate"] is None and ks["drifted"] and ks["p_value"] <= ks["bh_cut"]
     assert ks["value"] >= ks["threshold"]
     # Distributions of every feature fleet-wide, and of each drifted one where it drifted.
     assert set(report["distributions"]["all"]) >= {"X[3]", "confidence", "classes"}
@@ -323,9 +323,9 @@ def test_what_does_not_fit_is_skipped_and_counted_never_scored(fleet: Fleet):
     assert report["skipped"]["unknown_version"] == 1
     assert by_segment(report)["all"]["devices"] == 11  # 7.7.7's device is not scored
     assert report["drifted_features"] == []
-    # Against the profile, which has no summaries, the window's are not read at all.
+    # Against the profile, which has summaries, the window's are read (and checked) too.
     against_profile = service.report("digits", last=HOUR)
-    assert "sketch_invalid" not in against_profile["skipped"]
+    assert against_profile["skipped"]["sketch_invalid"] == 2
     assert against_profile["skipped"]["bins_mismatch"] == 2
 
 

@@ -172,3 +172,22 @@ print(client.download(target, Path({str(tmp_path / "nocrypto-slot" / "m.onnx")!r
     assert result.returncode == 0, result.stderr
     written = (tmp_path / "nocrypto-slot" / "m.onnx").read_bytes()
     assert hashlib.sha256(written).hexdigest() == registry_sha(fleet, "1.1.0", "onnx-int8")
+
+
+def test_devices_get_the_profile_bins_without_the_servers_reference_summaries(fleet, tmp_path):
+    """The registry keeps the reference's quantile summaries for scoring drift; the
+    signed profile devices download carries the bins only (and reads as a profile)."""
+    import json
+
+    from edgefleet.registry.profile import ReferenceProfile
+    from edgefleet.signing.layout import profile_path
+
+    stored = fleet.registry.get("digits", "1.1.0").reference_profile
+    assert stored is not None and stored.sketches
+    client = fleet.client()
+    target = client.resolve(profile_path("digits", "1.1.0"), X86)
+    client.download(target, tmp_path / "profile.json")
+    published = json.loads((tmp_path / "profile.json").read_text())
+    assert "sketches" not in published
+    profile = ReferenceProfile.model_validate(published)
+    assert profile.inputs == stored.inputs and profile.sketches == {}

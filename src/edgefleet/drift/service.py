@@ -384,8 +384,9 @@ class DriftService:
         attributes = [s.attribute for s in monitor.segments if s.attribute is not None]
         queries = {s.label: str(s.query) for s in monitor.segments if s.query is not None}
         with self.read_uow_factory() as uow:
-            # A reference profile has bins only: the window's summaries would go unused.
-            summaries = monitor.reference.window is not None
+            # Against a profile without summaries of its own (older ones hold bins only)
+            # the window's summaries would go unused.
+            summaries = monitor.reference.window is not None or layout.has_summaries
             current, plan = self._window(
                 uow,
                 layout,

@@ -115,9 +115,11 @@ class Publisher:
         targets: list[NewTarget] = []
         profile = None
         if version.reference_profile is not None:
-            blob = self.artifacts.put(
-                io.BytesIO(_canonical_json(version.reference_profile.model_dump(mode="json")))
-            )
+            # Devices count into the bins; the reference's quantile summaries are for the
+            # server's scoring only (36x the bytes for the digits example), so they stay
+            # out of the signed file, which also keeps it readable by older agents.
+            device_profile = version.reference_profile.model_dump(mode="json", exclude={"sketches"})
+            blob = self.artifacts.put(io.BytesIO(_canonical_json(device_profile)))
             profile = profile_path(version.model, version.version)
             profile_info = SupportingInfo(
                 kind="profile", model=version.model, version=version.version
