@@ -1,7 +1,9 @@
 """Scoring a window of fleet telemetry against a reference, per segment (pure).
 
-The drift service reads a window's telemetry buckets device by device and hands each
-device's buckets to a :class:`WindowAccumulator`, with the segments the device is in.
+The drift service reads a window's drift records device by device (each summary period
+whose end falls in the window, and the telemetry buckets that start in it: see
+``drift.ports.DriftBucket``) and hands each device's to a :class:`WindowAccumulator`,
+with the segments the device is in.
 The accumulator merges them the way the issue asks, from summaries only: per feature
 and segment the pooled bin counts with the mergeable dispersion sums of
 ``drift.calibrate.Dispersion`` (so rows of one device count as one cluster), and the

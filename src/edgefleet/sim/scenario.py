@@ -381,6 +381,20 @@ class ServerSettings(Body):
     rollout_tick_s: float = Field(default=0.5, gt=0)
     rollout_analysis_interval_s: float = Field(default=1.0, ge=0)
     offline_after_intervals: float = Field(default=3.0, gt=1)
+    drift_look_grace_s: float = Field(
+        default=4.0,
+        ge=0,
+        description=(
+            "how long after a drift window ends its look waits for late summaries (the "
+            "server's drift_look_grace_s, ten minutes on a real server): a device sends "
+            "a period's summary with its next telemetry, every telemetry_interval_s"
+        ),
+    )
+    drift_looks_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often the server looks for drift windows that are due",
+    )
 
 
 class Scenario(Body):

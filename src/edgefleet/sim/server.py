@@ -85,6 +85,8 @@ class EmbeddedServer:
             "EDGEFLEET_ROLLOUT_TICK_S": str(self.settings.rollout_tick_s),
             "EDGEFLEET_ROLLOUT_ANALYSIS_INTERVAL_S": str(self.settings.rollout_analysis_interval_s),
             "EDGEFLEET_OFFLINE_AFTER_INTERVALS": str(self.settings.offline_after_intervals),
+            "EDGEFLEET_DRIFT_LOOK_GRACE_S": str(self.settings.drift_look_grace_s),
+            "EDGEFLEET_DRIFT_LOOKS_INTERVAL_S": str(self.settings.drift_looks_interval_s),
         }
         env.pop("EDGEFLEET_DATABASE_URL", None)
         if self.database_url:
