@@ -244,12 +244,23 @@ def _drift_alarm(settings: Settings) -> str:
     at = datetime.now(UTC)
     fired = Fired(statistic="psi", value=0.5, threshold=0.2, p_value=1e-9, bh_cut=1e-3)
     finding = Finding(
-        model="digits", version="1.0.0", segment="all", feature="X[3]",
-        fired=(fired,), rows=500, devices=5, phi=1.0,
+        model="digits",
+        version="1.0.0",
+        segment="all",
+        feature="X[3]",
+        fired=(fired,),
+        rows=500,
+        devices=5,
+        phi=1.0,
     )
     alarm = Alarm(
-        id="da-0123456789ab", state=AlarmState.OPEN, opened_at=at, opening=finding,
-        latest=finding, last_seen_at=at, last_look_at=at,
+        id="da-0123456789ab",
+        state=AlarmState.OPEN,
+        opened_at=at,
+        opening=finding,
+        latest=finding,
+        last_seen_at=at,
+        last_look_at=at,
     )
     engine = make_engine(settings)
     try:
