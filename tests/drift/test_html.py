@@ -280,6 +280,39 @@ def test_the_score_over_time_has_each_look_and_the_threshold() -> None:
     assert re.search(r'stroke="#1f77b4" fill="#1f77b4"><title>all 2026-03-04 12:00: 0.5<', svg)
 
 
+@pytest.mark.parametrize(
+    ("step", "labels"),
+    [
+        ({"seconds": 10}, ["11:59:40", "11:59:50", "12:00:00"]),
+        ({"hours": 1}, ["03-04 10:00", "03-04 11:00", "03-04 12:00"]),
+        ({"days": 3}, ["2026-02-26", "2026-03-01", "2026-03-04"]),
+    ],
+)
+def test_the_time_axis_is_as_fine_as_the_looks(step, labels) -> None:
+    from datetime import datetime, timedelta
+
+    report = _report()
+    end = datetime(2026, 3, 4, 12, 0, 0)
+    report["window"]["end"] = f"{end.isoformat()}Z"
+    report["history"] = [
+        {
+            "window_end": f"{(end - timedelta(**step) * looks).isoformat()}Z",
+            "segment": "all",
+            "feature": "input[1]",
+            "statistic": "psi",
+            "value": 0.1,
+            "threshold": 0.2,
+        }
+        for looks in (1, 2)
+    ]
+    panel = re.search(
+        r'<svg class="history" data-statistic="psi".*?</svg>', render_html(report), re.DOTALL
+    )
+    assert panel
+    ticks = re.findall(r'y="204" text-anchor="\w+">([^<]+)</text>', panel.group())
+    assert ticks == labels
+
+
 def test_the_distribution_bars_are_the_shares_of_each_bin() -> None:
     page = render_html(_report())
     chart = re.search(

@@ -792,6 +792,7 @@ def _history_svg(view: _View, feature: str, statistic: str, segments: Sequence[s
             f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{tick:.3g}</text>'
         )
     moments = _time_ticks(first, last)
+    clock = _tick_format(span)
     for i, moment in enumerate(moments):
         # The end labels stay inside the chart.
         anchor = "middle" if 0 < i < len(moments) - 1 or len(moments) == 1 else "start"
@@ -799,7 +800,7 @@ def _history_svg(view: _View, feature: str, statistic: str, segments: Sequence[s
             anchor = "end"
         parts.append(
             f'<text x="{x_of(moment):.1f}" y="{top + plot_h + 14}" text-anchor="{anchor}">'
-            f"{_e(moment.strftime('%m-%d %H:%M'))}</text>"
+            f"{_e(moment.strftime(clock))}</text>"
         )
     if thresholds:
         if len({t for _, t in thresholds}) == 1 or span <= 0:
@@ -853,6 +854,16 @@ def _nice_ticks(top: float) -> list[float]:
     step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
     count = math.ceil(top / step - 1e-9)
     return [round(step * i, 12) for i in range(count + 1)]
+
+
+def _tick_format(span_s: float) -> str:
+    """Time labels as fine as the span needs: seconds within an hour (looks of a few
+    seconds in a simulation), minutes within a few days, days beyond."""
+    if span_s < 3600:
+        return "%H:%M:%S"
+    if span_s < 3 * 86400:
+        return "%m-%d %H:%M"
+    return "%Y-%m-%d"
 
 
 def _time_ticks(first: datetime, last: datetime, count: int = 2) -> list[datetime]:
