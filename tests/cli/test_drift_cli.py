@@ -3,15 +3,18 @@ alarms, on the local store and through a server, against the real drift service.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from contextlib import contextmanager
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from edgefleet.cli import demo as demo_cli
 from edgefleet.cli import drift as drift_cli
 from edgefleet.cli.main import app
 from tests.drift.fleet import OPERATOR, START, Fleet, digits_fleet
@@ -412,6 +415,31 @@ def test_the_commands_on_the_local_store_and_through_a_server(
         assert unknown_model.exit_code == 1
         assert "'nomodel' has no drift monitor" in unknown_model.stderr
         assert remote_status_table(root).count("digits") == 1
+
+        # The demo's drift page: the report of the window the first alarm opened in.
+        said: list[str] = []
+        run = SimpleNamespace(
+            scenario="demo",
+            drift=SimpleNamespace(monitors=[shown], alarms=remote_alarms),
+        )
+        page = tmp_path / "data" / "demo-report-drift.html"
+        assert demo_cli.drift_page(page.with_name("demo-report.html")) == page
+        written = asyncio.run(demo_cli._write_drift_page(run, url, token, page, said.append))
+        assert written == page
+        assert said == [
+            "drift report of digits, 2026-12-07T00:00:00+00:00 to 2026-12-07T01:00:00+00:00"
+        ]
+        sections = re.findall(
+            r'<section class="feature" id="feature-\d+" data-feature="([^"]+)">',
+            page.read_text(encoding="utf-8"),
+        )
+        assert {"X[20]", "X[21]"} <= set(sections)
+        # A server that cannot answer costs the page, not the demo.
+        missing = tmp_path / "none.html"
+        assert (
+            asyncio.run(demo_cli._write_drift_page(run, url, "efk_x", missing, said.append)) is None
+        )
+        assert said[-1].startswith("no drift report page: ") and not missing.exists()
     assert not (tmp_path / "elsewhere").exists()
 
 
