@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -119,60 +120,70 @@ def assert_verified_model_active(state_dir, state) -> str:
     return str(content["version"])
 
 
+def kill_and_restart(live: LiveServer, tmp_path, index: int, point: str, trial: dict) -> str:
+    """One device: 1.0.0 installed, 1.1.0 desired, the agent killed at ``point`` and
+    restarted; how the update ended ("committed", "rolled_back" or what else)."""
+    device = f"crash-{index}"
+    state_dir = tmp_path / device
+    config = agent_config(live, tmp_path, device)
+    first = agent_run(config)  # enrolls; nothing desired yet
+    assert first.returncode == 0, first.stderr
+    desired(live, device, "1.0.0")
+    installed = agent_run(config)
+    assert installed.returncode == 0, installed.stderr
+    assert assert_verified_model_active(state_dir, status(config)) == "1.0.0"
+
+    # 1.1.0 goes through every state: shadow first, then activation and trial.
+    shadowed = {
+        "model": "digits",
+        "version": "1.1.0",
+        "trial": {**FAST_TRIAL, **trial},
+        "shadow": {"fraction": 0.5, "min_seconds": 0, "min_compared": 20},
+    }
+    response = live.admin("PUT", f"/api/v1/devices/{device}/desired", json=shadowed)
+    assert response.status_code == 200, response.text
+    crashed = agent_run(config, crash_at=point)
+    assert crashed.returncode == -9, f"{point} was not reached: {crashed.stdout} {crashed.stderr}"
+    # Straight after the kill, before any restart, the files name a verified model.
+    assert assert_verified_model_active(state_dir, status(config)) in ("1.0.0", "1.1.0")
+    restarted = agent_run(config)
+    assert restarted.returncode == 0, restarted.stderr
+    final = status(config)
+    version = assert_verified_model_active(state_dir, final)
+    outcome = (
+        "committed"
+        if (final["state"], version) == ("COMMITTED", "1.1.0")
+        else (
+            "rolled_back"
+            if (final["state"], version) == ("ROLLED_BACK", "1.0.0")
+            else f"{final['state']} {version}"
+        )
+    )
+    shown = live.admin("GET", f"/api/v1/devices/{device}").json()
+    reported = shown["device"]
+    assert reported["version"] == version and reported["agent_state"] == final["state"]
+    # Every transition reached the server: no gap in the sequence, none twice.
+    seqs = sorted(e["seq"] for e in shown["events"])
+    assert seqs == list(range(1, len(seqs) + 1)), (point, seqs)
+    assert shown["events"][-1]["to_state"] == final["state"], (point, shown["events"][-1])
+    if point == "downloaded":
+        assert "downloaded 0 bytes" in restarted.stdout, restarted.stdout
+    return outcome
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_kill_at_every_step_of_an_update(live: LiveServer, tmp_path):
-    results = {}
     only = os.environ.get("EDGEFLEET_CRASH_POINTS")
     points = [p for p in POINTS if not only or p[0] in only.split(",")]
-    for index, (point, _expected, trial) in enumerate(points):
-        device = f"crash-{index}"
-        state_dir = tmp_path / device
-        config = agent_config(live, tmp_path, device)
-        first = agent_run(config)  # enrolls; nothing desired yet
-        assert first.returncode == 0, first.stderr
-        desired(live, device, "1.0.0")
-        installed = agent_run(config)
-        assert installed.returncode == 0, installed.stderr
-        assert assert_verified_model_active(state_dir, status(config)) == "1.0.0"
-
-        # 1.1.0 goes through every state: shadow first, then activation and trial.
-        shadowed = {
-            "model": "digits",
-            "version": "1.1.0",
-            "trial": {**FAST_TRIAL, **trial},
-            "shadow": {"fraction": 0.5, "min_seconds": 0, "min_compared": 20},
-        }
-        response = live.admin("PUT", f"/api/v1/devices/{device}/desired", json=shadowed)
-        assert response.status_code == 200, response.text
-        crashed = agent_run(config, crash_at=point)
-        assert crashed.returncode == -9, (
-            f"{point} was not reached: {crashed.stdout} {crashed.stderr}"
-        )
-        # Straight after the kill, before any restart, the files name a verified model.
-        assert assert_verified_model_active(state_dir, status(config)) in ("1.0.0", "1.1.0")
-        restarted = agent_run(config)
-        assert restarted.returncode == 0, restarted.stderr
-        final = status(config)
-        version = assert_verified_model_active(state_dir, final)
-        outcome = (
-            "committed"
-            if (final["state"], version) == ("COMMITTED", "1.1.0")
-            else (
-                "rolled_back"
-                if (final["state"], version) == ("ROLLED_BACK", "1.0.0")
-                else f"{final['state']} {version}"
+    # Each point is its own device; two at a time (the agents' start-ups are most of it).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(
+            pool.map(
+                lambda item: kill_and_restart(live, tmp_path, item[0], item[1][0], item[1][2]),
+                enumerate(points),
             )
         )
-        results[(point, str(trial))] = outcome
-        shown = live.admin("GET", f"/api/v1/devices/{device}").json()
-        reported = shown["device"]
-        assert reported["version"] == version and reported["agent_state"] == final["state"]
-        # Every transition reached the server: no gap in the sequence, none twice.
-        seqs = sorted(e["seq"] for e in shown["events"])
-        assert seqs == list(range(1, len(seqs) + 1)), (point, seqs)
-        assert shown["events"][-1]["to_state"] == final["state"], (point, shown["events"][-1])
-        if point == "downloaded":
-            assert "downloaded 0 bytes" in restarted.stdout, restarted.stdout
+    results = {(p, str(t)): outcome for (p, _, t), outcome in zip(points, outcomes, strict=True)}
     assert results == {(p, str(t)): expected for p, expected, t in points}
 
 
