@@ -569,7 +569,6 @@ def run_edgefleet(
         data,
         profile_reference(layout),
         Rules.of(monitor),
-        np.random.default_rng(seed),
     )
     cut = decide_all([scored], monitor.look_alpha())
     done = time.perf_counter()
@@ -761,7 +760,6 @@ def evidently(args: argparse.Namespace) -> dict[str, Any]:
         last.window,
         profile_reference(bins_layout),
         Rules.of(monitor),
-        np.random.default_rng(args.seed),
     )
     decide_all([bins_scored], monitor.look_alpha())
     rows = verdict_rows(names, plants, verdicts, last.scored, last.cut, bins_scored)
@@ -979,7 +977,6 @@ def fleet(args: argparse.Namespace) -> dict[str, Any]:
         data,
         profile_reference(layout),
         Rules.of(monitor),
-        np.random.default_rng(args.seed),
     )
     cut = decide_all([scored], monitor.look_alpha())
     done = time.perf_counter()
@@ -1003,7 +1000,8 @@ def fleet(args: argparse.Namespace) -> dict[str, Any]:
         "sites": args.sites,
         "segments": len(plan.segments),
         "summaries_decoded": args.devices * (args.features + 1),
-        "tests": len(scored.pvalues),
+        "tests": len(set(scored.tests)),
+        "scores": len(scored.scores),
         "planted": {
             "segment": expected_segment,
             "features": source.drifted_names,
@@ -1095,6 +1093,8 @@ def as_independent_rows(data: WindowData) -> WindowData:
         bins: Dispersion(
             totals=d.totals,
             sums_sq=d.totals.copy(),
+            cross=d.totals[..., :, None] * np.eye(bins),
+            n_x=d.totals.copy(),
             n=d.n,
             n_sq=d.n.copy(),
             devices=np.rint(d.n).astype(np.int64),
@@ -1106,10 +1106,12 @@ def as_independent_rows(data: WindowData) -> WindowData:
 
 @dataclass(frozen=True)
 class LookTests:
-    """One look's tests before the decision: the p-value, effect and threshold of every
-    statistic of every feature (one Benjamini-Hochberg family), and their features."""
+    """One look's scores before the decision: the p-value, test, effect and threshold of
+    every statistic of every feature, and their features. A feature's statistics share
+    its test; the tests are one Benjamini-Hochberg family."""
 
     pvalues: Array
+    tests: Array
     effects: Array
     thresholds: Array
     features: list[str]
@@ -1119,6 +1121,7 @@ class LookTests:
     def of(cls, scored: Scored) -> LookTests:
         return cls(
             np.array(scored.pvalues),
+            np.array(scored.tests),
             np.array([s["value"] for s in scored.scores]),
             np.array([s["threshold"] for s in scored.scores]),
             [s["feature"] for s in scored.scores],
@@ -1130,7 +1133,11 @@ class LookTests:
         as ``decide_all`` calls it) with the statistics' practical-size thresholds, or on
         evidence alone."""
         decision = calibrate.decide(
-            self.pvalues, self.effects, self.thresholds if thresholds else 0.0, alpha
+            self.pvalues,
+            self.effects,
+            self.thresholds if thresholds else 0.0,
+            alpha,
+            tests=self.tests,
         )
         return [int(i) for i in np.flatnonzero(decision.drifted)]
 
@@ -1165,8 +1172,8 @@ class Scorer:
     def window(self, telemetry: Sequence[tuple[int, list[DriftBucket]]]) -> WindowData:
         return accumulate(self.layout, self.plan, telemetry)
 
-    def tests(self, data: WindowData, rng: np.random.Generator) -> LookTests:
-        scored = score(self.layout, self.plan.segments, data, self.reference, self.rules, rng)
+    def tests(self, data: WindowData) -> LookTests:
+        scored = score(self.layout, self.plan.segments, data, self.reference, self.rules)
         return LookTests.of(scored)
 
 
@@ -1206,7 +1213,7 @@ def no_drift(
         telemetry, raw = fleet_.look(rng)
         data = scorer.window(telemetry)
         phis.append(float(np.median(next(iter(data.dispersion.values())).phi())))
-        tests = {False: scorer.tests(data, rng), True: scorer.tests(as_independent_rows(data), rng)}
+        tests = {False: scorer.tests(data), True: scorer.tests(as_independent_rows(data))}
         ks_p = offline_ks_pvalues(raw, reference)
         for alpha in alphas:
             for name, ignored, thresholds in VARIANTS:
@@ -1260,7 +1267,7 @@ def detection_delays(
             first: dict[str, int | None] = dict.fromkeys(methods)
             for look in range(max_looks):
                 telemetry, raw = fleet_.look(rng, {0: size})
-                tests = scorer.tests(scorer.window(telemetry), rng)
+                tests = scorer.tests(scorer.window(telemetry))
                 fired = {
                     "edgefleet": feature in tests.alarms(alpha),
                     "edgefleet_evidence_only": feature in tests.alarms(alpha, thresholds=False),

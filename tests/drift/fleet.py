@@ -78,7 +78,6 @@ class Fleet:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
 
     def service(self, **kwargs: object) -> DriftService:
-        kwargs.setdefault("replicates", 100)  # fewer simulated draws: fast tests
         return DriftService(self.uow, clock=lambda: self.now, **kwargs)  # type: ignore[arg-type]
 
     def enroll(self, count: int, prefix: str = "cam", **attributes: object) -> list[str]:

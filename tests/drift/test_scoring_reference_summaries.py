@@ -117,9 +117,7 @@ def scored_against_profile(
     monitor = load_monitor({"model": "digits", "outputs": ["confidence"]})
     layout = Layout.of(profile_features(profile, monitor))
     current = window(layout, profile, devices, summaries=summaries, segments=members)
-    rules = Rules.of(monitor, replicates=50)
-    rng = np.random.default_rng(0)
-    return score(layout, segments, current, profile_reference(layout), rules, rng)
+    return score(layout, segments, current, profile_reference(layout), Rules.of(monitor))
 
 
 def by_key(scored: Scored) -> dict[tuple[str, str, str], dict]:

@@ -45,6 +45,8 @@ def test_round_trip_through_bytes_and_text_keeps_everything(n: int) -> None:
     for copy in (
         QuantileSummary.from_bytes(summary.to_bytes()),
         QuantileSummary.from_text(summary.to_text()),
+        # What the server stored after checking it reads the same without the check.
+        QuantileSummary.from_text(summary.to_text(), trusted=True),
     ):
         assert copy.to_bytes() == summary.to_bytes()
         assert copy.n == n and copy.k == SERVER_K and copy.is_empty == (n == 0)
@@ -168,10 +170,11 @@ def test_another_kind_of_sketch_is_refused(kind: str) -> None:
         QuantileSummary.from_bytes(with_envelope(other_sketches()[kind]))
 
 
-def test_a_bare_sketch_without_the_envelope_is_refused() -> None:
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_bare_sketch_without_the_envelope_is_refused(trusted: bool) -> None:
     bare = QuantileSummary.of(np.arange(50.0)).to_bytes()[4:]
     with pytest.raises(SummaryError, match="EFQ"):
-        QuantileSummary.from_bytes(bare)
+        QuantileSummary.from_bytes(bare, trusted=trusted)
 
 
 def test_an_unknown_format_version_says_so() -> None:

@@ -18,8 +18,9 @@ from tests.drift.fleet import feature_values
 from tests.server.conftest import LiveServer
 
 HOUR = timedelta(hours=1)
-#: Rows per device and period: four devices make a segment of min_rows (200) or more.
-ROWS = 60
+#: Rows per device and period: a site's eight devices make a segment of min_rows (200) or
+#: more, and enough devices for the evidence, which rests on how much devices differ.
+ROWS = 40
 MONITOR = {"model": "digits", "version": "1.0.0", "segments": ["site"], "window": "1h"}
 
 
@@ -106,8 +107,8 @@ def test_drift_api(live: LiveServer):
     )
     north = {}
     south = {}
-    for i in range(8):
-        site = "north" if i < 4 else "south"
+    for i in range(16):
+        site = "north" if i < 8 else "south"
         device_id, credential, _ = live.enroll(f"cam-{i}", site=site)
         (north if site == "north" else south)[device_id] = credential
     window_start = window_floor(datetime.now(UTC), HOUR)
@@ -126,9 +127,9 @@ def test_drift_api(live: LiveServer):
     body = report.json()
     assert body["version"] == "1.0.0"
     assert {s["segment"]: s["devices"] for s in body["segments"]} == {
-        "all": 8,
-        "site=north": 4,
-        "site=south": 4,
+        "all": 16,
+        "site=north": 8,
+        "site=south": 8,
     }
     drifted = {(s["segment"], s["feature"]) for s in body["scores"] if s["drifted"]}
     assert ("site=south", "X[20]") in drifted
@@ -167,7 +168,6 @@ def test_drift_api(live: LiveServer):
         looks = DriftService(
             lambda: SqlDriftUnitOfWork(sessions, describe_url(engine)),
             clock=lambda: window_end + timedelta(minutes=15),
-            replicates=100,
         )
         assert looks.run_due_looks() == 1
     finally:

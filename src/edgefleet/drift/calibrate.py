@@ -6,23 +6,31 @@ draws makes every test fire on a big fleet (the classic complaint about drift to
 This module turns a window's merged counts into p-values that hold for clustered data,
 and into a decision that also asks for a practical effect size:
 
-- :class:`Dispersion` accumulates mergeable per-device sums and estimates the *design
-  effect* ``phi`` of the pooled counts (how much more they vary than a multinomial of
-  the same size); the window then weighs as ``N / phi`` independent rows.
-- :func:`bin_pvalues` simulates the null of any bin statistic (PSI, chi-square,
-  Jensen-Shannon) from the reference at that effective size, vectorised over features,
-  segments and replicates, and fits a scaled chi-square to it, so p-values far below
-  ``1 / replicates`` are still smooth.
-- :func:`ks_pvalue` does the same for KS (and Wasserstein, which borrows KS's evidence)
-  with the two-sample Kolmogorov distribution.
+- :class:`Dispersion` accumulates mergeable per-device sums of each feature's bin counts,
+  among them the sums of the devices' outer products, so that :meth:`Dispersion.covariance`
+  gives the *cluster-robust* covariance of the pooled shares: how much they really vary
+  with devices as clusters, in every direction of the bins (a device that sees darker
+  images moves the low bins together). ``phi``, one design effect for all directions, is
+  kept for reports; it is not what the tests use, because clustering is rarely the same
+  in every direction.
+- :func:`bin_evidence` tests "the window's distribution is the reference's" on the bins
+  with two quadratic forms of the difference of shares: Pearson's (any change) and an
+  Anderson-Darling form on the cumulative shares (shifts and spread, for ordered bins).
+  Each is referred to the Rao-Scott second-order F distribution with the covariance of
+  both sides (the window's cluster-robust, the reference sample's multinomial or its own
+  cluster-robust), its denominator degrees of freedom from the number of devices (Thomas
+  & Rao 1987; R's ``survey::svychisq``); the two p-values are joined by the Cauchy
+  combination (:func:`cauchy_combination`, Liu & Xie 2020), valid however they depend.
+  No simulation: the null's moments come from the covariance, so p-values far in the
+  tail (a look's alpha is 6e-5 by default) are as good as the normal approximation.
 - :func:`benjamini_hochberg` and :func:`decide` control false discoveries across the
-  tests of one look; :func:`look_alpha` spends the monitor's false-alarm rate over its
-  tumbling looks.
+  tests of one look, one test per feature and segment; :func:`look_alpha` spends the
+  monitor's false-alarm rate over its tumbling looks.
 
 Example::
 
     dispersion = Dispersion.of_devices(device_counts)       # [devices, features, bins]
-    p = bin_pvalues(psi, reference, dispersion.totals, dispersion.phi(), rng)
+    p = bin_evidence(reference_counts, dispersion, ordered=True)       # [features]
     alpha = look_alpha(rate=0.01, window_s=3600, period_s=7 * 86400)
     decision = decide(p, psi(reference, dispersion.totals), thresholds=0.2, alpha=alpha)
     decision.drifted  # per feature: evidence below the BH cut and PSI >= 0.2
@@ -33,9 +41,7 @@ Pure numpy/scipy; no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -45,16 +51,6 @@ from edgefleet.drift.errors import DriftError
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
-
-#: A bin statistic: reference and current counts ``[..., B]`` to values ``[...]``.
-BinStatistic = Callable[[NDArray[Any], NDArray[Any]], NDArray[Any]]
-
-#: Replicates of the simulated null per test. The fitted tail makes a few hundred enough:
-#: they only need to pin the null's mean and variance (a 7 % standard error at 400).
-DEFAULT_REPLICATES = 400
-
-# Elements of one simulated chunk ([replicates, ..., B]); bounds memory at ~32 MB.
-_CHUNK_ELEMENTS = 1 << 22
 
 
 class CalibrationError(DriftError, ValueError):
@@ -73,33 +69,40 @@ class Dispersion:
 
     - ``totals[..., b] = sum_d x_db`` (the pooled counts),
     - ``sums_sq[..., b] = sum_d x_db**2 / n_d``,
+    - ``cross[..., b, c] = sum_d x_db x_dc`` and ``n_x[..., b] = sum_d n_d x_db``,
     - ``n = sum_d n_d``, ``n_sq = sum_d n_d**2``, ``devices = D``.
 
     All are sums over devices, so the dispersion of disjoint sets of devices merges
     exactly (:meth:`merged`). A *device* here is whatever the counts given to
     :meth:`of_devices` belong to: give it each device's counts summed over the whole
     window. Merging the dispersions of one device's separate buckets counts that device
-    as several independent devices, which understates ``phi`` when devices differ
+    as several independent devices, which understates the variance when devices differ
     persistently (the usual case).
     """
 
     totals: FloatArray
     sums_sq: FloatArray
+    cross: FloatArray
+    n_x: FloatArray
     n: FloatArray
     n_sq: FloatArray
     devices: NDArray[np.int64]
 
     def __post_init__(self) -> None:
         lead = self.n.shape
+        bins = self.totals.shape[-1:]
         if (
             self.totals.shape != self.sums_sq.shape
+            or self.totals.shape != self.n_x.shape
+            or self.cross.shape != (*self.totals.shape, *bins)
             or self.totals.shape[:-1] != lead
             or self.n_sq.shape != lead
             or self.devices.shape != lead
         ):
             raise CalibrationError(
                 "dispersion sums have inconsistent shapes: totals "
-                f"{self.totals.shape}, sums_sq {self.sums_sq.shape}, n {self.n.shape}, "
+                f"{self.totals.shape}, sums_sq {self.sums_sq.shape}, cross "
+                f"{self.cross.shape}, n_x {self.n_x.shape}, n {self.n.shape}, "
                 f"n_sq {self.n_sq.shape}, devices {self.devices.shape}"
             )
 
@@ -121,6 +124,8 @@ class Dispersion:
         return Dispersion(
             totals=x.sum(axis=0),
             sums_sq=(x * x / safe[..., None]).sum(axis=0),
+            cross=np.einsum("d...b,d...c->...bc", x, x),
+            n_x=(n_d[..., None] * x).sum(axis=0),
             n=n_d.sum(axis=0),
             n_sq=(n_d * n_d).sum(axis=0),
             devices=(n_d > 0).sum(axis=0).astype(np.int64),
@@ -132,6 +137,8 @@ class Dispersion:
         return Dispersion(
             totals=np.zeros((*shape, bins)),
             sums_sq=np.zeros((*shape, bins)),
+            cross=np.zeros((*shape, bins, bins)),
+            n_x=np.zeros((*shape, bins)),
             n=np.zeros(shape),
             n_sq=np.zeros(shape),
             devices=np.zeros(shape, dtype=np.int64),
@@ -150,10 +157,68 @@ class Dispersion:
         return Dispersion(
             totals=self.totals + other.totals,
             sums_sq=self.sums_sq + other.sums_sq,
+            cross=self.cross + other.cross,
+            n_x=self.n_x + other.n_x,
             n=self.n + other.n,
             n_sq=self.n_sq + other.n_sq,
             devices=self.devices + other.devices,
         )
+
+    def select(self, index: tuple[NDArray[np.intp], ...]) -> Dispersion:
+        """The sums at ``index`` into the leading axes (numpy indexing, e.g. a tuple of
+        index arrays picking (segment, feature) pairs)."""
+        return Dispersion(
+            totals=self.totals[index],
+            sums_sq=self.sums_sq[index],
+            cross=self.cross[index],
+            n_x=self.n_x[index],
+            n=self.n[index],
+            n_sq=self.n_sq[index],
+            devices=self.devices[index],
+        )
+
+    def covariance(self) -> FloatArray:
+        """The covariance of the pooled shares ``totals / n`` with devices as clusters,
+        ``[..., B, B]``: ``within + between`` of :meth:`covariance_parts`."""
+        within, between = self.covariance_parts()
+        return within + between
+
+    def covariance_parts(self) -> tuple[FloatArray, FloatArray]:
+        """The covariance of the pooled shares in two parts, ``[..., B, B]`` each.
+
+        A device's counts vary around its own shares as a multinomial does, and its
+        shares vary around the fleet's with some covariance ``C`` (its lighting, its
+        sensor): ``E[e_d e_d'] = n_d P + n_d (n_d - 1) C`` for the residual
+        ``e_d = x_d - n_d p`` with ``P = diag(p) - p p'``. So the pooled shares vary by
+        ``within = P / n`` (known from the shares alone, full rank) plus
+        ``between = (sum n_d^2 - n) C / n^2``, whose ``C`` is estimated by the method of
+        moments from ``sum_d e_d e_d'`` (the sums give it: ``cross``, ``n_x``, ``n_sq``).
+        It is left unbiased, not forced positive: where devices do not differ, its
+        noise has either sign (clipping it made tests of independent rows miss half
+        their level); the tests keep only the positive eigenvalues of the whole
+        covariance they form. Only ``between`` rests on the devices' number
+        (a handful of devices cannot pin it, but the multinomial part needs no
+        devices). Zero ``between`` with fewer than two devices or one row per device.
+        """
+        safe_n = np.where(self.n > 0, self.n, 1.0)
+        p = self.totals / safe_n[..., None]
+        bins = p.shape[-1]
+        shares = p[..., :, None] * np.eye(bins) - p[..., :, None] * p[..., None, :]
+        within = shares / safe_n[..., None, None]
+        residual = (
+            self.cross
+            - p[..., :, None] * self.n_x[..., None, :]
+            - self.n_x[..., :, None] * p[..., None, :]
+            + self.n_sq[..., None, None] * p[..., :, None] * p[..., None, :]
+        )
+        d = self.devices.astype(np.float64)
+        pairs = self.n_sq - self.n  # sum_d n_d (n_d - 1)
+        usable = (d > 1) & (pairs > 0)
+        inflate = np.where(usable, d / np.where(usable, d - 1.0, 1.0), 0.0)
+        excess = residual * inflate[..., None, None] - self.n[..., None, None] * shares
+        c = excess / np.where(usable, pairs, 1.0)[..., None, None]
+        between = c * (np.where(usable, pairs, 0.0) / (safe_n * safe_n))[..., None, None]
+        return np.asarray(within), np.asarray(between)
 
     def pearson(self) -> FloatArray:
         """Pearson's dispersion statistic ``X^2 / ((D - 1)(B - 1))`` of the devices'
@@ -180,28 +245,17 @@ class Dispersion:
             rho = (statistic / bins_df - (d - 1.0)) / np.where(usable, spread, 1.0)
         return np.where(usable, np.clip(rho, 0.0, 1.0), 0.0)
 
-    def design_effect(self, n: ArrayLike, n_sq: ArrayLike) -> FloatArray:
-        """The design effect of another sample from the same devices with ``n`` rows
-        in all and ``n_sq = sum_d n_d**2`` (say, the rows of the devices' quantile
-        sketches): ``1 + rho (n_sq / n - 1)``, at least 1."""
-        rows = np.asarray(n, dtype=np.float64)
-        rows_sq = np.asarray(n_sq, dtype=np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean_size = np.where(rows > 0, rows_sq / np.where(rows > 0, rows, 1.0), 1.0)
-        return np.asarray(1.0 + self.intraclass() * np.maximum(mean_size - 1.0, 0.0))
-
     def phi(self) -> FloatArray:
-        """The design effect of the pooled counts, at least 1: their covariance is
-        ``phi`` times a multinomial's of the same size, so they weigh as ``n / phi``
-        independent rows.
+        """One design effect for the pooled counts, at least 1: on average over the
+        directions of the bins, their covariance is ``phi`` times a multinomial's of the
+        same size (``1 + rho (sum n_d^2 / n - 1)`` with :meth:`intraclass`'s ``rho``).
 
-        With devices of equal size this is Pearson's dispersion floored at 1; with
-        unequal sizes it is converted through :meth:`intraclass`, because a few busy
-        devices make the pooled counts vary more than the average device suggests. One
-        device (or one used bin) gives 1: heterogeneity cannot be measured from a single
-        device, which is why the service reports such a segment as insufficient data.
+        A summary for reports and for weighing an earlier window as a reference; the
+        tests use :meth:`covariance`, because clustering is seldom the same in every
+        direction. One device (or one used bin) gives 1.
         """
-        return self.design_effect(self.n, self.n_sq)
+        rows_sq = self.n_sq / np.where(self.n > 0, self.n, 1.0)
+        return np.asarray(1.0 + self.intraclass() * np.maximum(rows_sq - 1.0, 0.0))
 
     def _pearson_parts(self) -> tuple[FloatArray, FloatArray]:
         used = self.totals > 0
@@ -215,172 +269,215 @@ class Dispersion:
         return statistic, df.astype(np.float64)
 
 
-def effective_size(n: ArrayLike, phi: ArrayLike) -> FloatArray:
-    """``n / phi``: how many independent rows a clustered sample of ``n`` weighs.
-
-    Raises:
-        CalibrationError: ``phi`` is below 1 or not finite, or ``n`` is negative.
-    """
-    rows = np.asarray(n, dtype=np.float64)
-    factor = _phi(phi)
-    if np.any(rows < 0):
-        raise CalibrationError("sample sizes cannot be negative")
-    return np.asarray(rows / factor)
-
-
-def bin_pvalues(
-    statistic: BinStatistic,
+def bin_evidence(
     reference: ArrayLike,
-    current: ArrayLike,
-    phi: ArrayLike,
-    rng: np.random.Generator,
-    replicates: int = DEFAULT_REPLICATES,
+    current: Dispersion,
     *,
-    power: float = 1.0,
+    ordered: bool,
+    reference_dispersion: Dispersion | None = None,
 ) -> FloatArray:
-    """P-values of a bin statistic under "no drift", for clustered current counts.
+    """P-values of "the window's distribution over the bins is the reference's".
 
-    The null is simulated from the reference: the reference resampled at its own size
-    (``Multinomial(n_ref, p_ref)``) against a current sample at the effective size
-    (``Multinomial(N / phi, p_ref)``); ``statistic`` is computed on every replicate at
-    once (shape ``[replicates, ..., B]``). ``statistic ** power`` is then fitted with a
-    scaled chi-square ``a * chi2(nu)`` by its mean and variance, which is what PSI and
-    chi-square (``power=1``) and the squared Jensen-Shannon *distance* (``power=2``)
-    are asymptotically; the p-value is that fit's upper tail at the observed value.
-    The observed statistic is computed on the current counts rescaled to the effective
-    size, so a statistic that grows with the sample (chi-square) compares like with like
-    (for statistics of shares, such as PSI, the rescaling changes nothing).
+    ``current``'s pooled shares against the reference's, one test per leading index:
+    Pearson's quadratic form of the difference of shares, and (``ordered`` bins) an
+    Anderson-Darling form of the difference of cumulative shares, each referred to its
+    Rao-Scott second-order F distribution (:func:`rao_scott_pvalues`) under the
+    covariance of both sides, joined by :func:`cauchy_combination`.
 
     Args:
-        statistic: counts ``[..., B]`` x2 to values ``[...]``, vectorised over leading
-            axes (it receives float counts).
-        reference: the reference's counts ``[..., B]``, broadcastable to ``current``.
-        current: the window's pooled counts ``[..., B]``.
-        phi: the design effect per test (``[...]``, broadcastable), at least 1.
-        rng: the source of the simulation (seed it for reproducible p-values).
-        replicates: simulated draws per test (at least 20).
-        power: the power that makes the statistic about a scaled chi-square.
+        reference: the reference's counts ``[..., B]``, broadcastable to ``current``'s.
+        current: the window's dispersion sums (leading shape ``[...]``).
+        ordered: the bins have an order (a feature's ranges; not class labels).
+        reference_dispersion: the reference's own dispersion sums when it is an earlier
+            window of devices (its covariance is then cluster-robust too); ``None`` for
+            a reference profile, a sample of independent rows (multinomial).
 
     Returns:
-        p-values of the broadcast leading shape; NaN where the reference or the current
-        sample is empty (no test: report insufficient data instead).
+        p-values of the leading shape; NaN where either side is empty or the window
+        has fewer than two devices (no test: report insufficient data instead).
 
     Raises:
-        CalibrationError: the bins do not match, counts are negative or not finite,
-            ``phi`` is below 1, or ``replicates`` or ``power`` is out of range.
+        CalibrationError: the bins do not match, counts are negative or not finite, or
+            shapes do not broadcast.
     """
-    if replicates < 20:
-        raise CalibrationError(f"replicates must be at least 20, got {replicates}")
-    if not (math.isfinite(power) and power > 0):
-        raise CalibrationError(f"power must be a positive number, got {power}")
     ref = _counts(reference, "reference counts")
-    cur = _counts(current, "current counts")
-    if ref.ndim < 1 or cur.ndim < 1 or ref.shape[-1] != cur.shape[-1]:
+    bins = current.totals.shape[-1]
+    if ref.ndim < 1 or ref.shape[-1] != bins:
         raise CalibrationError(
-            f"reference bins {ref.shape} and current bins {cur.shape} do not match: both "
-            "need the same number of bins on the last axis"
+            f"reference bins {ref.shape} and current bins {current.totals.shape} do not "
+            "match: both need the same number of bins on the last axis"
         )
+    lead = current.n.shape
     try:
-        lead = np.broadcast_shapes(ref.shape[:-1], cur.shape[:-1], np.shape(phi))
+        ref = np.broadcast_to(ref, (*lead, bins))
     except ValueError as exc:
         raise CalibrationError(
-            f"shapes do not broadcast: reference {ref.shape}, current {cur.shape}, phi "
-            f"{np.shape(phi)}"
+            f"reference counts {ref.shape} do not broadcast to the window's {lead}"
         ) from exc
-    bins = ref.shape[-1]
-    ref = np.broadcast_to(ref, (*lead, bins))
-    cur = np.broadcast_to(cur, (*lead, bins))
-    factor = np.broadcast_to(_phi(phi), lead)
-
     n_ref = ref.sum(axis=-1)
-    n_cur = cur.sum(axis=-1)
-    testable = (n_ref > 0) & (n_cur > 0)
-    n_eff = np.where(testable, np.maximum(np.rint(n_cur / factor), 1.0), 1.0)
-    safe_ref = np.where(testable, n_ref, 1.0)
-    shares = np.where(testable[..., None], ref / safe_ref[..., None], 1.0 / bins)
-
-    scaled = cur * (n_eff / np.where(testable, n_cur, 1.0))[..., None]
-    # An empty side has no distribution (statistics may refuse it): stand-in counts
-    # there, and NaN in the result.
-    observed = np.asarray(
-        statistic(
-            np.where(testable[..., None], ref, 1.0), np.where(testable[..., None], scaled, 1.0)
-        ),
-        dtype=np.float64,
-    )
-    if observed.shape != lead:
-        raise CalibrationError(
-            f"the statistic returned shape {observed.shape} for inputs of leading shape "
-            f"{lead}: it must reduce the last (bins) axis only"
+    n_cur = current.n
+    devices = current.devices.astype(np.float64)
+    testable = (n_ref > 0) & (n_cur > 0) & (devices >= 2)
+    safe_ref = np.where(n_ref > 0, n_ref, 1.0)
+    safe_cur = np.where(n_cur > 0, n_cur, 1.0)
+    r = ref / safe_ref[..., None]
+    q = current.totals / safe_cur[..., None]
+    pooled = (ref + current.totals) / np.where(testable, n_ref + n_cur, 1.0)[..., None]
+    if reference_dispersion is None:
+        sigma_ref = (
+            pooled[..., :, None] * np.eye(bins) - pooled[..., :, None] * pooled[..., None, :]
         )
-
-    ref_trials = np.maximum(np.rint(safe_ref), 1.0).astype(np.int64)
-    cur_trials = n_eff.astype(np.int64)
-    total = np.zeros(lead)
-    total_sq = np.zeros(lead)
-    cells = max(1, math.prod(lead) * bins)
-    chunk = max(1, min(replicates, _CHUNK_ELEMENTS // cells))
-    done = 0
-    while done < replicates:
-        size = min(chunk, replicates - done)
-        sim_ref = rng.multinomial(ref_trials, shares, size=(size, *lead)).astype(np.float64)
-        sim_cur = rng.multinomial(cur_trials, shares, size=(size, *lead)).astype(np.float64)
-        values = np.asarray(statistic(sim_ref, sim_cur), dtype=np.float64) ** power
-        total += values.sum(axis=0)
-        total_sq += (values * values).sum(axis=0)
-        done += size
-    mean = total / replicates
-    variance = np.maximum(total_sq / replicates - mean * mean, 0.0) * (
-        replicates / (replicates - 1)
+        sigma_ref = sigma_ref / safe_ref[..., None, None]
+        ref_devices = np.full(lead, np.inf)
+    else:
+        ref_devices = np.broadcast_to(reference_dispersion.devices, lead).astype(np.float64)
+        testable &= ref_devices >= 2
+    within, between = current.covariance_parts()
+    if reference_dispersion is not None:
+        ref_within, ref_between = reference_dispersion.covariance_parts()
+        sigma_ref = np.broadcast_to(ref_within, (*lead, bins, bins))
+        between = between + np.broadcast_to(ref_between, (*lead, bins, bins))
+    sigma = within + sigma_ref + between
+    delta = q - r
+    # The design's degrees of freedom: devices less one, of the side with fewer.
+    design_df = np.minimum(devices, ref_devices) - 1.0
+    used = pooled > 0
+    weights = np.where(used, 1.0 / np.sqrt(np.where(used, pooled, 1.0)), 0.0)
+    unordered = rao_scott_pvalues(
+        delta, sigma, weights[..., :, None] * np.eye(bins), design_df, estimated=between
     )
-    p = _scaled_chi2_sf(np.maximum(observed, 0.0) ** power, mean, variance)
-    return np.where(testable & np.isfinite(observed), p, np.nan)
+    if ordered and bins > 2:
+        lower = np.tril(np.ones((bins - 1, bins)))  # cumulative shares at the inner edges
+        cumulative = pooled @ lower.T
+        inner = (cumulative > 0) & (cumulative < 1)
+        scale = np.where(
+            inner, 1.0 / np.sqrt(np.where(inner, cumulative * (1.0 - cumulative), 1.0)), 0.0
+        )
+        shifted = rao_scott_pvalues(
+            delta, sigma, scale[..., :, None] * lower, design_df, estimated=between
+        )
+        p = cauchy_combination(np.stack([unordered, shifted], axis=-1))
+    else:
+        p = unordered
+    return np.asarray(np.where(testable, p, np.nan))
 
 
-def _scaled_chi2_sf(x: FloatArray, mean: FloatArray, variance: FloatArray) -> FloatArray:
-    """Upper tail at ``x`` of ``a * chi2(nu)`` with the given mean and variance (a
-    degenerate null, all replicates equal, gives 1 at or below its value, else 0)."""
-    spread = variance > 1e-12 * np.maximum(mean * mean, 1e-300)
-    safe_var = np.where(spread, variance, 1.0)
-    scale = safe_var / (2.0 * np.where(spread, mean, 1.0))
-    dof = 2.0 * mean * mean / safe_var
-    fitted = stats.chi2.sf(x / np.where(spread, scale, 1.0), np.where(spread, dof, 1.0))
-    degenerate = np.where(x <= mean * (1.0 + 1e-9) + 1e-12, 1.0, 0.0)
-    return np.asarray(np.where(spread, fitted, degenerate), dtype=np.float64)
+def rao_scott_pvalues(
+    delta: ArrayLike,
+    sigma: ArrayLike,
+    transform: ArrayLike,
+    design_df: ArrayLike,
+    *,
+    estimated: ArrayLike | None = None,
+) -> FloatArray:
+    """Upper-tail p-values of ``Q = |A delta|^2`` for a difference ``delta`` ``[..., B]``
+    whose covariance under the null, ``sigma`` ``[..., B, B]``, was estimated from
+    clusters; ``A = transform`` ``[..., K, B]``.
 
+    Under normality ``Q`` is ``sum_j lambda_j chi2_1`` with ``lambda`` the eigenvalues
+    of ``M = A sigma A'``. The part of ``sigma`` estimated from the clusters,
+    ``estimated`` (all of it when ``None``), makes their scale ``tr(M)`` an estimate,
+    taken as ``tr(M) chi2_f / f`` with ``f = nu_e * design_df / w**2``: ``w`` that
+    part's share of ``tr(M)`` and ``nu_e = tr(M_e)^2 / tr(M_e^2)`` its dimensions (with
+    ``w = 1`` the convention of Rao and Scott's second-order F test, which this
+    generalises: the F matches two moments, this keeps the eigenvalues' shape). So
+    the p-value of
+    ``T = Q / tr(M)`` is ``P(sum_j mu_j chi2_1 - T chi2_f / f > 0)``,
+    ``mu = lambda / tr(M)``, a quadratic form in normal variables whose tail is
+    computed by the Lugannani-Rice saddlepoint approximation (Kuonen 1999): accurate to
+    a few per cent of the p-value far into the tail, where two-moment fits are off by
+    several times when one direction dominates (a device-wide shift does).
 
-def ks_pvalue(ks: float, n_ref: float, n_cur_effective: float, *, rank_error: float = 0.0) -> float:
-    """P-value of a two-sample KS distance under "no drift".
-
-    The two-sample Kolmogorov distribution at ``en = n m / (n + m)`` (as
-    ``scipy.stats.ks_2samp``'s asymptotic mode), where ``m`` is the current sample's
-    *effective* size (its rows over the design effect, see
-    :meth:`Dispersion.design_effect`). The quantile sketches' own rank error is taken
-    off the distance first (``rank_error``, e.g. the KLL sketch's normalised rank
-    error), so approximation is not mistaken for evidence. Wasserstein distances of the
-    same summaries borrow this p-value: it measures the same evidence that the two
-    distributions differ.
-
-    Returns:
-        The p-value, or NaN when either sample is empty.
-
-    Raises:
-        CalibrationError: ``ks`` or ``rank_error`` is outside [0, 1], or a size is
-            negative or not finite.
+    1 where ``M`` is zero and so is ``Q``; NaN where ``design_df`` is below 1 or NaN.
     """
-    for name, value in (("ks", ks), ("rank_error", rank_error)):
-        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise CalibrationError(f"{name} must be in [0, 1], got {value}")
-    for name, value in (("n_ref", n_ref), ("n_cur_effective", n_cur_effective)):
-        if not (math.isfinite(value) and value >= 0.0):
-            raise CalibrationError(f"{name} must be a non-negative number, got {value}")
-    if n_ref == 0 or n_cur_effective == 0:
-        return math.nan
-    distance = max(ks - rank_error, 0.0)
-    if distance == 0.0:
-        return 1.0
-    en = max(round(n_ref * n_cur_effective / (n_ref + n_cur_effective)), 1)
-    return float(stats.kstwo.sf(distance, en))
+    d = np.asarray(delta, dtype=np.float64)
+    a = np.asarray(transform, dtype=np.float64)
+    z = np.einsum("...kb,...b->...k", a, d)
+    q = (z * z).sum(axis=-1)
+    m = a @ np.asarray(sigma, dtype=np.float64) @ np.swapaxes(a, -1, -2)
+    m = (m + np.swapaxes(m, -1, -2)) / 2.0
+    lam = np.maximum(np.linalg.eigvalsh(m), 0.0)
+    c1 = lam.sum(axis=-1)
+    c2 = (lam * lam).sum(axis=-1)
+    spread = (c1 > 0) & (c2 > 0)
+    safe_c1 = np.where(spread, c1, 1.0)
+    nu = np.where(spread, safe_c1 * safe_c1 / np.where(spread, c2, 1.0), 1.0)
+    df2 = np.asarray(design_df, dtype=np.float64)
+    usable = df2 >= 1  # NaN is not
+    if estimated is None:
+        share, dims = np.ones_like(c1), nu
+    else:
+        part = a @ np.asarray(estimated, dtype=np.float64) @ np.swapaxes(a, -1, -2)
+        e1 = np.trace(part, axis1=-2, axis2=-1)
+        e2 = (part * part).sum(axis=(-2, -1))
+        share = np.clip(e1 / safe_c1, 0.0, 1.0)
+        dims = np.where(e2 > 0, e1 * e1 / np.where(e2 > 0, e2, 1.0), 1.0)
+    f = np.minimum(dims * np.where(usable, df2, 1.0) / np.maximum(share * share, 1e-18), 1e9)
+    # Where M is zero any weights summing to 1 keep the arithmetic finite; unused.
+    mu = np.where(spread[..., None], lam / safe_c1[..., None], 1.0 / lam.shape[-1])
+    t = q / safe_c1
+    p = _ratio_tail(mu, t, f)
+    degenerate = np.where(q <= 1e-15, 1.0, 0.0)
+    result = np.where(spread, p, degenerate)
+    return np.asarray(np.where(usable, result, np.nan), dtype=np.float64)
+
+
+def _ratio_tail(mu: FloatArray, t: FloatArray, f: FloatArray) -> FloatArray:
+    """``P(sum_j mu_j chi2_1 - t chi2_f / f > 0)`` for weights ``mu >= 0`` summing to 1
+    (``[..., J]``), ``t >= 0`` and ``f > 0`` (``[...]``), by the Lugannani-Rice
+    saddlepoint approximation; its cumulant generating function is
+    ``K(s) = -1/2 sum_j log(1 - 2 s mu_j) - f/2 log(1 + 2 s t / f)``."""
+    top = mu.max(axis=-1)
+    tiny = t <= 1e-12
+    safe_t = np.where(tiny, 1.0, t)
+    g = safe_t / f  # each of the f negative terms' weight
+    # The saddlepoint solves K'(s) = 0 inside (-1 / (2 g), 1 / (2 top)), where K' rises.
+    low = -1.0 / (2.0 * g) * (1.0 - 1e-12)
+    high = 1.0 / (2.0 * top) * (1.0 - 1e-12)
+
+    def slope(s: FloatArray) -> FloatArray:
+        rising = (mu / (1.0 - 2.0 * s[..., None] * mu)).sum(axis=-1)
+        return np.asarray(rising - safe_t / (1.0 + 2.0 * s * g), dtype=np.float64)
+
+    for _ in range(100):  # bisection: far below a double's precision by then
+        middle = (low + high) / 2.0
+        rising = slope(middle) > 0
+        high = np.where(rising, middle, high)
+        low = np.where(rising, low, middle)
+    s = (low + high) / 2.0
+    k = -0.5 * np.log1p(-2.0 * s[..., None] * mu).sum(axis=-1) - 0.5 * f * np.log1p(2.0 * s * g)
+    k2 = (2.0 * mu * mu / (1.0 - 2.0 * s[..., None] * mu) ** 2).sum(axis=-1) + 2.0 * f * g * g / (
+        1.0 + 2.0 * s * g
+    ) ** 2
+    w = np.sign(s) * np.sqrt(np.maximum(-2.0 * k, 0.0))
+    v = s * np.sqrt(k2)
+    near = np.abs(w) < 1e-5
+    safe_w = np.where(near, 1.0, w)
+    safe_v = np.where(near, 1.0, v)
+    tail = stats.norm.sf(w) + stats.norm.pdf(w) * (1.0 / safe_v - 1.0 / safe_w)
+    # At the mean itself the limit: 1/2 minus the skewness term.
+    k3 = (8.0 * mu**3).sum(axis=-1) - 8.0 * f * g**3
+    k2_0 = (2.0 * mu * mu).sum(axis=-1) + 2.0 * f * g * g
+    centre = 0.5 - k3 / (6.0 * np.sqrt(2.0 * np.pi) * k2_0**1.5)
+    p = np.where(near, centre, tail)
+    return np.asarray(np.where(tiny, 1.0, np.clip(p, 0.0, 1.0)), dtype=np.float64)
+
+
+def cauchy_combination(pvalues: ArrayLike) -> FloatArray:
+    """One p-value from several tests of the same hypothesis (last axis), valid
+    whatever their dependence in the tail that matters: the Cauchy combination
+    ``T = mean(tan((1/2 - p) pi))``, ``p = 1/2 - arctan(T) / pi`` (Liu & Xie 2020).
+    Exact for independent tests and for identical ones; NaN entries are left out (all
+    NaN gives NaN)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    present = ~np.isnan(p)
+    clipped = np.clip(np.where(present, p, 0.5), 1e-300, 1.0 - 1e-16)
+    # tan((1/2 - p) pi) = 1 / tan(p pi), accurate for tiny p.
+    terms = np.where(present, 1.0 / np.tan(np.pi * clipped), 0.0)
+    count = present.sum(axis=-1)
+    mean = terms.sum(axis=-1) / np.where(count > 0, count, 1)
+    combined = np.arctan2(1.0, mean) / np.pi
+    return np.asarray(np.where(count > 0, combined, np.nan), dtype=np.float64)
 
 
 def benjamini_hochberg(pvalues: ArrayLike, alpha: float) -> BoolArray:
@@ -429,17 +526,28 @@ class Decision:
     cut: float  # the BH cut of the look
 
 
-def decide(pvalues: ArrayLike, effects: ArrayLike, thresholds: ArrayLike, alpha: float) -> Decision:
-    """Drift where a test has evidence (Benjamini-Hochberg at ``alpha`` over all the
-    p-values given, one family) AND its effect is at least its threshold.
+def decide(
+    pvalues: ArrayLike,
+    effects: ArrayLike,
+    thresholds: ArrayLike,
+    alpha: float,
+    *,
+    tests: ArrayLike | None = None,
+) -> Decision:
+    """Drift where an entry has evidence (Benjamini-Hochberg at ``alpha`` over all the
+    tests given, one family) AND its effect is at least its threshold.
 
-    Pass every test of the look together, features x segments x statistics, so the
-    probability that a look without drift raises anything stays at ``alpha`` (see
-    :func:`look_alpha`). A NaN p-value or effect never drifts.
+    Pass every test of the look together, features x segments, so the probability that
+    a look without drift raises anything stays at ``alpha`` (see :func:`look_alpha`).
+    Several entries may share one test (a feature's statistics, each an effect with
+    its threshold, share the feature's evidence): ``tests`` then names each entry's
+    test (any labels, an array of the p-values' shape), entries of one test carry its
+    p-value, and Benjamini-Hochberg counts each test once. A NaN p-value or effect never
+    drifts.
 
     Raises:
-        CalibrationError: shapes do not broadcast, ``alpha`` is not in (0, 1) or a
-            p-value is outside [0, 1].
+        CalibrationError: shapes do not broadcast, ``alpha`` is not in (0, 1), a
+            p-value is outside [0, 1], or entries of one test carry different p-values.
     """
     p = _pvalues(pvalues)
     effect = np.asarray(effects, dtype=np.float64)
@@ -456,7 +564,19 @@ def decide(pvalues: ArrayLike, effects: ArrayLike, thresholds: ArrayLike, alpha:
             f"effects {effect.shape} and thresholds {threshold.shape} must broadcast to "
             f"the p-values' shape {p.shape}"
         )
-    cut = bh_cut(p, alpha)
+    family = p
+    if tests is not None:
+        labels = np.asarray(tests)
+        if labels.shape != p.shape:
+            raise CalibrationError(
+                f"tests {labels.shape} must name a test for each p-value {p.shape}"
+            )
+        _, first, inverse = np.unique(labels.ravel(), return_index=True, return_inverse=True)
+        family = p.ravel()[first]
+        spread = np.nan_to_num(p.ravel(), nan=-1.0) != np.nan_to_num(family[inverse], nan=-1.0)
+        if spread.any():
+            raise CalibrationError("entries of one test carry different p-values")
+    cut = bh_cut(family, alpha)
     evidence = np.asarray((p <= cut) & ~np.isnan(p), dtype=np.bool_)
     with np.errstate(invalid="ignore"):
         large = np.broadcast_to(effect >= threshold, shape)
@@ -498,14 +618,6 @@ def _counts(values: ArrayLike, what: str) -> FloatArray:
     if np.any(array < 0):
         raise CalibrationError(f"{what} cannot be negative")
     return array
-
-
-def _phi(phi: ArrayLike) -> FloatArray:
-    factor = np.asarray(phi, dtype=np.float64)
-    if not np.all(np.isfinite(factor)) or np.any(factor < 1.0):
-        bad = factor[~(np.isfinite(factor) & (factor >= 1.0))].ravel()[0]
-        raise CalibrationError(f"phi (the design effect) must be finite and >= 1, got {bad}")
-    return factor
 
 
 def _pvalues(pvalues: ArrayLike) -> FloatArray:

@@ -18,12 +18,9 @@ A stored look keeps its scores packed (``pack_scores``, ``unpack_scores``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import numpy as np
 
 from edgefleet.drift.alarms import Alarm, AlarmKey, Finding, Fired
 from edgefleet.drift.scoring import Scored
@@ -53,13 +50,6 @@ def next_window(
 def is_due(end: datetime, grace: timedelta, now: datetime) -> bool:
     """Whether a window ending at ``end`` may be looked at: it ended ``grace`` ago."""
     return end + grace <= now
-
-
-def rng_for(model: str, version: str, start: datetime, end: datetime) -> np.random.Generator:
-    """The random source of one window's simulated nulls: fixed by what is scored, so
-    the same window of the same telemetry gives the same p-values every time."""
-    key = f"{model}\0{version}\0{start.isoformat()}\0{end.isoformat()}".encode()
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
 
 
 def findings(model: str, version: str, scored: Scored) -> list[Finding]:

@@ -351,7 +351,8 @@ class WindowAccumulator:
             if feature is None or layout.features[feature].kind == "classes":
                 continue
             try:
-                summary = QuantileSummary.from_text(text)
+                # From the store: checked when the telemetry came in (fleet.domain).
+                summary = QuantileSummary.from_text(text, trusted=True)
             except SummaryError:
                 self.skipped[SKETCH_INVALID] += 1
                 continue
@@ -367,10 +368,14 @@ class WindowAccumulator:
             n_d = x.sum(axis=-1)
             safe = np.where(n_d > 0, n_d, 1.0)
             square = x * x / safe[..., None]
+            devices, features = x.shape[:2]
+            outer = (x[..., :, None] * x[..., None, :]).reshape(devices, -1)
             # Sums over the devices of each segment (Dispersion.of_devices, per segment).
             chunk = Dispersion(
                 totals=np.einsum("ds,dfb->sfb", membership, x),
                 sums_sq=np.einsum("ds,dfb->sfb", membership, square),
+                cross=(membership.T @ outer).reshape(self.segments, features, bins, bins),
+                n_x=np.einsum("ds,dfb->sfb", membership, n_d[..., None] * x),
                 n=membership.T @ n_d,
                 n_sq=membership.T @ (n_d * n_d),
                 devices=(membership.T @ (n_d > 0)).astype(np.int64),
@@ -391,7 +396,7 @@ class ReferenceData:
     for every segment), or an earlier window's sums per segment."""
 
     kind: Literal["profile", "window"]
-    #: bins -> counts ``[segments or 1, features, bins]``, at their effective size
+    #: bins -> counts ``[segments or 1, features, bins]``
     counts: Mapping[int, FloatArray]
     #: (segment, feature index) -> the reference's summary in that segment
     sketches: Mapping[tuple[int, int], QuantileSummary] = field(default_factory=dict)
@@ -403,6 +408,9 @@ class ReferenceData:
     shared_sketches: Mapping[int, QuantileSummary] = field(default_factory=dict)
     #: what of the reference could not be used, by reason (added to the look's skipped)
     skipped: Mapping[str, int] = field(default_factory=dict)
+    #: bins -> an earlier window's dispersion sums ``[segments, features]``: its
+    #: covariance is cluster-robust too (``None``: the profile's independent rows)
+    dispersion: Mapping[int, Dispersion] | None = None
 
     def sketch(self, segment: int, feature: int) -> QuantileSummary | None:
         """The reference's summary of a feature in a segment, if it has one."""
@@ -445,14 +453,10 @@ def window_reference(
     start: datetime,
     end: datetime,
 ) -> ReferenceData:
-    """An earlier window of the same segments as the reference: its pooled counts
-    shrunk to their effective size (their design effect applies to the reference too),
-    its quantile summaries. A segment whose reference window is too thin for the rules
-    is marked unusable."""
-    counts = {}
-    for bins, dispersion in data.dispersion.items():
-        phi = dispersion.phi()
-        counts[bins] = dispersion.totals / phi[..., None]
+    """An earlier window of the same segments as the reference: its pooled counts with
+    their dispersion sums (its rows are clustered by device too, and the tests take its
+    cluster-robust covariance), its quantile summaries. A segment whose reference window
+    is too thin for the rules is marked unusable."""
     unusable = {}
     for s in range(len(data.sketch_rows)):
         devices, rows = _segment_size(layout, data, s)
@@ -461,7 +465,15 @@ def window_reference(
                 f"the reference window has {devices} devices and {rows} rows in this segment "
                 f"(at least {rules.min_devices} devices and {rules.min_rows} rows needed)"
             )
-    return ReferenceData("window", counts, dict(data.sketches), unusable, start, end)
+    return ReferenceData(
+        "window",
+        {bins: dispersion.totals for bins, dispersion in data.dispersion.items()},
+        dict(data.sketches),
+        unusable,
+        start,
+        end,
+        dispersion=dict(data.dispersion),
+    )
 
 
 @dataclass(frozen=True)
@@ -471,15 +483,13 @@ class Rules:
     thresholds: Mapping[str, float]
     min_devices: int = 3
     min_rows: int = 200
-    replicates: int = calibrate.DEFAULT_REPLICATES
 
     @classmethod
-    def of(cls, monitor: Monitor, replicates: int = calibrate.DEFAULT_REPLICATES) -> Rules:
+    def of(cls, monitor: Monitor) -> Rules:
         return cls(
             thresholds=monitor.thresholds(),
             min_devices=max(2, monitor.min_devices),
             min_rows=monitor.min_rows,
-            replicates=replicates,
         )
 
 
@@ -490,7 +500,11 @@ class Scored:
 
     segments: list[dict[str, Any]]
     scores: list[dict[str, Any]]
+    #: each score's p-value: its feature's evidence in its segment
     pvalues: list[float]
+    #: each score's test (a feature in a segment): scores of one test share its p-value,
+    #: and the look's Benjamini-Hochberg family counts each test once
+    tests: list[int]
     phi: dict[tuple[str, str], float]
     skipped: Counter[str]
     distributions: dict[str, dict[str, dict[str, Any]]]
@@ -506,15 +520,17 @@ def score(
     current: WindowData,
     reference: ReferenceData,
     rules: Rules,
-    rng: np.random.Generator,
 ) -> Scored:
     """Every statistic of ``rules`` for every feature of every segment with enough data.
 
     A segment with fewer devices or rows than the rules ask (or fewer than two devices,
     which cannot show how much devices differ) is ``insufficient_data`` and not scored;
-    so is a feature without rows on either side. KS and Wasserstein come from the
-    quantile summaries when both sides have them, else from the bins (``approximate:
-    "bins"``); Wasserstein is in reference standard deviations.
+    so is a feature without rows on either side. Each statistic is an effect size, held
+    against its threshold; the evidence is one test per feature and segment, on the bins
+    with devices as clusters (``calibrate.bin_evidence``), which every statistic of that
+    feature and segment carries. KS and Wasserstein come from the quantile summaries
+    when both sides have them, else from the bins (``approximate: "bins"``);
+    Wasserstein is in reference standard deviations.
     """
     skipped: Counter[str] = Counter(current.skipped)
     skipped.update(reference.skipped)
@@ -553,6 +569,8 @@ def score(
         )
     scores: list[dict[str, Any]] = []
     pvalues: list[float] = []
+    tests: list[int] = []
+    next_test = 0
     phi_of: dict[tuple[str, str], float] = {}
     distributions: dict[str, dict[str, dict[str, Any]]] = {}
     names = [segment.name for segment in segments]
@@ -572,70 +590,106 @@ def score(
         j_idx = np.array([j for _, j in pairs])
         ref = ref_all[s_idx, j_idx]
         cur = dispersion.totals[s_idx, j_idx]
-        pair_phi = phi[s_idx, j_idx]
-        for (s, j), value in zip(pairs, pair_phi, strict=True):
+        evidence = _evidence(layout, members, bins, dispersion, reference, (s_idx, j_idx), ref)
+        for (s, j), value in zip(pairs, phi[s_idx, j_idx], strict=True):
             feature = layout.features[members[j]]
             phi_of[(names[s], feature.name)] = float(value)
             distributions.setdefault(names[s], {})[feature.name] = _distribution(
                 feature, ref_all[s, j], dispersion.totals[s, j]
             )
-        for statistic in BIN_STATISTICS:
-            threshold = rules.thresholds.get(statistic)
-            if threshold is None:
+        first_test = next_test
+        next_test += len(pairs)
+        effects = {
+            statistic: _bin_effect(statistic, ref, cur)
+            for statistic in BIN_STATISTICS
+            if statistic in rules.thresholds
+        }
+        for i, ((s, j), p_value) in enumerate(zip(pairs, evidence, strict=True)):
+            if not math.isfinite(p_value):
                 continue
-            effect, evidence, power = _bin_statistic(statistic, ref, cur)
-            p = calibrate.bin_pvalues(
-                evidence, ref, cur, pair_phi, rng, rules.replicates, power=power
-            )
-            for (s, j), value, p_value in zip(pairs, effect, p, strict=True):
-                if not (math.isfinite(value) and math.isfinite(p_value)):
-                    continue
-                scores.append(
-                    _score(names[s], layout.features[members[j]].name, statistic, value, threshold)
-                )
-                pvalues.append(float(p_value))
-        for statistic in SUMMARY_STATISTICS:
-            threshold = rules.thresholds.get(statistic)
-            if threshold is None:
-                continue
-            for (s, j), ref_counts, cur_counts, factor in zip(
-                pairs, ref, cur, pair_phi, strict=True
+            feature_index = members[j]
+            feature = layout.features[feature_index]
+            found: list[tuple[str, float, str | None]] = [
+                (statistic, float(values[i]), None) for statistic, values in effects.items()
+            ]
+            if feature.edges is not None and any(
+                statistic in rules.thresholds for statistic in SUMMARY_STATISTICS
             ):
-                feature_index = members[j]
-                feature = layout.features[feature_index]
-                if feature.edges is None:
-                    continue  # categories: no order, no distance
-                result = _summary_statistic(
-                    statistic,
+                measured = _summary_statistics(
+                    rules,
                     feature,
-                    ref_counts,
-                    cur_counts,
+                    ref[i],
+                    cur[i],
                     reference.sketch(s, feature_index),
                     current.sketches.get((s, feature_index)),
-                    float(factor),
                 )
-                if result is None:
+                if "wasserstein" in rules.thresholds and "wasserstein" not in measured:
                     skipped[NO_SPREAD] += 1
+                found += [(name, value, how) for name, (value, how) in measured.items()]
+            for statistic, value, approximate in found:
+                if not math.isfinite(value):
                     continue
-                value, p_value, approximate = result
                 scores.append(
-                    _score(names[s], feature.name, statistic, value, threshold, approximate)
+                    _score(
+                        names[s],
+                        feature.name,
+                        statistic,
+                        value,
+                        rules.thresholds[statistic],
+                        approximate,
+                    )
                 )
-                pvalues.append(p_value)
-    return Scored(views, scores, pvalues, phi_of, skipped, distributions, reference.view())
+                pvalues.append(float(p_value))
+                tests.append(first_test + i)
+    return Scored(views, scores, pvalues, tests, phi_of, skipped, distributions, reference.view())
+
+
+def _evidence(
+    layout: Layout,
+    members: Sequence[int],
+    bins: int,
+    dispersion: Dispersion,
+    reference: ReferenceData,
+    index: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]],
+    ref_counts: FloatArray,
+) -> FloatArray:
+    """The evidence of each (segment, feature) pair of a bin group at ``index``: one
+    p-value per pair (``calibrate.bin_evidence``), ordered tests for features with
+    edges, the unordered one alone for the class mix."""
+    window = dispersion.select(index)
+    past = None if reference.dispersion is None else reference.dispersion[bins].select(index)
+    ordered = np.array([layout.features[members[j]].edges is not None for j in index[1]])
+    p = np.full(len(ordered), np.nan)
+    for flag in (True, False):
+        chosen = np.flatnonzero(ordered == flag)
+        if chosen.size:
+            p[chosen] = calibrate.bin_evidence(
+                ref_counts[chosen],
+                window.select((chosen,)),
+                ordered=flag,
+                reference_dispersion=None if past is None else past.select((chosen,)),
+            )
+    return p
 
 
 def decide_all(looked: Sequence[Scored], alpha: float) -> float:
     """One decision over every test of ``looked`` (a look's versions): Benjamini-Hochberg
-    at ``alpha`` across all of them, and drift where a test has that evidence and its
-    effect reaches its threshold. Fills each score's ``p_value``, ``bh_cut`` and
-    ``drifted``; returns the cut."""
+    at ``alpha`` across all of them (each feature in each segment one test), and drift
+    where a statistic has that evidence and its effect reaches its threshold. Fills each
+    score's ``p_value``, ``bh_cut`` and ``drifted``; returns the cut."""
     pvalues = [p for scored in looked for p in scored.pvalues]
-    effects = [s["value"] for scored in looked for s in scored.scores]
-    thresholds = [s["threshold"] for scored in looked for s in scored.scores]
     if not pvalues:
         return calibrate.bh_cut(np.array([]), alpha)
-    decision = calibrate.decide(np.array(pvalues), np.array(effects), np.array(thresholds), alpha)
+    effects = [s["value"] for scored in looked for s in scored.scores]
+    thresholds = [s["threshold"] for scored in looked for s in scored.scores]
+    labels: list[int] = []
+    offset = 0
+    for scored in looked:
+        labels += [offset + test for test in scored.tests]
+        offset += max(scored.tests, default=-1) + 1
+    decision = calibrate.decide(
+        np.array(pvalues), np.array(effects), np.array(thresholds), alpha, tests=np.array(labels)
+    )
     at = 0
     for scored in looked:
         for entry, p_value in zip(scored.scores, scored.pvalues, strict=True):
@@ -663,30 +717,26 @@ def _segment_size(layout: Layout, data: WindowData, s: int) -> tuple[int, int]:
     return devices, int(input_rows or rows)
 
 
-def _bin_statistic(
-    statistic: str, reference: FloatArray, current: FloatArray
-) -> tuple[FloatArray, calibrate.BinStatistic, float]:
-    """(the effect compared with the threshold, the statistic whose null is simulated,
-    the power that makes it about a scaled chi-square)."""
+def _bin_effect(statistic: str, reference: FloatArray, current: FloatArray) -> FloatArray:
+    """A bin statistic's effect, the value held against its threshold, per pair."""
     if statistic == "psi":
-        return stats.psi(reference, current), stats.psi, 1.0
-    if statistic == "jensen_shannon":
-        return stats.jensen_shannon(reference, current), stats.jensen_shannon, 2.0
-    # Chi-square's evidence is its test; its practical size the Jensen-Shannon distance.
-    return stats.jensen_shannon(reference, current), stats.chi_square, 1.0
+        return stats.psi(reference, current)
+    # Chi-square's practical size is the Jensen-Shannon distance: its own value grows
+    # with the sample, which is evidence, not size.
+    return stats.jensen_shannon(reference, current)
 
 
-def _summary_statistic(
-    statistic: str,
+def _summary_statistics(
+    rules: Rules,
     feature: FeatureRef,
     reference_counts: FloatArray,
     current_counts: FloatArray,
     reference_sketch: QuantileSummary | None,
     current_sketch: QuantileSummary | None,
-    phi: float,
-) -> tuple[float, float, str | None] | None:
-    """(value, p-value, approximate) of KS or Wasserstein for one feature and segment;
-    ``None`` when Wasserstein has no reference spread to be measured in."""
+) -> dict[str, tuple[float, str | None]]:
+    """KS and Wasserstein (those the rules ask for) of one feature and segment, each
+    with how it was approximated (``None``, or ``"bins"`` without summaries on both
+    sides); Wasserstein left out when the reference has no spread to measure it in."""
     assert feature.edges is not None
     exact = (
         reference_sketch is not None
@@ -694,51 +744,31 @@ def _summary_statistic(
         and not reference_sketch.is_empty
         and not current_sketch.is_empty
     )
+    found: dict[str, tuple[float, str | None]] = {}
     try:
         if exact:
             assert reference_sketch is not None and current_sketch is not None
-            n_ref, n_cur = float(reference_sketch.n), float(current_sketch.n)
-            rank_error = _rank_error(reference_sketch) + _rank_error(current_sketch)
-            distance = stats.ks(reference_sketch, current_sketch)
-            if statistic == "ks":
-                value = distance
-            else:
+            if "ks" in rules.thresholds:
+                found["ks"] = (stats.ks(reference_sketch, current_sketch), None)
+            if "wasserstein" in rules.thresholds:
                 spread = _summary_std(reference_sketch)
-                if not spread > 0:
-                    return None
-                value = stats.wasserstein(reference_sketch, current_sketch) / spread
-            approximate = None
+                if spread > 0:
+                    distance = stats.wasserstein(reference_sketch, current_sketch)
+                    found["wasserstein"] = (distance / spread, None)
         else:
-            n_ref, n_cur = float(reference_counts.sum()), float(current_counts.sum())
-            rank_error = 0.0
-            distance = stats.ks_from_bins(feature.edges, reference_counts, current_counts)
-            if statistic == "ks":
-                value = distance
-            else:
+            if "ks" in rules.thresholds:
+                distance = stats.ks_from_bins(feature.edges, reference_counts, current_counts)
+                found["ks"] = (distance, "bins")
+            if "wasserstein" in rules.thresholds:
                 spread = _bins_std(feature.edges, reference_counts)
-                if not spread > 0:
-                    return None
-                value = (
-                    stats.wasserstein_from_bins(feature.edges, reference_counts, current_counts)
-                    / spread
-                )
-            approximate = "bins"
+                if spread > 0:
+                    distance = stats.wasserstein_from_bins(
+                        feature.edges, reference_counts, current_counts
+                    )
+                    found["wasserstein"] = (distance / spread, "bins")
     except InsufficientDataError:
-        return None
-    p_value = calibrate.ks_pvalue(
-        min(max(distance, 0.0), 1.0),
-        n_ref,
-        n_cur / max(phi, 1.0),
-        rank_error=min(rank_error, 1.0),
-    )
-    if not (math.isfinite(value) and math.isfinite(p_value)):
-        return None
-    return float(value), float(p_value), approximate
-
-
-def _rank_error(summary: QuantileSummary) -> float:
-    """A summary's CDF error: none while it still holds every value it was given."""
-    return summary.rank_error if summary.n > summary.k else 0.0
+        return {}
+    return {name: (float(value), how) for name, (value, how) in found.items()}
 
 
 def _summary_std(summary: QuantileSummary) -> float:

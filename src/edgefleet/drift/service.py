@@ -43,7 +43,6 @@ from edgefleet.drift.looks import (
     is_due,
     next_window,
     pack_scores,
-    rng_for,
     unpack_scores,
     unscored_keys,
 )
@@ -131,7 +130,6 @@ class DriftService:
         clock: the time (tests move it).
         grace: how long after a window ends its look waits for late telemetry.
         max_looks_per_run: looks one ``run_due_looks`` does at most.
-        replicates: simulated null draws per test.
         on_look: told the seconds each look took (the server's histogram).
         flush_telemetry: writes telemetry held in memory before a report reads it (the
             server batches it for a second).
@@ -145,7 +143,6 @@ class DriftService:
         clock: Callable[[], datetime] = _now,
         grace: timedelta = GRACE,
         max_looks_per_run: int = MAX_LOOKS_PER_RUN,
-        replicates: int = 400,
         on_look: Callable[[float], None] | None = None,
         flush_telemetry: Callable[[], object] | None = None,
     ) -> None:
@@ -154,7 +151,6 @@ class DriftService:
         self.clock = clock
         self.grace = grace
         self.max_looks_per_run = max_looks_per_run
-        self.replicates = replicates
         self.on_look = on_look
         self.flush_telemetry = flush_telemetry
 
@@ -418,13 +414,8 @@ class DriftService:
                     plan,
                     summaries=True,
                 )
-                reference = window_reference(
-                    layout, past, Rules.of(monitor, self.replicates), ref_start, ref_end
-                )
-        rng = rng_for(monitor.model, version.version, start, end)
-        return score(
-            layout, plan.segments, current, reference, Rules.of(monitor, self.replicates), rng
-        )
+                reference = window_reference(layout, past, Rules.of(monitor), ref_start, ref_end)
+        return score(layout, plan.segments, current, reference, Rules.of(monitor))
 
     def _window(
         self,
