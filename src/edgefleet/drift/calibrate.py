@@ -16,13 +16,16 @@ and into a decision that also asks for a practical effect size:
 - :func:`bin_evidence` tests "the window's distribution is the reference's" on the bins
   with two quadratic forms of the difference of shares: Pearson's (any change) and an
   Anderson-Darling form on the cumulative shares (shifts and spread, for ordered bins).
-  Each is referred to the Rao-Scott second-order F distribution with the covariance of
-  both sides (the window's cluster-robust, the reference sample's multinomial or its own
-  cluster-robust), its denominator degrees of freedom from the number of devices (Thomas
-  & Rao 1987; R's ``survey::svychisq``); the two p-values are joined by the Cauchy
+  Each is referred to its null distribution under the covariance of both sides (the
+  window's cluster-robust, the reference sample's multinomial or its own
+  cluster-robust): a weighted sum of chi-squares by the covariance's eigenvalues, over
+  the scale's own estimate with degrees of freedom from the number of devices, as in
+  Rao and Scott's second-order correction (Thomas & Rao 1987; R's
+  ``survey::svychisq``) but keeping the eigenvalues' shape, its tail by a saddlepoint
+  approximation (:func:`rao_scott_pvalues`). The two p-values are joined by the Cauchy
   combination (:func:`cauchy_combination`, Liu & Xie 2020), valid however they depend.
-  No simulation: the null's moments come from the covariance, so p-values far in the
-  tail (a look's alpha is 6e-5 by default) are as good as the normal approximation.
+  No simulation, so p-values far in the tail (a look's alpha is 6e-5 by default) cost
+  nothing more than the others.
 - :func:`benjamini_hochberg` and :func:`decide` control false discoveries across the
   tests of one look, one test per feature and segment; :func:`look_alpha` spends the
   monitor's false-alarm rate over its tumbling looks.
@@ -281,8 +284,8 @@ def bin_evidence(
     ``current``'s pooled shares against the reference's, one test per leading index:
     Pearson's quadratic form of the difference of shares, and (``ordered`` bins) an
     Anderson-Darling form of the difference of cumulative shares, each referred to its
-    Rao-Scott second-order F distribution (:func:`rao_scott_pvalues`) under the
-    covariance of both sides, joined by :func:`cauchy_combination`.
+    null distribution under the covariance of both sides (:func:`rao_scott_pvalues`),
+    joined by :func:`cauchy_combination`.
 
     Args:
         reference: the reference's counts ``[..., B]``, broadcastable to ``current``'s.

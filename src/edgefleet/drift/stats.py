@@ -3,8 +3,8 @@
 Two kinds of input, both mergeable across devices so the server never needs raw data:
 
 * Bin counts on the reference profile's bins: arrays ``[..., B]`` of counts on the same
-  edges. The leading axes are anything (features, segments, replicates of a simulated
-  null) and broadcast against each other, so one call scores a whole look:
+  edges. The leading axes are anything (features, segments, devices) and broadcast
+  against each other, so one call scores a whole look:
   ``psi``, ``jensen_shannon``, ``chi_square``, ``chi_square_pvalue`` return arrays of the
   broadcast leading shape. These are exact: the same numbers as on the raw data's counts.
 * Quantile summaries (``edgefleet.drift.sketch.QuantileSummary``), one pair at a time:
