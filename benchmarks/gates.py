@@ -136,9 +136,7 @@ class Fleet:
         if new.any():
             self.candidate_counts[new] += self.rng.multinomial(requests[new], self.new_bins[new])
         if (~new).any():
-            self.baseline_counts[~new] += self.rng.multinomial(
-                requests[~new], self.old_bins[~new]
-            )
+            self.baseline_counts[~new] += self.rng.multinomial(requests[~new], self.old_bins[~new])
 
     def evidence(self, finished: int) -> Evidence:
         def summaries(counts: np.ndarray, which: np.ndarray) -> list[DeviceSummary]:
@@ -190,7 +188,9 @@ def run_rollout(cell: Cell, devices: int, rate: float, tick_s: float, seed: int)
         gates = None
         if analysis_due(progress, now, ANALYSIS_INTERVAL_S, counts):
             evidence = fleet.evidence(assigned)
-            gates = [evaluate(g, evidence, rollout.alpha, progress.looks + 1) for g in rollout.gates]
+            gates = [
+                evaluate(g, evidence, rollout.alpha, progress.looks + 1) for g in rollout.gates
+            ]
             progress = analysed(progress, gates, now)
         wave = rollout.waves[progress.wave]
         members = wave_size(wave.percent or 100.0, devices)
@@ -247,8 +247,7 @@ def run_cell(args: tuple[Cell, int, int, float, float, int]) -> dict[str, Any]:
         "median_exposed_when_aborted": (
             statistics.median(o.exposed for o in aborted) if aborted else None
         ),
-        "aborted_by_wave_2": sum(o.state == "aborted" and o.wave <= 2 for o in outcomes)
-        / rollouts,
+        "aborted_by_wave_2": sum(o.state == "aborted" and o.wave <= 2 for o in outcomes) / rollouts,
         "waves_aborted_in": dict(
             sorted(
                 {

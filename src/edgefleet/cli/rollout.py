@@ -184,7 +184,15 @@ def _render(r: dict[str, Any]) -> Group:
             detail=detail,
         )
     gates = CliTable(
-        "gate", "verdict", "estimate", "interval", "limit", "n", ids={"gate"}, box=None
+        "gate",
+        "verdict",
+        "estimate",
+        "interval",
+        "limit",
+        "detectable",
+        "n",
+        ids={"gate"},
+        box=None,
     )
     for g in r.get("gates") or []:
         n = g["numbers"]
@@ -192,12 +200,18 @@ def _render(r: dict[str, Any]) -> Group:
         interval = f"[{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
         estimate = n.get("estimate", n.get("max_change"))
         size = n.get("finished", n.get("trials", n.get("devices", n.get("predictions", ""))))
+        # The smallest effect this look could have caught (a ratio for ratio limits).
+        mde = n.get("mde_ratio", n.get("mde"))
+        verdict = g["verdict"] + (f" ({n['segment']})" if n.get("segment") else "")
         gates.add_row(
             g["gate"] + (" (dry run)" if g["dry_run"] else ""),
-            g["verdict"],
+            verdict,
             f"{estimate:.4g}" if isinstance(estimate, int | float) else "",
             interval,
             ", ".join(f"{k} {v}" for k, v in n.get("limit", {}).items()),
+            (f"x{mde:.3g}" if "mde_ratio" in n else f"{mde:.4g}")
+            if isinstance(mde, int | float)
+            else "",
             str(size),
         )
     parts: list[Any] = [head, bars]

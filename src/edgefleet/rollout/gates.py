@@ -246,6 +246,42 @@ def _delivery(gate: GateSpec, delivery: Delivery, alpha: float, numbers: dict[st
     return _decide(estimate > limit, interval.low > limit, enough)
 
 
+@dataclass(frozen=True)
+class _Check:
+    """One segment's test of a behaviour gate: its verdict, numbers, and whether its
+    point estimate is beyond the limit on enough candidate devices to hold a pass."""
+
+    verdict: Verdict
+    numbers: dict[str, Any]
+    holds_pass: bool = False
+
+
+def segment_alpha(alpha: float, kinds: int) -> float:
+    """Each segment's share of a gate's ``alpha`` when it is tested on the fleet and on
+    each of ``kinds`` hardware kinds (Bonferroni: the chance that any of them raises a
+    false alarm, over all looks, stays at most ``alpha``). One kind is the fleet."""
+    return alpha / (kinds + 1) if kinds > 1 else alpha
+
+
+def _segmented(fleet: _Check, segments: Mapping[str, _Check], numbers: dict[str, Any]) -> Verdict:
+    """The gate's verdict from the fleet's test and each hardware kind's: fail when any
+    of them fails (the log names it), pass when the fleet passes and no kind has an
+    estimate beyond its limit on enough devices, inconclusive otherwise."""
+    numbers |= fleet.numbers
+    if segments:
+        numbers["segments"] = [{"segment": name, **c.numbers} for name, c in segments.items()]
+    failed = [name for name, c in {"all": fleet, **segments}.items() if c.verdict is Verdict.FAIL]
+    if failed:
+        numbers["segment"] = failed[0] if fleet.verdict is not Verdict.FAIL else "all"
+        return Verdict.FAIL
+    holding = [name for name, c in segments.items() if c.holds_pass]
+    if fleet.verdict is Verdict.PASS and holding:
+        numbers["segment"] = holding[0]
+        numbers["waiting_for"] = f"{holding[0]}: estimate beyond the limit, not yet significant"
+        return Verdict.INCONCLUSIVE
+    return fleet.verdict
+
+
 def _rate(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, Any]) -> Verdict:
     metric = gate.metric
     events = sum(d.rate(metric)[0] for d in evidence.candidate)
@@ -257,27 +293,45 @@ def _rate(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
         numbers |= _interval(interval, "beta-binomial mixture confidence sequence")
         return _decide(interval.estimate > gate.max, interval.low > gate.max, enough)
     margin = gate.limit
-    strata: list[tuple[int, int, int, int]] = []
+    strata: dict[str, tuple[int, int, int, int]] = {}
     for hardware in _hardware(evidence):
         c = [d.rate(metric) for d in evidence.candidate if d.hardware == hardware]
         b = [d.rate(metric) for d in evidence.baseline if d.hardware == hardware]
-        strata.append(
-            (sum(e for e, _ in c), sum(n for _, n in c), sum(e for e, _ in b), sum(n for _, n in b))
+        strata[hardware] = (
+            sum(e for e, _ in c),
+            sum(n for _, n in c),
+            sum(e for e, _ in b),
+            sum(n for _, n in b),
         )
     base_events = sum(d.rate(metric)[0] for d in evidence.baseline)
     base_trials = sum(d.rate(metric)[1] for d in evidence.baseline)
     numbers |= {"baseline_events": base_events, "baseline_trials": base_trials}
-    diff = rate_difference_cs(strata, alpha, tau=max(margin, 1e-3))
-    if diff is None:
-        numbers["test"] = "no baseline on the same hardware"
-        return Verdict.INCONCLUSIVE
-    numbers |= _interval(diff, "stratified rate difference, normal-mixture confidence sequence")
-    return _decide(diff.estimate > margin, diff.low > margin, enough)
+    level = segment_alpha(alpha, len(strata))
+    if len(strata) > 1:
+        numbers["alpha_per_segment"] = level
+
+    def check(parts: Sequence[tuple[int, int, int, int]], enough: bool) -> _Check:
+        diff = rate_difference_cs(parts, level, tau=max(margin, 1e-3))
+        if diff is None:
+            return _Check(Verdict.INCONCLUSIVE, {"test": "no baseline on the same hardware"})
+        found = _interval(diff, "stratified rate difference, normal-mixture confidence sequence")
+        found["mde"] = _mde(diff, margin)
+        worse = diff.estimate > margin
+        return _Check(_decide(worse, diff.low > margin, enough), found, worse and enough)
+
+    fleet = check(list(strata.values()), enough)
+    segments = {}
+    if len(strata) > 1:
+        for hardware, part in strata.items():
+            if part[1] and part[3]:
+                segment = check([part], part[1] >= gate.min_samples)
+                segment.numbers.update(events=part[0], trials=part[1])
+                segments[f"hardware={hardware}"] = segment
+    return _segmented(fleet, segments, numbers)
 
 
 def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, Any]) -> Verdict:
     metric = gate.metric
-    sign = -1.0 if metric in LOWER_IS_WORSE else 1.0  # work on "higher is worse"
     candidate = _values(evidence.candidate, metric)
     baseline = _values(evidence.baseline, metric)
     all_c = Moments.of(v for values in candidate.values() for v in values)
@@ -288,19 +342,61 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
         "baseline_devices": all_b.n,
         "baseline_mean": all_b.mean if all_b.n else None,
     }
+    kinds = sorted(set(candidate) | set(baseline))
+    level = segment_alpha(alpha, len(kinds))
+    if len(kinds) > 1:
+        numbers["alpha_per_segment"] = level
+    fleet = _mean_check(gate, evidence, kinds, candidate, baseline, level)
+    segments = {}
+    if len(kinds) > 1:
+        for hardware in kinds:
+            if candidate.get(hardware):
+                segments[f"hardware={hardware}"] = _mean_check(
+                    gate, evidence, [hardware], candidate, baseline, level
+                )
+    return _segmented(fleet, segments, numbers)
+
+
+def _mean_check(
+    gate: GateSpec,
+    evidence: Evidence,
+    kinds: Sequence[str],
+    candidate: Mapping[str, list[float]],
+    baseline: Mapping[str, list[float]],
+    alpha: float,
+) -> _Check:
+    """The test of a per-device mean on the devices of ``kinds`` (all of them: the fleet,
+    stratified by kind; one: that kind's segment) at ``alpha``."""
+    metric = gate.metric
+    sign = -1.0 if metric in LOWER_IS_WORSE else 1.0  # work on "higher is worse"
+    c_values = [v for h in kinds for v in candidate.get(h, [])]
+    b_values = [v for h in kinds for v in baseline.get(h, [])]
+    all_c, all_b = Moments.of(c_values), Moments.of(b_values)
+    numbers: dict[str, Any] = {}
+    if len(kinds) == 1:
+        numbers |= {
+            "devices": all_c.n,
+            "candidate_mean": all_c.mean if all_c.n else None,
+            "baseline_devices": all_b.n,
+            "baseline_mean": all_b.mean if all_b.n else None,
+        }
     enough = all_c.n >= gate.min_samples
+    can_fail = all_c.n >= MIN_DEVICES_TO_FAIL
     if gate.max is not None or gate.min is not None:
         bound = gate.limit
         if all_c.n < 2:
-            return Verdict.INCONCLUSIVE
+            return _Check(Verdict.INCONCLUSIVE, numbers)
         tau = max(abs(bound) * 0.1, math.sqrt(all_c.variance) or 1e-6)
         radius = normal_mixture_radius(all_c.variance / all_c.n, alpha, tau**2)
         interval = Interval(all_c.mean, all_c.mean - radius, all_c.mean + radius)
         numbers |= _interval(interval, "normal-mixture confidence sequence, per-device means")
         if gate.max is not None:
-            return _decide(all_c.mean > bound, interval.low > bound, enough)
-        return _decide(all_c.mean < bound, interval.high < bound, enough)
-    kinds = sorted(set(candidate) | set(baseline))
+            worse = all_c.mean > bound
+            verdict = _decide(worse, interval.low > bound, enough)
+        else:
+            worse = all_c.mean < bound
+            verdict = _decide(worse, interval.high < bound, enough)
+        return _Check(verdict, numbers, worse and can_fail)
     strata = [
         Stratum(Moments.of(candidate.get(h, [])), Moments.of(baseline.get(h, []))) for h in kinds
     ]
@@ -312,7 +408,7 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
             numbers["test"] = (
                 "no baseline" if not all_b.n else "baseline mean is 0: use max_increase"
             )
-            return Verdict.INCONCLUSIVE
+            return _Check(Verdict.INCONCLUSIVE, numbers)
         margin = (gate.max_ratio - 1.0) * all_b.mean
         numbers["ratio"] = all_c.mean / all_b.mean if all_c.n else None
     else:
@@ -321,27 +417,42 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
     diff = mean_difference_cs(strata, alpha, tau)
     if diff is None:
         numbers["test"] = "no baseline on the same hardware"
-        return Verdict.INCONCLUSIVE
+        return _Check(Verdict.INCONCLUSIVE, numbers)
     numbers |= _interval(
         diff, "stratified difference of per-device means, normal-mixture confidence sequence"
     )
-    if all_c.n < MIN_DEVICES_TO_FAIL:
-        # One device's value against a fleet is not evidence enough either way (the
-        # interval's normal approximation needs a few values per arm).
-        return Verdict.INCONCLUSIVE
-    if metric is Metric.RESTART_RATE:
-        restarted = sum(1 for d in evidence.candidate if d.restarts and d.served_s)
-        numbers["devices_restarted"] = restarted
-        if restarted < MIN_DEVICES_TO_FAIL:
-            # Nor is one device that restarted, however often: a bad power supply is
-            # not a bad release.
-            return _decide(diff.estimate > margin, False, enough)
-    worse = Interval(
+    mde = _mde(diff, margin)
+    numbers["mde"] = mde
+    if gate.max_ratio is not None:
+        numbers["mde_ratio"] = 1.0 + mde / all_b.mean
+    oriented = Interval(
         sign * diff.estimate,
         min(sign * diff.low, sign * diff.high),
         max(sign * diff.low, sign * diff.high),
     )
-    return _decide(worse.estimate > margin, worse.low > margin, enough)
+    beyond = oriented.estimate > margin
+    if not can_fail:
+        # One device's value against a fleet is not evidence enough either way (the
+        # interval's normal approximation needs a few values per arm).
+        return _Check(Verdict.INCONCLUSIVE, numbers)
+    if metric is Metric.RESTART_RATE:
+        restarted = sum(
+            1 for d in evidence.candidate if d.hardware in kinds and d.restarts and d.served_s
+        )
+        numbers["devices_restarted"] = restarted
+        if restarted < MIN_DEVICES_TO_FAIL:
+            # Nor is one device that restarted, however often: a bad power supply is
+            # not a bad release.
+            return _Check(_decide(beyond, False, enough), numbers, False)
+    return _Check(_decide(beyond, oriented.low > margin, enough), numbers, beyond)
+
+
+def _mde(interval: Interval, margin: float) -> float:
+    """The minimum detectable effect of this look: the smallest difference whose estimate
+    would put the whole interval beyond ``margin`` (the limit plus the interval's
+    half-width). Effects smaller than this cannot fail the gate on the data so far."""
+    half = (interval.high - interval.low) / 2.0
+    return margin + half if math.isfinite(half) else math.inf
 
 
 def _classes(
@@ -450,6 +561,8 @@ def _rounded(numbers: dict[str, Any]) -> dict[str, Any]:
             return round(value, 6)
         if isinstance(value, dict):
             return {k: tidy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [tidy(v) for v in value]
         return value
 
     return {k: tidy(v) for k, v in numbers.items()}
