@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from edgefleet.fleet.telemetry import served_seconds
 from edgefleet.registry.profile import CONFIDENCE_EDGES, confidence_mean
 from edgefleet.rollout.policy import LOWER_IS_WORSE, GateSpec, Metric
@@ -39,10 +41,12 @@ from edgefleet.rollout.stats import (
     Stratum,
     beta_binomial_cs,
     chi_square,
+    class_dispersion,
     jensen_shannon,
     mean_difference_cs,
     normal_mixture_radius,
     rate_difference_cs,
+    share_ratio_pvalue,
     spent_alpha,
 )
 from edgefleet.rollout.status import FINAL_STATUSES, DeviceStatus, Tally
@@ -50,8 +54,10 @@ from edgefleet.runtime.metrics import latency_quantile
 
 #: Rollback reasons that count as a failed trial (``trial_failures``).
 TRIAL_FAILURES = ("trial_failed", "shadow_failed")
-#: Classes the baseline predicts less often than this are left out of max_change.
-MIN_CLASS_SHARE = 0.005
+#: Predictions of a class due on the candidate (at the baseline's share) before its
+#: share beyond the limit holds a pass: fewer are as likely noise as not.
+MIN_EXPECTED = 10.0
+MIN_EXPECTED_CRITICAL = 3.0
 LOW_CONFIDENCE = 0.5
 #: Per-device means need at least this many candidate devices before a gate may fail.
 MIN_DEVICES_TO_FAIL = 2
@@ -458,39 +464,96 @@ def _mde(interval: Interval, margin: float) -> float:
 def _classes(
     gate: GateSpec, evidence: Evidence, alpha: float, look: int, numbers: dict[str, Any]
 ) -> Verdict:
-    candidate = _sum_counts(d.class_counts for d in evidence.candidate)
-    baseline = _sum_counts(d.class_counts for d in evidence.baseline)
-    total_c, total_b = sum(candidate), sum(baseline)
-    statistic, dof, p_value = chi_square(candidate, baseline)
+    """Every class's share on the candidate against the baseline, each tested exactly
+    (``share_ratio_pvalue``) against ``max_change`` and, for a critical class, against
+    halving; the look's spent alpha is split among the tests (Bonferroni), and each
+    class's counts are weighed down by how much more its share differs from device to
+    device than sampling explains (``class_dispersion``)."""
+    width = max((len(d.class_counts) for d in (*evidence.candidate, *evidence.baseline)), default=0)
+    arms = [_count_matrix(evidence.candidate, width), _count_matrix(evidence.baseline, width)]
+    candidate, baseline = arms[0].sum(axis=0), arms[1].sum(axis=0)
+    total_c, total_b = float(candidate.sum()), float(baseline.sum())
+    statistic, dof, chi_p = chi_square(candidate.tolist(), baseline.tolist())
+    dispersion = class_dispersion(arms)
+    critical = [k for k in gate.critical_classes or () if k < width and baseline[k] > 0]
+    tested = [k for k in range(width) if candidate[k] + baseline[k] > 0]
     level = spent_alpha(alpha, look)
-    change, worst_class = _largest_change(candidate, baseline)
+    per_test = level / max(len(tested) + len(critical), 1)
+    limit = gate.limit
+    beyond: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    holding = False
+    for k in tested:
+        share_c = candidate[k] / total_c if total_c else 0.0
+        share_b = baseline[k] / total_b if total_b else 0.0
+        change = abs(share_c - share_b) / share_b if share_b else math.inf
+        expected = total_c * share_b
+        tests = []
+        if change > limit and share_c < share_b and limit < 1.0:
+            tests.append(("max_change", 1.0 - limit, True))
+        elif change > limit and share_c > share_b:
+            tests.append(("max_change", 1.0 + limit, False))
+        if k in critical and share_c <= share_b / 2:
+            tests.append(("critical", 0.5, True))
+        for reason, ratio, lower in tests:
+            p = share_ratio_pvalue(
+                (float(candidate[k]), total_c),
+                (float(baseline[k]), total_b),
+                ratio,
+                lower=lower,
+                dispersion=float(dispersion[k]),
+            )
+            found = {"class": k, "change": change, "p_value": p, "limit": reason}
+            beyond.append(found)
+            if p < per_test:
+                failed.append(found)
+            # A class too rare for its count here to mean much does not hold a pass; a
+            # critical one does as soon as a few predictions of it were due.
+            holding |= expected >= (MIN_EXPECTED_CRITICAL if reason == "critical" else MIN_EXPECTED)
+    worst = min(failed or beyond, key=lambda f: f["p_value"], default=None)
+    largest, largest_class = _largest_change(candidate.tolist(), baseline.tolist())
     numbers |= {
-        "predictions": total_c,
-        "baseline_predictions": total_b,
+        "predictions": int(total_c),
+        "baseline_predictions": int(total_b),
         "chi_square": statistic,
         "dof": dof,
-        "p_value": p_value,
+        "chi_square_p_value": chi_p,
         "alpha_spent_this_look": level,
+        "alpha_per_test": per_test,
         "look": look,
-        "jensen_shannon": jensen_shannon(candidate, baseline),
-        "max_change": change,
-        "class": worst_class,
-        "test": "chi-square homogeneity, alpha spending alpha/(k(k+1))",
+        "jensen_shannon": jensen_shannon(candidate.tolist(), baseline.tolist()),
+        "max_change": worst["change"] if worst else largest,
+        "class": worst["class"] if worst else largest_class,
+        "p_value": worst["p_value"] if worst else None,
+        "test": "exact conditional binomial per class, quasi-binomial dispersion, Bonferroni "
+        "over classes, alpha spending alpha/(k(k+1))",
     }
+    if beyond:
+        numbers["classes_beyond"] = beyond
+    if failed:
+        return Verdict.FAIL
     enough = min(total_c, total_b) >= gate.min_samples
-    worse = change is not None and change > gate.limit
-    return _decide(worse, worse and p_value < level, enough)
+    return _decide(holding, False, enough)
 
 
-def _largest_change(candidate: list[int], baseline: list[int]) -> tuple[float | None, int | None]:
+def _count_matrix(devices: Sequence[DeviceSummary], width: int) -> np.ndarray:
+    counts = np.zeros((len(devices), width))
+    for row, device in enumerate(devices):
+        counts[row, : len(device.class_counts)] = device.class_counts
+    return counts
+
+
+def _largest_change(
+    candidate: list[float], baseline: list[float]
+) -> tuple[float | None, int | None]:
     total_c, total_b = sum(candidate), sum(baseline)
     if not total_c or not total_b:
         return None, None
     worst: tuple[float | None, int | None] = (None, None)
     for index, count_b in enumerate(baseline):
-        share_b = count_b / total_b
-        if share_b < MIN_CLASS_SHARE:
+        if not count_b:
             continue
+        share_b = count_b / total_b
         share_c = (candidate[index] if index < len(candidate) else 0) / total_c
         change = abs(share_c - share_b) / share_b
         if worst[0] is None or change > worst[0]:

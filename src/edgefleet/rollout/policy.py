@@ -152,7 +152,10 @@ class GateSpec(Body):
     - ``max_ratio``: candidate over baseline at most this;
     - ``max_count``: delivery metrics only, fail once more devices than this (no test);
     - ``max_change``: class_distribution only, the largest relative change of a class's
-      share (classes the baseline predicts at least 0.5% of the time), e.g. 0.5.
+      share, e.g. 0.5: every class the fleet predicts, each tested exactly.
+
+    ``critical_classes`` (class_distribution only): classes whose share halving fails the
+    gate as soon as the evidence shows it, however little data ``min_samples`` asks for.
     """
 
     metric: Metric
@@ -169,6 +172,12 @@ class GateSpec(Body):
         ge=1,
         description="least data for a pass: devices (delivery), requests (rates), "
         "devices (per-device means), predictions (class distribution)",
+    )
+    critical_classes: list[Annotated[int, Field(strict=True, ge=0, le=100_000)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="class_distribution only: classes (indices) whose halving fails the gate",
     )
     dry_run: StrictBool = Field(default=False, description="report the verdict, never act on it")
 
@@ -199,6 +208,8 @@ class GateSpec(Body):
                 f"gate {self.label}: {kind} does not apply to {self.metric.value}; "
                 f"use one of {', '.join(sorted(allowed))}"
             )
+        if self.critical_classes is not None and self.metric is not Metric.CLASS_DISTRIBUTION:
+            raise ValueError(f"gate {self.label}: critical_classes is for class_distribution")
         if self.metric in RATES and kind in ("max", "min") and not 0 <= getattr(self, kind) <= 1:
             raise ValueError(f"gate {self.label}: a rate limit is between 0 and 1")
         return self

@@ -311,3 +311,66 @@ def spent_alpha(alpha: float, look: int) -> float:
     if look < 1:
         raise ValueError(f"look must be >= 1, got {look}")
     return alpha / (look * (look + 1))
+
+
+def share_ratio_pvalue(
+    candidate: tuple[float, float],
+    baseline: tuple[float, float],
+    ratio: float,
+    *,
+    lower: bool,
+    dispersion: float = 1.0,
+) -> float:
+    """One-sided exact test on the ratio of two shares (a class's among predictions).
+
+    ``candidate`` and ``baseline`` are ``(events, total)``. The null hypothesis is
+    ``share_c / share_b >= ratio`` when ``lower`` (the candidate's share fell below
+    ``ratio`` times the baseline's), ``<= ratio`` otherwise. Conditioned on the events of
+    both arms, ``t``, the candidate's are binomial with ``pi = total_c * ratio /
+    (total_c * ratio + total_b)`` at the null's edge (exact for Poisson counts, and for
+    rare classes, where the chi-square approximation fails); the tail is the regularised
+    incomplete beta. ``dispersion`` >= 1 divides the events (quasi-binomial): counts of
+    devices whose class mix differs more than sampling explains weigh less.
+
+    Raises:
+        ValueError: a negative count, events above their total, ratio not positive or
+            dispersion below 1.
+    """
+    (x_c, n_c), (x_b, n_b) = candidate, baseline
+    if min(x_c, n_c, x_b, n_b) < 0 or x_c > n_c or x_b > n_b:
+        raise ValueError(f"not counts: {candidate}, {baseline}")
+    if not ratio > 0.0 or not dispersion >= 1.0:
+        raise ValueError(f"ratio must be positive and dispersion >= 1: {ratio}, {dispersion}")
+    if not n_c or not n_b:
+        return 1.0
+    x, t = x_c / dispersion, (x_c + x_b) / dispersion
+    if t <= 0.0:
+        return 1.0
+    pi = n_c * ratio / (n_c * ratio + n_b)
+    if lower:  # P(X <= x)
+        return 1.0 if x >= t else float(special.betainc(t - x, x + 1.0, 1.0 - pi))
+    return 1.0 if x <= 0.0 else float(special.betainc(x, t - x + 1.0, pi))  # P(X >= x)
+
+
+def class_dispersion(arms: Sequence[NDArray[np.float64]]) -> NDArray[np.float64]:
+    """Each class's dispersion across devices: Pearson's chi-square of every device's
+    count of the class against its arm's pooled share, over the degrees of freedom, at
+    least 1. ``arms`` are (devices x classes) count matrices of the same width; 1 where
+    there are fewer than three devices in all."""
+    width = arms[0].shape[1] if arms else 0
+    pearson = np.zeros(width)
+    devices = 0
+    for counts in arms:
+        if counts.shape[0] == 0:
+            continue
+        devices += counts.shape[0]
+        share = counts.sum(axis=0) / max(counts.sum(), 1.0)
+        expected = counts.sum(axis=1, keepdims=True) * share
+        spread = expected * (1.0 - share)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(spread > 0, (counts - expected) ** 2 / spread, 0.0)
+        pearson += terms.sum(axis=0)
+    dof = devices - len([a for a in arms if a.shape[0]])
+    if dof < 1:
+        return np.ones(width)
+    return np.maximum(pearson / dof, 1.0)
