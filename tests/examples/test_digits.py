@@ -217,9 +217,9 @@ def test_scenario_models_are_deterministic_across_processes(scenario_bundles, tm
 # -- choosing versions, and the cache -------------------------------------------------
 
 
-def test_default_versions_are_the_demo_story_and_recipes_list_all_five():
+def test_default_versions_are_the_demo_story_and_recipes_list_all_six():
     assert DEFAULT_VERSIONS == ("1.0.0", "1.1.0")
-    assert [r.version for r in RECIPES] == ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0"]
+    assert [r.version for r in RECIPES] == ["1.0.0", "1.1.0", "1.1.1", "1.2.0", "1.3.0", "1.4.0"]
 
 
 @pytest.mark.parametrize("build", [build_examples, ensure_examples])
@@ -227,7 +227,7 @@ def test_an_unknown_version_is_a_clear_error(build, tmp_path):
     with pytest.raises(
         ExampleError,
         match=r"no digits example version 2\.0\.0; the versions are "
-        r"1\.0\.0, 1\.1\.0, 1\.2\.0, 1\.3\.0, 1\.4\.0",
+        r"1\.0\.0, 1\.1\.0, 1\.1\.1, 1\.2\.0, 1\.3\.0, 1\.4\.0",
     ):
         build(tmp_path, versions=["1.0.0", "2.0.0"])
     assert list(tmp_path.iterdir()) == []  # checked before anything is built

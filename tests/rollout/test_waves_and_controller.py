@@ -9,7 +9,7 @@ from edgefleet.rollout.controller import Kind, Phase, RolloutState, Snapshot, de
 from edgefleet.rollout.gates import GateResult, Verdict
 from edgefleet.rollout.policy import RolloutSpec
 from edgefleet.rollout.status import DeviceStatus, device_status
-from edgefleet.rollout.waves import members, rank, ranked, wave_size
+from edgefleet.rollout.waves import members, rank, ranked, stratified, wave_size
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 IDS = [f"cam-{i:05d}" for i in range(10_000)]
@@ -29,6 +29,27 @@ def test_wave_membership_is_nested_deterministic_and_salted():
     place = sum(1 for d in IDS if rank("ro-1", d) < rank("ro-1", newcomer))
     assert grown.index(newcomer) == place
     assert [d for d in grown if d != newcomer] == order
+
+
+def test_every_wave_holds_each_hardware_kind_in_proportion():
+    kinds = {
+        d: ("camera" if i % 10 < 4 else "gateway" if i % 10 < 9 else "jetson")
+        for i, d in enumerate(IDS[:200])
+    }
+    order = stratified("ro-1", ranked("ro-1", kinds), kinds)
+    assert sorted(order) == sorted(kinds)
+    for percent in (2.5, 5, 10, 25, 50):
+        wave = members(order, percent)
+        for kind, share in (("camera", 0.4), ("gateway", 0.5), ("jetson", 0.1)):
+            held = sum(kinds[d] == kind for d in wave)
+            assert abs(held - share * len(wave)) <= 1, (percent, kind, held)
+    # Within a kind the hash order holds, and another rollout picks other devices.
+    cameras = [d for d in order if kinds[d] == "camera"]
+    assert cameras == [d for d in ranked("ro-1", kinds) if kinds[d] == "camera"]
+    other = stratified("ro-2", ranked("ro-2", kinds), kinds)
+    assert set(members(order, 5)) != set(members(other, 5))
+    # One kind (or none known): the hash order itself.
+    assert stratified("ro-1", ranked("ro-1", IDS[:50]), {}) == ranked("ro-1", IDS[:50])
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,12 @@ sampled per device; network profiles."""
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from edgefleet.agent.trial import TrialRun
 from edgefleet.examples.digits import load_split
 from edgefleet.fleet.domain import ModelMetrics, TrialPolicy
+from edgefleet.registry.profile import confidence_mean
 from edgefleet.runtime.metrics import ModelStats
 from edgefleet.sim.behaviour import (
     DeviceNoise,
@@ -17,6 +19,7 @@ from edgefleet.sim.behaviour import (
     shares,
 )
 from edgefleet.sim.network import PROFILES, Link, NetworkProfile
+from edgefleet.sim.scenario import Behaviour, FleetSpec, Scenario
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,59 @@ def test_variants_of_a_behaviour_show_in_telemetry(profiles):
     failing = VirtualModel(base.scaled(error_rate=0.2)).interval(requests=5000, seconds=1, rng=rng)
     assert 800 < failing[0]["errors"]["inference_failed"] < 1200
     assert failing[0]["inferences"] == 5000 - failing[0]["errors"]["inference_failed"]
+
+
+def test_scenario_factors_apply_per_revision_on_top_of_the_measured_model(profiles):
+    base = profiles["1.1.0"]
+    fleet = FleetSpec()
+    camera = next(k for k in fleet.kinds if k.name == "camera")
+    gateway = next(k for k in fleet.kinds if k.name == "gateway")
+    behaviour = Behaviour(
+        latency_factor={"rpi3-r1.2": 1.3},
+        cpu_factor=1.25,
+        memory_factor={"gateway": 2.0},
+        confidence_factor=0.5,
+        class_recall={"3": 0.0, "4": 0.5},
+    )
+    assert behaviour.factor("latency", camera) == 1.3 and behaviour.factor("latency", gateway) == 1
+    assert behaviour.factor("memory", gateway) == 2.0 and behaviour.factor("cpu", camera) == 1.25
+    on_camera = base.varied(
+        latency=behaviour.factor("latency", camera),
+        cpu=behaviour.factor("cpu", camera),
+        confidence=0.5,
+        recall={3: 0.0, 4: 0.5},
+    )
+    assert on_camera.mean_latency_ms == pytest.approx(1.3 * base.mean_latency_ms)
+    assert on_camera.cpu_factor == 1.25
+    classes, measured = np.asarray(on_camera.class_shares), np.asarray(base.class_shares)
+    assert classes[3] == 0 and classes[4] == pytest.approx(measured[4] / 2)
+    assert classes.sum() == pytest.approx(1.0)
+    assert sum(on_camera.confidence_shares) == pytest.approx(1.0)
+    rng = np.random.default_rng(3)
+    mean_conf = [
+        confidence_mean(
+            VirtualModel(p).interval(requests=5000, seconds=1, rng=rng)[0]["confidence_counts"]
+        )
+        for p in (base, on_camera)
+    ]
+    assert mean_conf[1] == pytest.approx(mean_conf[0] / 2, abs=0.05)
+    assert base.varied() is base
+
+
+def test_behaviour_factors_must_name_the_fleets_revisions_or_kinds():
+    body = {
+        "name": "x",
+        "baseline": "1.1.0",
+        "releases": [{"version": "1.2.0", "behaviour": {"latency_factor": {"rpi4": 1.3}}}],
+    }
+    with pytest.raises(ValidationError, match="rpi4 is neither a revision nor a kind"):
+        Scenario.model_validate(body)
+    body["releases"][0]["behaviour"] = {"class_recall": {"nine": 0.5}}
+    with pytest.raises(ValidationError, match="class_recall"):
+        Scenario.model_validate(body)
+    body["releases"][0]["behaviour"] = {"cpu_factor": 0}
+    with pytest.raises(ValidationError, match="cpu_factor"):
+        Scenario.model_validate(body)
 
 
 def test_a_virtual_trial_is_judged_by_the_agents_trial_run_on_paired_probes(profiles):

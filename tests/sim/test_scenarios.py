@@ -25,11 +25,12 @@ def play(name: str, tmp_path, bundle_cache) -> RunResult:
     return result
 
 
-def test_the_library_has_the_ten_scenarios_and_the_demo():
+def test_the_library_has_its_scenarios_and_the_demo():
     assert set(builtin_names()) == {
         "good-release",
         "cpu-spike",
         "missing-class",
+        "rare-class",
         "slow-network",
         "crash-on-hw",
         "offline-devices",

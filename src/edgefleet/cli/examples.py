@@ -23,11 +23,11 @@ def build(
         typer.Option(
             "--version",
             "-v",
-            help="A version to build (repeatable): 1.0.0, 1.1.0, 1.2.0 (heavy), "
-            "1.3.0 (missing class), 1.4.0 (large). Default: 1.0.0 and 1.1.0.",
+            help="A version to build (repeatable): 1.0.0, 1.1.0, 1.1.1 (a retrain of 1.1.0), "
+            "1.2.0 (heavy), 1.3.0 (missing class), 1.4.0 (large). Default: 1.0.0 and 1.1.0.",
         ),
     ] = None,
-    build_all: Annotated[bool, typer.Option("--all", help="Build all five versions.")] = False,
+    build_all: Annotated[bool, typer.Option("--all", help="Build all six versions.")] = False,
     as_json: Annotated[bool, json_option()] = False,
 ) -> None:
     """Train digits versions (default 1.0.0 and 1.1.0), export fp32 and int8 ONNX

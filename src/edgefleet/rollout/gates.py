@@ -108,7 +108,7 @@ class DeviceSummary:
     def value(self, metric: Metric) -> float | None:
         """The device's value of a per-device metric (``None``: no data)."""
         if metric is Metric.LATENCY_P95:
-            return latency_quantile(list(self.latency_counts), 0.95)
+            return latency_quantile(list(self.latency_counts), 0.95, interpolate=True)
         if metric is Metric.MEAN_CONFIDENCE:
             return confidence_mean(self.confidence_counts)
         if metric is Metric.RESTART_RATE:

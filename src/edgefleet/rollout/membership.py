@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edgefleet.rollout.ports import TargetDevice
-from edgefleet.rollout.waves import Ranking
+from edgefleet.rollout.waves import Ranking, stratified
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,12 @@ class Membership:
         ):
             return kept
         devices = read_devices()
-        order = self._ranking.order(rollout_id, (d.device_id for d in devices))
         by_id = {d.device_id: d for d in devices}
+        order = stratified(
+            rollout_id,
+            self._ranking.order(rollout_id, by_id),
+            {d.device_id: d.hardware for d in devices},
+        )
         self._reads[rollout_id] = fresh = TargetRead(wave, now, devices, order, by_id)
         return fresh
 

@@ -2,10 +2,11 @@
 
 Devices are ordered by a hash of the rollout's salt and the device id, so the order is
 fixed for a rollout, differs between rollouts, and a device that joins the target late
-takes the place its hash gives it. A percentage wave holds the first ``ceil(p% of N)``
-devices in that order, so the 5% wave contains the 1% wave; devices already assigned
-stay assigned whatever happens to N. A cohort wave holds the target's devices that
-match its query or an earlier wave's (``selection``)::
+takes the place its hash gives it; the order is then interleaved by hardware kind
+(``stratified``), so each wave holds every kind in proportion. A percentage wave
+holds the first ``ceil(p% of N)`` devices in that order, so the 5% wave contains the
+1% wave; devices already assigned stay assigned whatever happens to N. A cohort wave
+holds the target's devices that match its query or an earlier wave's (``selection``)::
 
     order = ranked(salt, ["cam-1", "cam-2", "cam-3"])
     members(order, 50.0)  # the first two of the order
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from edgefleet.fleet.query import Node, parse_query
 from edgefleet.rollout.policy import RolloutSpec
@@ -31,6 +32,27 @@ def rank(salt: str, device_id: str) -> int:
 def ranked(salt: str, device_ids: Iterable[str]) -> list[str]:
     """Device ids in the rollout's order."""
     return sorted(device_ids, key=lambda device_id: (rank(salt, device_id), device_id))
+
+
+def stratified(salt: str, order: Sequence[str], kinds: Mapping[str, str | None]) -> list[str]:
+    """``order`` (the rollout's hash order) interleaved by hardware kind (``kinds``: device
+    id -> kind), so that every prefix holds each kind in proportion to its share of the
+    target, within one device: the ``j``-th of a kind's ``n`` devices (in hash order)
+    takes the place ``(j + u) / n``, ``u`` in [0, 1) drawn from the rollout's salt and
+    the kind (systematic sampling from a random start). A canary of 10 devices from a
+    fleet that is 40% cameras then holds 4 cameras, not anything from 0 to 10, and each
+    kind's gate segment gets its devices from the first wave. One kind: ``order``."""
+    by_kind: dict[str | None, list[str]] = {}
+    for device_id in order:
+        by_kind.setdefault(kinds.get(device_id), []).append(device_id)
+    if len(by_kind) < 2:
+        return list(order)
+    place = {device_id: index for index, device_id in enumerate(order)}
+    keyed = []
+    for kind, ids in by_kind.items():
+        start = rank(salt, f"hardware\x00{kind}") / 2**64
+        keyed += [((j + start) / len(ids), place[d], d) for j, d in enumerate(ids)]
+    return [device_id for *_, device_id in sorted(keyed)]
 
 
 def wave_size(percent: float, total: int) -> int:

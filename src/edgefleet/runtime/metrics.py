@@ -219,18 +219,33 @@ class ModelStats:
         return data
 
 
-def latency_quantile(counts: list[int], q: float) -> float | None:
+def latency_quantile(counts: list[int], q: float, *, interpolate: bool = False) -> float | None:
     """Upper edge (ms) of the bucket of ``LATENCY_EDGES_MS`` holding the ``q`` quantile
-    of a latency histogram; ``None`` when it is empty."""
+    of a latency histogram; ``None`` when it is empty.
+
+    With ``interpolate``, the quantile within that bucket instead, geometrically between
+    its edges (the buckets are a quarter-octave wide, so the edge alone moves in steps
+    of 19% however many requests a device served); the open last bucket gives its lower
+    edge.
+    """
     total = sum(counts)
     if not total:
         return None
     running = 0
     for index, count in enumerate(counts):
-        running += count
+        before, running = running, running + count
         if running >= q * total:
-            return LATENCY_EDGES_MS[min(index, len(LATENCY_EDGES_MS) - 1)]
+            if not interpolate or index >= len(LATENCY_EDGES_MS):
+                return LATENCY_EDGES_MS[min(index, len(LATENCY_EDGES_MS) - 1)]
+            high = LATENCY_EDGES_MS[index]
+            low = LATENCY_EDGES_MS[index - 1] if index else high / _EDGE_STEP
+            share = (q * total - before) / count if count else 1.0
+            return float(low * (high / low) ** min(max(share, 0.0), 1.0))
     return LATENCY_EDGES_MS[-1]
+
+
+#: The ratio of one latency bucket's upper edge to its lower edge.
+_EDGE_STEP = LATENCY_EDGES_MS[1] / LATENCY_EDGES_MS[0]
 
 
 def _add(a: list[int], b: list[int]) -> list[int]:

@@ -43,6 +43,9 @@ class BehaviourProfile:
     confidence_shares: tuple[float, ...]
     error_rate: float = 0.0
     ram_mb: float = 0.0
+    #: The device's CPU use while it serves the model, times this (a scenario's
+    #: ``cpu_factor``: the ratio a ``cpu_percent`` gate sees).
+    cpu_factor: float = 1.0
 
     @property
     def mean_latency_ms(self) -> float:
@@ -80,6 +83,49 @@ class BehaviourProfile:
             latencies_ms=tuple(v * latency for v in self.latencies_ms),
             class_shares=tuple(float(s) for s in shares),
             error_rate=self.error_rate if error_rate is None else error_rate,
+        )
+
+    def varied(
+        self,
+        *,
+        latency: float = 1.0,
+        cpu: float = 1.0,
+        memory: float = 1.0,
+        confidence: float = 1.0,
+        recall: Mapping[int, float] | None = None,
+    ) -> BehaviourProfile:
+        """This behaviour with a scenario's factors on top: every latency times
+        ``latency`` (and so the CPU a request costs), the device's CPU use times ``cpu``
+        besides, the memory times ``memory``, every top-1 confidence times
+        ``confidence`` (at most 1, each histogram bin moved whole by its midpoint), and
+        each class of ``recall`` keeping that share of its predictions (the rest spread
+        over the other classes in proportion to their shares)."""
+        if latency == cpu == memory == confidence == 1.0 and not recall:
+            return self
+        shares = np.asarray(self.class_shares, np.float64)
+        if recall:
+            kept = shares.copy()
+            for index, share in recall.items():
+                if 0 <= index < kept.size:
+                    kept[index] = shares[index] * share
+            lost = shares.sum() - kept.sum()
+            others = np.array([i not in recall for i in range(kept.size)])
+            if lost > 0 and kept[others].sum() > 0:
+                kept[others] += lost * kept[others] / kept[others].sum()
+            shares = kept / kept.sum()
+        conf = np.asarray(self.confidence_shares, np.float64)
+        if confidence != 1.0:
+            edges = np.asarray((0.0, *CONFIDENCE_EDGES, 1.0))
+            middles = np.minimum((edges[:-1] + edges[1:]) / 2.0 * confidence, 1.0)
+            moved = np.clip(np.searchsorted(edges, middles, side="right") - 1, 0, conf.size - 1)
+            conf = np.bincount(moved, weights=conf, minlength=conf.size).astype(np.float64)
+        return replace(
+            self,
+            latencies_ms=tuple(v * latency for v in self.latencies_ms),
+            class_shares=tuple(float(s) for s in shares),
+            confidence_shares=tuple(float(c) for c in conf),
+            ram_mb=self.ram_mb * memory,
+            cpu_factor=self.cpu_factor * cpu,
         )
 
 
@@ -225,6 +271,7 @@ class VirtualModel:
         busy_ms = served * mean_ms * load
         cpu = noise.cpu_base_percent + 100.0 * busy_ms / max(seconds * 1000.0, 1e-9)
         cpu *= float(rng.lognormal(0.0, noise.cpu_jitter))
+        cpu *= profile.cpu_factor
         metrics = {
             "inferences": served,
             "errors": {"inference_failed": errors} if errors else {},

@@ -216,9 +216,34 @@ class World:
     #: drifting inputs and drift summaries (scenarios with drift or drift monitors only)
     drift: DriftWorld | None = None
 
+    #: (version, variant, kind name) -> the measured behaviour with the release's
+    #: factors for that kind applied (``profile``)
+    varied: dict[tuple[str, str, str], BehaviourProfile] = field(default_factory=dict)
+
     def now(self) -> float:
         """Seconds since the run started (the networks' and faults' clock)."""
         return time.monotonic() - self.started
+
+    def profile(self, version: str, variant: str, kind: DeviceKind) -> BehaviourProfile | None:
+        """How ``version``'s ``variant`` behaves on a device of ``kind``: as measured,
+        with the release's behaviour factors for the kind on top (made once per kind)."""
+        key = (version, variant, kind.name)
+        found = self.varied.get(key)
+        if found is None:
+            measured = self.models.get((version, variant))
+            if measured is None:
+                return None
+            behaviour = self.behaviours.get(version)
+            if behaviour is not None:
+                measured = measured.varied(
+                    latency=behaviour.factor("latency", kind),
+                    cpu=behaviour.factor("cpu", kind),
+                    memory=behaviour.factor("memory", kind),
+                    confidence=behaviour.factor("confidence", kind),
+                    recall={int(k): v for k, v in (behaviour.class_recall or {}).items()},
+                )
+            found = self.varied[key] = measured
+        return found
 
 
 @dataclass(frozen=True)
@@ -702,9 +727,11 @@ class VirtualDevice:
     def _model(self, version: str, variant: str) -> VirtualModel | None:
         key = (version, variant)
         model = self._models.get(key)
-        if model is None and key in self.world.models:
-            model = VirtualModel(self.world.models[key], self.noise, seed=self.spec.seed)
-            self._models[key] = model
+        if model is None:
+            profile = self.world.profile(version, variant, self.spec.kind)
+            if profile is not None:
+                model = VirtualModel(profile, self.noise, seed=self.spec.seed)
+                self._models[key] = model
         return model
 
     def _account(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import AliasChoices, Field, ValidationError, model_validator
@@ -176,6 +176,11 @@ class Traffic(Body):
         return self
 
 
+PositiveFactor = Annotated[float, Field(gt=0, le=1000)]
+Factor = PositiveFactor | dict[Annotated[str, Field(min_length=1, max_length=64)], PositiveFactor]
+ClassName = Annotated[str, Field(pattern=r"^[0-9]{1,5}$", description="a class index")]
+
+
 class Behaviour(Body):
     """How a release misbehaves beyond what its real model does (fault injection)."""
 
@@ -192,6 +197,56 @@ class Behaviour(Body):
             "telemetry"
         ),
     )
+    latency_factor: Factor | None = Field(
+        default=None,
+        description=(
+            "every request's latency times this, on top of the measured model: one number "
+            "fleet-wide, or by hardware revision or kind name ({rpi3-r1.2: 1.3}); the CPU "
+            "each request costs grows with it"
+        ),
+    )
+    cpu_factor: Factor | None = Field(
+        default=None,
+        description=(
+            "the device's CPU use while it serves the release times this, idle share "
+            "included (the ratio a cpu_percent gate sees; latency unchanged)"
+        ),
+    )
+    memory_factor: Factor | None = Field(default=None, description="the model's memory times this")
+    confidence_factor: Factor | None = Field(
+        default=None,
+        description="every top-1 confidence times this (at most 1): below 1, a less sure model",
+    )
+    class_recall: dict[ClassName, Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        default=None,
+        description=(
+            'share of a class\'s predictions the release keeps ({"9": 0.5}; 0: never '
+            "predicts it); the rest go to the other classes in proportion"
+        ),
+    )
+
+    def factor(self, name: str, kind: DeviceKind) -> float:
+        """The ``*_factor`` called ``name`` on a device of ``kind``: its revision's, else
+        its kind's, else 1."""
+        value = getattr(self, f"{name}_factor")
+        if value is None:
+            return 1.0
+        if isinstance(value, float | int):
+            return float(value)
+        return float(value.get(kind.revision, value.get(kind.name, 1.0)))
+
+    def segments(self) -> set[str]:
+        """The revisions and kind names the factors name."""
+        names: set[str] = set()
+        for name in FACTORS:
+            value = getattr(self, f"{name}_factor")
+            if isinstance(value, dict):
+                names |= set(value)
+        return names
+
+
+#: Behaviour factors (``<name>_factor``) a release can set.
+FACTORS = ("latency", "cpu", "memory", "confidence")
 
 
 class Offline(Body):
@@ -455,6 +510,18 @@ class Scenario(Body):
                 raise ValueError(
                     f"drift_monitors.{index}.version: {version!r} is none of the run's "
                     f"versions ({', '.join(self.versions)})"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _behaviour_segments(self) -> Self:
+        known = {k.revision for k in self.fleet.kinds} | {k.name for k in self.fleet.kinds}
+        for index, release in enumerate(self.releases):
+            unknown = release.behaviour.segments() - known
+            if unknown:
+                raise ValueError(
+                    f"releases.{index}.behaviour: {', '.join(sorted(unknown))} is neither a "
+                    f"revision nor a kind of the fleet ({', '.join(sorted(known))})"
                 )
         return self
 
