@@ -71,3 +71,32 @@ def test_a_watch_ends_at_a_pause_and_says_how_to_go_on(monkeypatch):
     assert "gate_failed:rollbacks" in result.stdout
     assert "edgefleet rollout resume ro-0123456789ab" in result.stdout
     assert "edgefleet rollout abort ro-0123456789ab" in result.stdout
+
+
+def test_status_shows_what_the_gates_could_detect_and_what_a_pause_waits_for(monkeypatch):
+    paused = view("paused", "analyse", 2, "inconclusive")
+    paused["gates"] = [
+        {
+            "gate": "latency_p95",
+            "verdict": "inconclusive",
+            "dry_run": False,
+            "numbers": {
+                "estimate": 0.8,
+                "low": -0.1,
+                "high": 1.7,
+                "limit": {"max_ratio": 1.2},
+                "mde_ratio": 1.35,
+                "devices": 10,
+                "segment": "hardware=armv7l",
+                "waiting_for": "hardware=armv7l: estimate beyond the limit, not yet significant",
+            },
+        }
+    ]
+    monkeypatch.setenv("COLUMNS", "200")
+    result = watch(monkeypatch, [paused])
+    assert "detectable" in result.output and "x1.35" in result.output
+    assert "inconclusive (hardware=armv7l)" in result.output
+    assert (
+        "waiting for latency_p95: hardware=armv7l: estimate beyond the limit, not yet significant"
+        in " ".join(result.output.split())
+    )

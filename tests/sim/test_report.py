@@ -406,6 +406,14 @@ def test_gate_thresholds_are_on_the_scale_of_the_estimate(gate, expected_thresho
     assert point.value == result.numbers["estimate"]
     assert (point.low, point.high) == (result.numbers["low"], result.numbers["high"])
     assert point.threshold == pytest.approx(expected_threshold(result.numbers))
+    # The smallest detectable effect: threshold plus the band's half-width, same scale.
+    if gate.limit_kind == "max":
+        assert math.isnan(point.mde)
+    else:
+        half = (point.high - point.low) / 2
+        assert point.mde == pytest.approx(
+            point.threshold + (half if point.threshold >= 0 else -half)
+        )
 
 
 def test_count_and_class_change_gates_plot_their_own_statistic() -> None:
@@ -592,6 +600,7 @@ def test_the_gate_charts_have_a_legend_once_under_the_first(run: RunResult) -> N
         "<b>Fail</b> only when the <i>whole</i> band is past the threshold",
         "<i>even when the band still reaches past it</i>",
         "<code>analysis_timeout_s</code>",
+        "<b>Dotted orange line</b>: the smallest detectable effect",
     ):
         assert words in legend
     assert "95% confidence band" in _figure(page, "plot-gates-0")

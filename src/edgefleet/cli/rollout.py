@@ -217,6 +217,15 @@ def _render(r: dict[str, Any]) -> Group:
     parts: list[Any] = [head, bars]
     if r.get("gates"):
         parts.append(gates)
+    # What an inconclusive gate waits for, where the gate says (a segment beyond its
+    # limit, not yet significant).
+    waiting = [
+        f"waiting for {g['gate']}: {g['numbers']['waiting_for']}"
+        for g in r.get("gates") or []
+        if g["verdict"] == "inconclusive" and g["numbers"].get("waiting_for")
+    ]
+    if waiting:
+        parts.append(Text("\n".join(waiting)))
     return Group(*parts)
 
 

@@ -924,6 +924,8 @@ class _GatePoint:
     low: float  # NaN: no band at this look
     high: float
     threshold: float  # NaN: the numbers do not give one
+    #: The smallest effect this look's data could fail, on the same scale (NaN: none).
+    mde: float = math.nan
 
 
 def _gate_point(look: GateLook) -> _GatePoint | None:
@@ -957,6 +959,7 @@ def _gate_point(look: GateLook) -> _GatePoint | None:
     else:
         threshold = float(bound)
     low, high = numbers.get("low"), numbers.get("high")
+    mde = numbers.get("mde")
     return _GatePoint(
         look.t,
         look.wave,
@@ -965,6 +968,9 @@ def _gate_point(look: GateLook) -> _GatePoint | None:
         float(low) if isinstance(low, int | float) else math.nan,
         float(high) if isinstance(high, int | float) else math.nan,
         threshold,
+        (-1.0 if kind in _LOWER_IS_WORSE_KINDS else 1.0) * float(mde)
+        if isinstance(mde, int | float)
+        else math.nan,
     )
 
 
@@ -1037,6 +1043,10 @@ def _gate_legend_html(release: ReleaseResult) -> str:
         "<b>Dashed red line</b>: the threshold on the same scale: the limit itself; for "
         "<code>max_ratio</code>, (ratio &minus; 1) &times; the baseline's mean, how far above the "
         "baseline the candidate may be; for <code>max_decrease</code>, minus the limit.",
+        "<b>Dotted orange line</b>: the smallest detectable effect at each analysis, on "
+        "the same scale: the threshold plus the band's half-width. A candidate whose true "
+        "effect lies between the threshold and this line cannot fail the gate on the data "
+        "so far; the line nears the threshold as devices and requests accrue.",
         "<b>Fail</b> only when the <i>whole</i> band is past the threshold: the data shows "
         "the candidate beyond its limit. A gate on per-device values also needs at least "
         "2 candidate devices before it may fail.",
@@ -1148,6 +1158,16 @@ def _gates_figure(release: ReleaseResult, unit: _TimeUnit) -> Figure | None:
                 color="#c62828",
                 linestyle="--",
                 label=label,
+            )
+        if any(math.isfinite(p.mde) for p in points):
+            # What the gate could see: effects nearer than this line cannot fail it yet.
+            ax.plot(
+                [unit.of(p.t) for p in points],
+                [p.mde for p in points],
+                drawstyle="steps-post",
+                color="#ef6c00",
+                linestyle=":",
+                label="smallest detectable effect",
             )
         title = gate if gate == look.metric else f"{gate} ({look.metric})"
         ax.set_title(_label(title), loc="left", fontsize="medium")
