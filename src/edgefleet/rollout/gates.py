@@ -25,7 +25,7 @@ unclean restarts on the version per hour it was on it (``DeviceSummary.value``):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -340,14 +340,6 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
     metric = gate.metric
     candidate = _values(evidence.candidate, metric)
     baseline = _values(evidence.baseline, metric)
-    all_c = Moments.of(v for values in candidate.values() for v in values)
-    all_b = Moments.of(v for values in baseline.values() for v in values)
-    numbers |= {
-        "devices": all_c.n,
-        "candidate_mean": all_c.mean if all_c.n else None,
-        "baseline_devices": all_b.n,
-        "baseline_mean": all_b.mean if all_b.n else None,
-    }
     kinds = sorted(set(candidate) | set(baseline))
     level = segment_alpha(alpha, len(kinds))
     if len(kinds) > 1:
@@ -378,14 +370,12 @@ def _mean_check(
     c_values = [v for h in kinds for v in candidate.get(h, [])]
     b_values = [v for h in kinds for v in baseline.get(h, [])]
     all_c, all_b = Moments.of(c_values), Moments.of(b_values)
-    numbers: dict[str, Any] = {}
-    if len(kinds) == 1:
-        numbers |= {
-            "devices": all_c.n,
-            "candidate_mean": all_c.mean if all_c.n else None,
-            "baseline_devices": all_b.n,
-            "baseline_mean": all_b.mean if all_b.n else None,
-        }
+    numbers: dict[str, Any] = {
+        "devices": all_c.n,
+        "candidate_mean": all_c.mean if all_c.n else None,
+        "baseline_devices": all_b.n,
+        "baseline_mean": all_b.mean if all_b.n else None,
+    }
     enough = all_c.n >= gate.min_samples
     can_fail = all_c.n >= MIN_DEVICES_TO_FAIL
     if gate.max is not None or gate.min is not None:
@@ -483,10 +473,14 @@ def _classes(
     beyond: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     holding = False
+    # The largest change of a class the baseline predicts, reported when none is beyond.
+    largest: tuple[float | None, int | None] = (None, None)
     for k in tested:
         share_c = candidate[k] / total_c if total_c else 0.0
         share_b = baseline[k] / total_b if total_b else 0.0
         change = abs(share_c - share_b) / share_b if share_b else math.inf
+        if total_c and share_b and (largest[0] is None or change > largest[0]):
+            largest = (change, k)
         expected = total_c * share_b
         tests = []
         if change > limit and share_c < share_b and limit < 1.0:
@@ -511,7 +505,6 @@ def _classes(
             # critical one does as soon as a few predictions of it were due.
             holding |= expected >= (MIN_EXPECTED_CRITICAL if reason == "critical" else MIN_EXPECTED)
     worst = min(failed or beyond, key=lambda f: f["p_value"], default=None)
-    largest, largest_class = _largest_change(candidate.tolist(), baseline.tolist())
     numbers |= {
         "predictions": int(total_c),
         "baseline_predictions": int(total_b),
@@ -522,8 +515,8 @@ def _classes(
         "alpha_per_test": per_test,
         "look": look,
         "jensen_shannon": jensen_shannon(candidate.tolist(), baseline.tolist()),
-        "max_change": worst["change"] if worst else largest,
-        "class": worst["class"] if worst else largest_class,
+        "max_change": worst["change"] if worst else largest[0],
+        "class": worst["class"] if worst else largest[1],
         "p_value": worst["p_value"] if worst else None,
         "test": "exact conditional binomial per class, quasi-binomial dispersion, Bonferroni "
         "over classes, alpha spending alpha/(k(k+1))",
@@ -541,34 +534,6 @@ def _count_matrix(devices: Sequence[DeviceSummary], width: int) -> np.ndarray:
     for row, device in enumerate(devices):
         counts[row, : len(device.class_counts)] = device.class_counts
     return counts
-
-
-def _largest_change(
-    candidate: list[float], baseline: list[float]
-) -> tuple[float | None, int | None]:
-    total_c, total_b = sum(candidate), sum(baseline)
-    if not total_c or not total_b:
-        return None, None
-    worst: tuple[float | None, int | None] = (None, None)
-    for index, count_b in enumerate(baseline):
-        if not count_b:
-            continue
-        share_b = count_b / total_b
-        share_c = (candidate[index] if index < len(candidate) else 0) / total_c
-        change = abs(share_c - share_b) / share_b
-        if worst[0] is None or change > worst[0]:
-            worst = (change, index)
-    return worst
-
-
-def _sum_counts(histograms: Iterable[tuple[int, ...]]) -> list[int]:
-    total: list[int] = []
-    for histogram in histograms:
-        if len(histogram) > len(total):
-            total.extend([0] * (len(histogram) - len(total)))
-        for index, count in enumerate(histogram):
-            total[index] += count
-    return total
 
 
 def _with_poisson_floor(stratum: Stratum, hardware: str, evidence: Evidence) -> Stratum:
