@@ -74,16 +74,9 @@ class BehaviourProfile:
     ) -> BehaviourProfile:
         """A variant of this behaviour: slower (``latency`` times), failing more often,
         or never predicting ``drop_class`` (its share goes to the other classes)."""
-        shares = np.asarray(self.class_shares, np.float64)
-        if drop_class is not None:
-            shares[drop_class] = 0.0
-            shares = shares / shares.sum()
-        return replace(
-            self,
-            latencies_ms=tuple(v * latency for v in self.latencies_ms),
-            class_shares=tuple(float(s) for s in shares),
-            error_rate=self.error_rate if error_rate is None else error_rate,
-        )
+        recall = None if drop_class is None else {drop_class: 0.0}
+        variant = self.varied(latency=latency, recall=recall)
+        return variant if error_rate is None else replace(variant, error_rate=error_rate)
 
     def varied(
         self,

@@ -1151,30 +1151,37 @@ def _gates_figure(release: ReleaseResult, unit: _TimeUnit) -> Figure | None:
             ax.axhline(thresholds.pop(), color="#c62828", linestyle="--", label=label)
         elif thresholds:
             # A ratio's threshold moves with the baseline mean from look to look.
-            ax.plot(
-                [unit.of(p.t) for p in points],
-                [p.threshold for p in points],
-                drawstyle="steps-post",
-                color="#c62828",
-                linestyle="--",
-                label=label,
-            )
+            _steps(ax, unit, points, [p.threshold for p in points], "#c62828", "--", label)
         if any(math.isfinite(p.mde) for p in points):
             # What the gate could see: effects nearer than this line cannot fail it yet.
-            ax.plot(
-                [unit.of(p.t) for p in points],
-                [p.mde for p in points],
-                drawstyle="steps-post",
-                color="#ef6c00",
-                linestyle=":",
-                label="smallest detectable effect",
-            )
+            mde = [p.mde for p in points]
+            _steps(ax, unit, points, mde, "#ef6c00", ":", "smallest detectable effect")
         title = gate if gate == look.metric else f"{gate} ({look.metric})"
         ax.set_title(_label(title), loc="left", fontsize="medium")
         ax.set_ylabel(_label(_axis_label(look.metric, kind)), fontsize="small")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small")
     axes[-1].set_xlabel(unit.label)
     return figure
+
+
+def _steps(
+    ax: Axes,
+    unit: _TimeUnit,
+    points: Sequence[_GatePoint],
+    values: Sequence[float],
+    colour: str,
+    style: str,
+    label: str,
+) -> None:
+    """A line of one value per look, held until the next look."""
+    ax.plot(
+        [unit.of(p.t) for p in points],
+        values,
+        drawstyle="steps-post",
+        color=colour,
+        linestyle=style,
+        label=label,
+    )
 
 
 def _gate_axes(ax: Axes, points: Sequence[_GatePoint], unit: _TimeUnit, band_label: str) -> None:
