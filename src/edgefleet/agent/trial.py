@@ -59,6 +59,10 @@ RARE_CLASS_SHARE = 0.01
 OVER_SHARE_ALTERNATIVES = (0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 #: Probe latencies kept for the quantiles an event reports (the test needs only counts).
 PROBES_KEPT = 4096
+#: The ratios at which an event counts the probe pairs over (``{measure}_over_at``): the
+#: server's gates test a rollout's own limit against the device's pairs with these
+#: counts (rollout.gates, paired evidence), at the smallest of them at or above it.
+OVER_AT_RATIOS = (1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5, 3.0)
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class PairedProbes:
     floor_s: float
     pairs: int = 0
     over: int = 0
+    over_at: list[int] = field(default_factory=lambda: [0] * len(OVER_AT_RATIOS))
     candidate_s: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES_KEPT))
     baseline_s: deque[float] = field(default_factory=lambda: deque(maxlen=PROBES_KEPT))
 
@@ -143,6 +148,11 @@ class PairedProbes:
         self.pairs += 1
         if candidate_s > self.max_ratio * baseline_s and candidate_s - baseline_s > self.floor_s:
             self.over += 1
+        if candidate_s - baseline_s > self.floor_s:
+            for i, ratio in enumerate(OVER_AT_RATIOS):
+                if candidate_s <= ratio * baseline_s:
+                    break
+                self.over_at[i] += 1
         self.candidate_s.append(candidate_s)
         self.baseline_s.append(baseline_s)
 
@@ -158,10 +168,12 @@ class PairedProbes:
 
     def numbers(self) -> dict[str, Any]:
         """What an event reports, named for the measure: the pairs, those over the limit
-        and their share, the median ratio and each model's p50 and p95 (ms)."""
+        and their share, those over each of ``OVER_AT_RATIOS`` (with the same floor),
+        the median ratio and each model's p50 and p95 (ms)."""
         m = self.measure
         numbers: dict[str, Any] = {
             "probe_pairs": self.pairs,
+            f"{m}_pairs": self.pairs,
             f"{m}_probes_over": self.over,
             f"max_{m}_ratio": self.max_ratio,
         }
@@ -172,6 +184,7 @@ class PairedProbes:
         ratios = candidate / np.maximum(baseline, 1e-12)
         numbers |= {
             f"{m}_over_share": round(self.over / self.pairs, 4),
+            f"{m}_over_at": {str(r): n for r, n in zip(OVER_AT_RATIOS, self.over_at, strict=True)},
             f"{m}_ratio_median": round(float(np.median(ratios)), 4),
             f"{m}_p50_ms": round(float(np.quantile(candidate, 0.5)), 6),
             f"{m}_p95_ms": round(float(np.quantile(candidate, 0.95)), 6),

@@ -28,10 +28,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
+from edgefleet.agent.trial import log_evidence
 from edgefleet.fleet.telemetry import served_seconds
 from edgefleet.registry.profile import CONFIDENCE_EDGES, confidence_mean
 from edgefleet.rollout.policy import LOWER_IS_WORSE, GateSpec, Metric
@@ -62,6 +63,9 @@ LOW_CONFIDENCE = 0.5
 #: Per-device means need at least this many candidate devices before a gate may fail.
 MIN_DEVICES_TO_FAIL = 2
 SECONDS_PER_HOUR = 3600.0
+#: Gates whose ratio a device's trial measures within the device, the candidate and the
+#: previous model on the same input at the same moment (``PairedTrial``): the measure.
+PAIRED_MEASURES = {Metric.LATENCY_P95: "latency", Metric.INFERENCE_CPU: "cpu"}
 
 
 class Verdict(StrEnum):
@@ -183,10 +187,78 @@ def sample_every(devices: int) -> int:
 
 
 @dataclass(frozen=True)
+class PairedTrial:
+    """What one device's trial of the candidate measured in paired probes (from its last
+    event, ``trial_passed`` or ``trial_failed:...``): per measure, the pairs and how many
+    of them found the candidate costlier than each ratio the agent counts at
+    (``agent.trial.OVER_AT_RATIOS``), and the candidate's p95 over the previous model's
+    on those pairs."""
+
+    device_id: str
+    hardware: str
+    measures: Mapping[str, tuple[int, Mapping[float, int]]] = field(default_factory=dict)
+    p95_ratios: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_details(
+        cls, device_id: str, hardware: str | None, details: Mapping[str, Any]
+    ) -> PairedTrial:
+        """From an event's details. A measure whose numbers do not add up (not counts,
+        more over than pairs) is left out: a peer's bad input is no evidence."""
+        measures: dict[str, tuple[int, Mapping[float, int]]] = {}
+        p95_ratios: dict[str, float] = {}
+        for measure in set(PAIRED_MEASURES.values()):
+            pairs, over = details.get(f"{measure}_pairs"), details.get(f"{measure}_over_at")
+            if not _count(pairs) or not pairs or not isinstance(over, Mapping):
+                continue
+            try:
+                counts = {float(ratio): n for ratio, n in over.items()}
+            except (TypeError, ValueError):
+                continue
+            if not all(
+                math.isfinite(r) and r > 0 and _count(n) and n <= pairs for r, n in counts.items()
+            ):
+                continue
+            measures[measure] = (pairs, counts)
+            ours, theirs = (
+                details.get(f"{measure}_p95_ms"),
+                details.get(f"baseline_{measure}_p95_ms"),
+            )
+            if _positive(ours) and _positive(theirs):
+                p95_ratios[measure] = ours / theirs
+        return cls(device_id, hardware or "unknown", measures, p95_ratios)
+
+    def over(self, measure: str, ratio: float) -> tuple[int, int] | None:
+        """(pairs, pairs over ``ratio``), the latter counted at the smallest ratio the
+        device counted at that is at least ``ratio`` (no more than over ``ratio`` itself:
+        the count errs towards the candidate). ``None``: not measured that far."""
+        if measure not in self.measures:
+            return None
+        pairs, counts = self.measures[measure]
+        at = min((r for r in counts if r >= ratio - 1e-9), default=None)
+        return None if at is None else (pairs, counts[at])
+
+
+def _positive(value: Any) -> TypeGuard[float]:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclass(frozen=True)
 class Evidence:
     delivery: Delivery
     candidate: Sequence[DeviceSummary] = ()
     baseline: Sequence[DeviceSummary] = ()
+    #: The candidate's trials on the rollout's devices (paired probes).
+    trials: Sequence[PairedTrial] = ()
 
 
 @dataclass(frozen=True)
@@ -337,22 +409,108 @@ def _rate(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
 
 
 def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, Any]) -> Verdict:
+    """A per-device mean, tested on the fleet and on each hardware kind. A ``max_ratio``
+    on latency also tests the trials' paired probes (``_paired_check``), each test at half
+    the segment's alpha; ``inference_cpu`` has only those."""
     metric = gate.metric
-    candidate = _values(evidence.candidate, metric)
-    baseline = _values(evidence.baseline, metric)
-    kinds = sorted(set(candidate) | set(baseline))
+    paired_only = metric is Metric.INFERENCE_CPU
+    measure = PAIRED_MEASURES.get(metric) if gate.max_ratio is not None else None
+    trials = [t for t in evidence.trials if measure in t.measures] if measure else []
+    candidate = {} if paired_only else _values(evidence.candidate, metric)
+    baseline = {} if paired_only else _values(evidence.baseline, metric)
+    kinds = sorted(set(candidate) | set(baseline) | {t.hardware for t in trials})
     level = segment_alpha(alpha, len(kinds))
     if len(kinds) > 1:
         numbers["alpha_per_segment"] = level
-    fleet = _mean_check(gate, evidence, kinds, candidate, baseline, level)
+    if trials and not paired_only:
+        level /= 2  # two tests per segment
+        numbers["alpha_per_test"] = level
+
+    def check(segment: Sequence[str]) -> _Check:
+        paired = _paired_check(gate, trials, segment, level) if measure else None
+        if paired_only:
+            return paired or _Check(Verdict.INCONCLUSIVE, {"test": "no paired probes yet"})
+        return _with_paired(
+            _mean_check(gate, evidence, segment, candidate, baseline, level), paired
+        )
+
+    fleet = check(kinds)
     segments = {}
     if len(kinds) > 1:
         for hardware in kinds:
-            if candidate.get(hardware):
-                segments[f"hardware={hardware}"] = _mean_check(
-                    gate, evidence, [hardware], candidate, baseline, level
-                )
+            if candidate.get(hardware) or any(t.hardware == hardware for t in trials):
+                segments[f"hardware={hardware}"] = check([hardware])
     return _segmented(fleet, segments, numbers)
+
+
+def _paired_check(
+    gate: GateSpec, trials: Sequence[PairedTrial], kinds: Sequence[str], alpha: float
+) -> _Check | None:
+    """The paired probes of the devices of ``kinds``: is the candidate costlier than
+    ``max_ratio`` on most pairs? A sign test on all their pairs (``log_evidence``, the
+    e-value the device trial uses): under "on every device, a pair is over the limit
+    with probability at most one half" it reaches ``1 / alpha`` with probability at most
+    ``alpha``, at any look. Probes pair the two models on one device at one moment, so
+    the spread between devices, which sets the width of a comparison of per-device
+    means, is not in them. To fail, at least ``MIN_DEVICES_TO_FAIL`` devices must each
+    find most of their own pairs over: one odd device is not the release. A median
+    over the limit is a p95 over it too where a model is slower throughout; a slower
+    tail alone is for the comparison of per-device p95s to find. ``None``: no pairs."""
+    measure = PAIRED_MEASURES[gate.metric]
+    found = [
+        (t, counted)
+        for t in trials
+        if t.hardware in kinds and (counted := t.over(measure, gate.limit)) is not None
+    ]
+    if not found:
+        return None
+    pairs, over = sum(p for _, (p, _) in found), sum(o for _, (_, o) in found)
+    mostly_over = sum(1 for _, (p, o) in found if 2 * o > p)
+    tails = [t.p95_ratios[measure] for t, _ in found if measure in t.p95_ratios]
+    p95_ratio = float(np.median(tails)) if tails else None
+    evidence = float(log_evidence(over, pairs))
+    threshold = math.log(1 / alpha)
+    numbers = {
+        "devices": len(found),
+        "pairs": pairs,
+        "over": over,
+        "over_share": over / pairs,
+        "devices_mostly_over": mostly_over,
+        "log_evidence": evidence,
+        "log_threshold": threshold,
+        "p95_ratio_median": p95_ratio,
+        "test": "paired probes within each device, sign test (e-value) of most pairs over "
+        "the limit",
+    }
+    worse = 2 * over > pairs and mostly_over >= MIN_DEVICES_TO_FAIL
+    # The pass asks the tail as well: the median device's p95 of the candidate's probes
+    # over the previous model's within the limit.
+    tail = p95_ratio is not None and p95_ratio > gate.limit
+    if worse and evidence >= threshold:
+        return _Check(Verdict.FAIL, numbers, True)
+    if len(found) >= gate.min_samples and not worse and not tail:
+        return _Check(Verdict.PASS, numbers)
+    return _Check(Verdict.INCONCLUSIVE, numbers, worse or tail)
+
+
+def _with_paired(between: _Check, paired: _Check | None) -> _Check:
+    """A segment's verdict from its comparison of per-device means and its paired
+    probes: fail when either fails; pass when the pairs pass (their median and tail
+    within the limit: sharper than the comparison, whose estimate at canary size is
+    mostly the spread between devices), or the comparison passes and the pairs do not
+    hold it; inconclusive otherwise."""
+    if paired is None:
+        return between
+    numbers = between.numbers | {"paired": paired.numbers}
+    if Verdict.FAIL in (between.verdict, paired.verdict):
+        return _Check(Verdict.FAIL, numbers, True)
+    if paired.verdict is Verdict.PASS:
+        return _Check(Verdict.PASS, numbers)
+    if between.verdict is Verdict.PASS and not paired.holds_pass:
+        return _Check(Verdict.PASS, numbers)
+    # Held by the pairs alone: where they are within the limit, an estimate of the
+    # comparison beyond it is the spread between devices, not yet evidence.
+    return _Check(Verdict.INCONCLUSIVE, numbers, paired.holds_pass)
 
 
 def _mean_check(

@@ -130,6 +130,9 @@ class Metric(StrEnum):
     TEMPERATURE = "temperature_c"
     MEAN_CONFIDENCE = "mean_confidence"
     RESTART_RATE = "restart_rate"  # per-device unclean restarts per hour on the version
+    # The model's CPU time per inference, the candidate over the previous model on the
+    # same input at the same moment (the device trial's paired probes): max_ratio only.
+    INFERENCE_CPU = "inference_cpu"
     LOW_CONFIDENCE = "low_confidence_share"  # predictions with top-1 confidence < 0.5
     CLASS_DISTRIBUTION = "class_distribution"
 
@@ -171,7 +174,8 @@ class GateSpec(Body):
         default=30,
         ge=1,
         description="least data for a pass: devices (delivery), requests (rates), "
-        "devices (per-device means), predictions (class distribution)",
+        "devices (per-device means; inference_cpu: devices that probed), predictions "
+        "(class distribution)",
     )
     critical_classes: list[Annotated[int, Field(strict=True, ge=0, le=100_000)]] | None = Field(
         default=None,
@@ -227,6 +231,7 @@ _ALLOWED: dict[Metric, set[str]] = {
     Metric.RAM: _BEHAVIOUR_LIMITS,
     Metric.TEMPERATURE: _BEHAVIOUR_LIMITS,
     Metric.RESTART_RATE: _BEHAVIOUR_LIMITS,
+    Metric.INFERENCE_CPU: {"max_ratio"},
     Metric.MEAN_CONFIDENCE: {"min", "max_decrease"},
     Metric.CLASS_DISTRIBUTION: {"max_change"},
 }

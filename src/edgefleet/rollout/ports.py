@@ -203,6 +203,14 @@ class RolloutRepository(Protocol):
         ``every``-th device by primary key: a fixed sample of a large fleet)."""
         ...
 
+    def trial_reports(
+        self, rollout_id: str, model: str, version: str, every: int = 1
+    ) -> list[DeviceTelemetry]:
+        """(device id, hardware, details) of the event that ended each of the rollout's
+        devices' last trial of ``version`` (``trial_passed`` or ``trial_failed:...``),
+        sampled as ``candidate_telemetry``."""
+        ...
+
     def baseline_telemetry(
         self,
         node: Node,

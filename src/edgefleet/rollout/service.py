@@ -31,10 +31,12 @@ from edgefleet.rollout import lifecycle
 from edgefleet.rollout.controller import Decision, Snapshot, analysed, analysis_due, apply, decide
 from edgefleet.rollout.errors import RolloutNotFoundError, RolloutSpecError
 from edgefleet.rollout.gates import (
+    PAIRED_MEASURES,
     Delivery,
     DeviceSummary,
     Evidence,
     GateResult,
+    PairedTrial,
     evaluate,
     sample_every,
 )
@@ -403,7 +405,15 @@ class RolloutService:
                 sample_every(selected),
             )
         ]
-        evidence = Evidence(Delivery.of(tally), candidate, baseline)
+        trials = []
+        if any(g.metric in PAIRED_MEASURES and g.max_ratio is not None for g in spec.gates):
+            trials = [
+                PairedTrial.from_details(*row)
+                for row in uow.rollouts.trial_reports(
+                    rollout.id, rollout.model, rollout.version, sample_every(tally.total())
+                )
+            ]
+        evidence = Evidence(Delivery.of(tally), candidate, baseline, trials)
         return [evaluate(gate, evidence, spec.alpha, progress.looks + 1) for gate in spec.gates]
 
     def _still_eligible(

@@ -44,7 +44,8 @@ class BehaviourProfile:
     error_rate: float = 0.0
     ram_mb: float = 0.0
     #: The device's CPU use while it serves the model, times this (a scenario's
-    #: ``cpu_factor``: the ratio a ``cpu_percent`` gate sees).
+    #: ``cpu_factor``: the ratio a ``cpu_percent`` gate sees), and the CPU time of each
+    #: of its inferences a trial probes (the ratio an ``inference_cpu`` gate sees).
     cpu_factor: float = 1.0
 
     @property

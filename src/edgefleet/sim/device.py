@@ -681,10 +681,11 @@ class VirtualDevice:
                 if self._crashes and not await self._restart():
                     return None  # the core rolled back at the restart limit
                 if candidate is not None and previous is not None:
+                    cpu = candidate.profile.cpu_factor / previous.profile.cpu_factor
                     for ours, theirs in probe_pairs(candidate, previous, PROBE_PAIRS, self.rng):
                         # A profile's single-sample request is CPU-bound: its CPU time
-                        # is its latency.
-                        run.add_probe(ours, theirs, ours, theirs)
+                        # is its latency (times the scenario's cpu_factor).
+                        run.add_probe(ours, theirs, ours * cpu, theirs)
                 verdict = run.verdict(self._trial[1], self.world.now())
                 if verdict.passed is True:
                     return TrialPassed(verdict.numbers)

@@ -209,7 +209,8 @@ class Behaviour(Body):
         default=None,
         description=(
             "the device's CPU use while it serves the release times this, idle share "
-            "included (the ratio a cpu_percent gate sees; latency unchanged)"
+            "included (the ratio a cpu_percent gate sees), and the CPU time of each inference "
+            "a trial probes (the ratio an inference_cpu gate sees); latency unchanged"
         ),
     )
     memory_factor: Factor | None = Field(default=None, description="the model's memory times this")

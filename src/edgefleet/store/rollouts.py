@@ -348,6 +348,30 @@ class SqlRolloutRepository:
         arm = ("candidate", rollout_id, model, version)
         return self._gate_telemetry(arm, buckets)
 
+    def trial_reports(
+        self, rollout_id: str, model: str, version: str, every: int = 1
+    ) -> list[DeviceTelemetry]:
+        """(device id, hardware, details) of the event that ended each of the rollout's
+        devices' last trial of ``version``."""
+        query = (
+            select(DeviceRow.device_id, DeviceRow.hardware, DeviceEventRow.details)
+            .join(RolloutDeviceRow, RolloutDeviceRow.device_pk == DeviceEventRow.device_pk)
+            .join(DeviceRow, DeviceRow.id == DeviceEventRow.device_pk)
+            .where(
+                RolloutDeviceRow.rollout_id == rollout_id,
+                DeviceEventRow.model == model,
+                DeviceEventRow.version == version,
+                (DeviceEventRow.reason == "trial_passed")
+                | DeviceEventRow.reason.startswith("trial_failed:"),
+                true() if every <= 1 else DeviceEventRow.device_pk % every == 0,
+            )
+            .order_by(DeviceEventRow.device_pk, DeviceEventRow.seq)
+        )
+        last: dict[str, tuple[str, str | None, dict[str, Any]]] = {}
+        for device_id, hardware, details in self.session.execute(query):
+            last[device_id] = (device_id, hardware, details or {})
+        return list(last.values())
+
     def baseline_telemetry(
         self,
         node: Node,
