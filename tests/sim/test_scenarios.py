@@ -31,6 +31,8 @@ def test_the_library_has_its_scenarios_and_the_demo():
         "cpu-spike",
         "missing-class",
         "rare-class",
+        "slow-revision",
+        "cpu-creep",
         "slow-network",
         "crash-on-hw",
         "offline-devices",
@@ -77,6 +79,19 @@ def test_missing_class_is_caught_by_the_class_distribution_gate(tmp_path, bundle
     assert "class_distribution" in release.failed_gates
     failing = [look for look in release.gate_looks if look.verdict == "fail"]
     assert failing[0].numbers["class"] == 9  # the class the model never predicts
+    assert result.final_versions == {"1.1.0": 200}
+
+
+def test_a_mild_slowdown_on_one_hardware_kind_is_caught_at_canary_size(tmp_path, bundle_cache):
+    # 1.3x slower on the cameras only, against a limit of 1.2: the fleet's average and
+    # a comparison of per-device p95s cannot tell on 10 canaries; the cameras' paired
+    # probes can (the same store query and test serve inference_cpu, cpu-creep).
+    result = play("slow-revision", tmp_path, bundle_cache)
+    (release,) = result.releases
+    assert release.state == "aborted" and release.failed_gates == ["latency_p95"]
+    failing = [look for look in release.gate_looks if look.verdict == "fail"]
+    assert failing[0].numbers["segment"] == "hardware=armv7l"
+    assert 0 < result.exposed_share <= 0.06
     assert result.final_versions == {"1.1.0": 200}
 
 

@@ -348,9 +348,12 @@ def _segmented(fleet: _Check, segments: Mapping[str, _Check], numbers: dict[str,
     numbers |= fleet.numbers
     if segments:
         numbers["segments"] = [{"segment": name, **c.numbers} for name, c in segments.items()]
-    failed = [name for name, c in {"all": fleet, **segments}.items() if c.verdict is Verdict.FAIL]
-    if failed:
-        numbers["segment"] = failed[0] if fleet.verdict is not Verdict.FAIL else "all"
+    failed = [name for name, c in segments.items() if c.verdict is Verdict.FAIL]
+    if fleet.verdict is Verdict.FAIL or failed:
+        # The narrowest segment that failed: the fleet's own test may fail on what only
+        # some kinds show (when the others have no evidence of their own yet).
+        local = failed and len(failed) < len(segments)
+        numbers["segment"] = failed[0] if local or fleet.verdict is not Verdict.FAIL else "all"
         return Verdict.FAIL
     holding = [name for name, c in segments.items() if c.holds_pass]
     if fleet.verdict is Verdict.PASS and holding:
