@@ -112,3 +112,27 @@ def test_rate_limits_and_schedule_hold_assignments_back(rollouts: Rollouts):
     assert (
         rollouts.tick(rollouts.create(version="1.0.0", schedule=closed), times=5)["devices"] == {}
     )
+
+
+def test_an_inconclusive_wave_grows_by_its_step_to_its_cap_then_pauses(rollouts: Rollouts):
+    waves = [{"percent": 25, "bake_s": 0, "analysis_timeout_s": 5}, {"percent": 100}]
+    # No telemetry: the latency gate can only stay inconclusive.
+    gates = [{"metric": "latency_p95", "max_ratio": 1.2, "min_samples": 2}]
+    extend = {"step_percent": 25, "max_percent": 50}
+    rollout = rollouts.create(waves=waves, gates=gates, on_inconclusive="extend", extend=extend)
+
+    def settle() -> dict:
+        rollouts.tick(rollout, times=3)
+        rollouts.commit_assigned(rollout)
+        rollouts.tick(rollout, times=3)
+        rollouts.now += timedelta(seconds=6)  # past the analysis timeout
+        return rollouts.tick(rollout)
+
+    view = settle()
+    assert view["extended"] == 1 and view["waves"][0]["percent_now"] == 50
+    assert view["state"] == "running" and view["devices"] == {"committed": 2}
+    view = settle()
+    assert view["devices"] == {"committed": 4}  # the wave's 50% of 8
+    assert view["state"] == "paused" and view["reason"] == "inconclusive"
+    kinds = [entry["kind"] for entry in rollouts.service.log(rollout)]
+    assert "extend" in kinds and kinds[-1] == "pause"

@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from edgefleet.rollout.controller import Kind, Phase, RolloutState, Snapshot, decide
+from edgefleet.rollout.controller import Kind, Phase, RolloutState, Snapshot, apply, decide
 from edgefleet.rollout.gates import GateResult, Verdict
-from edgefleet.rollout.policy import RolloutSpec
+from edgefleet.rollout.lifecycle import RolloutProgress, next_wave
+from edgefleet.rollout.policy import RolloutSpec, wave_percent
 from edgefleet.rollout.status import DeviceStatus, device_status
 from edgefleet.rollout.waves import members, rank, ranked, stratified, wave_size
 
@@ -136,6 +137,55 @@ def test_inconclusive_gates_pause_after_the_analysis_timeout():
     assert decision.kind is Kind.PAUSE and decision.reason == "inconclusive"
     for state in (RolloutState.PAUSED, RolloutState.DRAFT, RolloutState.SUCCEEDED):
         assert decide(snap(state=state, unassigned=3)).kind is Kind.WAIT
+
+
+def test_inconclusive_gates_extend_the_wave_step_by_step_up_to_its_cap_then_pause():
+    extending = spec(on_inconclusive="extend", extend={"step_percent": 5, "max_percent": 22})
+    late = {
+        "spec": extending,
+        "phase": Phase.ANALYSING,
+        "gates": [gate(Verdict.INCONCLUSIVE)],
+        "phase_started_at": NOW - timedelta(hours=2),
+    }
+    grown = [wave_percent(extending, 0, n) for n in range(4)]
+    assert grown == [10, 15, 20, 22]  # the wave's own 10%, then by 5 up to the cap
+    first = decide(snap(**late))
+    assert first.kind is Kind.EXTEND and first.reason == "inconclusive"
+    assert first.details["from_percent"] == 10 and first.details["percent"] == 15
+    progress = RolloutProgress(RolloutState.RUNNING, 0, Phase.ANALYSING, NOW, looks=4)
+    after = apply(progress, first, NOW).progress
+    # Back to rolling for the new members; the looks go on counting.
+    assert (after.phase, after.extended, after.looks) == (Phase.ROLLING, 1, 4)
+    assert decide(snap(**late, extended=2)).details["percent"] == 22
+    capped = decide(snap(**late, extended=3))
+    assert capped.kind is Kind.PAUSE and "cap of 22" in capped.details["extension"]
+    # The next wave starts unextended.
+    assert next_wave(after, NOW, awaiting=False).extended == 0
+
+
+def test_inconclusive_gates_can_abort_and_extend_needs_percentage_waves():
+    late = snap(
+        spec=spec(on_inconclusive="abort"),
+        phase=Phase.ANALYSING,
+        gates=[gate(Verdict.INCONCLUSIVE)],
+        phase_started_at=NOW - timedelta(hours=2),
+    )
+    decision = decide(late)
+    assert decision.kind is Kind.ABORT and decision.reason == "inconclusive"
+    progress = RolloutProgress(RolloutState.RUNNING, 0, Phase.ANALYSING, NOW)
+    change = apply(progress, decision, NOW)
+    # Aborted, but no gate failed: no gate_failed notice.
+    assert [n.event for n in change.notices] == ["rollout.aborted"]
+    with pytest.raises(ValueError, match="extend grows percentage waves"):
+        RolloutSpec.model_validate(
+            {
+                "model": "m",
+                "version": "2.0.0",
+                "target": "*",
+                "waves": [{"cohort": "site:a"}],
+                "on_inconclusive": "extend",
+            }
+        )
 
 
 def test_device_status_from_twin_and_events():

@@ -176,6 +176,8 @@ def _render(r: dict[str, Any]) -> Group:
         total = sum(devices.values())
         done = sum(devices.get(s, 0) for s in FINAL_STATUSES)
         label = f"{wave['percent']}%" if wave.get("percent") is not None else wave.get("cohort")
+        if wave.get("percent_now") not in (None, wave.get("percent")):
+            label += f", extended to {wave['percent_now']:g}%"
         detail = "  ".join(f"{s} {devices[s]}" for s in DeviceStatus if devices.get(s))
         bars.add_task(
             f"wave {wave['index'] + 1} ({label})",

@@ -36,7 +36,7 @@ from edgefleet.rollout.lifecycle import (
     end,
     next_wave,
 )
-from edgefleet.rollout.policy import Approval, RolloutSpec
+from edgefleet.rollout.policy import Approval, RolloutSpec, wave_percent
 from edgefleet.rollout.status import FINAL_STATUSES, IN_PROGRESS, DeviceStatus, count
 
 #: The snapshot and decision speak the lifecycle's words (a tick's state, phase, kind).
@@ -70,6 +70,8 @@ class Snapshot:
     counts: dict[DeviceStatus, int] = field(default_factory=dict)
     #: gate verdicts, when the service evaluated them on this tick
     gates: list[GateResult] | None = None
+    #: times the current wave was extended (``RolloutProgress.extended``)
+    extended: int = 0
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,27 @@ def decide(snap: Snapshot) -> Decision:
             return Decision(Kind.AWAIT_APPROVAL, "gates_passed", details=details)
         return Decision(Kind.ADVANCE, "gates_passed", details=details)
     if elapsed >= wave.analysis_timeout_s:
-        return Decision(Kind.PAUSE, "inconclusive", details=details)
+        return _inconclusive(snap, details)
     return Decision(Kind.WAIT)
+
+
+def _inconclusive(snap: Snapshot, details: dict[str, Any]) -> Decision:
+    """What gates still inconclusive at the analysis timeout lead to (``on_inconclusive``):
+    an abort, an extension of the wave while it may still grow, or a pause."""
+    spec = snap.spec
+    if spec.on_inconclusive == "abort":
+        return Decision(Kind.ABORT, "inconclusive", details=details)
+    if spec.on_inconclusive == "extend":
+        now = wave_percent(spec, snap.wave, snap.extended)
+        grown = wave_percent(spec, snap.wave, snap.extended + 1)
+        if now is not None and grown is not None and grown > now:
+            return Decision(
+                Kind.EXTEND,
+                "inconclusive",
+                details={"percent": grown, "from_percent": now} | details,
+            )
+        details = {"extension": f"the wave is at its cap of {now}%"} | details
+    return Decision(Kind.PAUSE, "inconclusive", details=details)
 
 
 def _gate_details(gates: list[GateResult]) -> dict[str, Any]:
@@ -181,15 +202,23 @@ def apply(
     if kind is Kind.SUCCEED:
         return end(progress, RolloutState.SUCCEEDED, kind, reason, now, details)
     if kind is Kind.ABORT:
+        ended = end(progress, RolloutState.ABORTED, kind, reason, now, details)
+        if not reason.startswith("gate_failed"):
+            return ended  # inconclusive: no gate failed
         # The gate failure is told as it was found: running, with the gates' numbers.
         failed = Notice(
             "rollout.gate_failed", progress.state, progress.wave, reason, decision.details
         )
-        ended = end(progress, RolloutState.ABORTED, kind, reason, now, details)
         return replace(ended, notices=(failed, *ended.notices))
     if kind in (Kind.BAKE, Kind.ANALYSE):
         phase = Phase.BAKING if kind is Kind.BAKE else Phase.ANALYSING
         progress = replace(progress, phase=phase, phase_started_at=now)
+    elif kind is Kind.EXTEND:
+        # Back to rolling: the wave's new members are assigned, finish, bake, and the
+        # gates look again (the looks go on counting: the tests hold over any number).
+        progress = replace(
+            progress, phase=Phase.ROLLING, phase_started_at=now, extended=progress.extended + 1
+        )
     elif kind in (Kind.ADVANCE, Kind.AWAIT_APPROVAL):
         progress = next_wave(progress, now, awaiting=kind is Kind.AWAIT_APPROVAL)
         if kind is Kind.AWAIT_APPROVAL:

@@ -63,6 +63,7 @@ class Kind(StrEnum):
     SUCCEED = "succeed"
     PAUSE = "pause"
     ABORT = "abort"
+    EXTEND = "extend"  # grow the current wave for more evidence (``on_inconclusive``)
     # Operators' only (``decide`` never returns them).
     CREATE = "create"
     START = "start"
@@ -88,11 +89,13 @@ class RolloutProgress:
     started_at: datetime | None = None
     #: when it reached a terminal state
     finished_at: datetime | None = None
+    #: times the current wave was extended for more evidence (``on_inconclusive``)
+    extended: int = 0
 
     def moved_since(self, seen: RolloutProgress) -> bool:
         """Whether an operator (or another tick) changed the rollout since ``seen`` was
         read: a decision taken on ``seen`` is then dropped."""
-        fields = ("state", "wave", "phase", "phase_started_at", "looks")
+        fields = ("state", "wave", "phase", "phase_started_at", "looks", "extended")
         return any(getattr(self, f) != getattr(seen, f) for f in fields)
 
 
@@ -146,6 +149,7 @@ def next_wave(progress: RolloutProgress, now: datetime, *, awaiting: bool) -> Ro
         phase_started_at=now,
         looks=0,
         last_analysis_at=None,
+        extended=0,
     )
 
 
@@ -208,6 +212,7 @@ def resume(rollout_id: str, progress: RolloutProgress, now: datetime) -> Change:
         phase_started_at=now,
         looks=0,
         last_analysis_at=None,
+        extended=0,
     )
     return _operator_change(resumed, Kind.RESUME)
 

@@ -56,7 +56,8 @@ class WaveSpec(Body):
     analysis_timeout_s: StrictFloat = Field(
         default=3600.0,
         gt=0,
-        description="after the bake, inconclusive gates pause the rollout after this long",
+        description="after the bake, gates still inconclusive after this long do what "
+        "on_inconclusive says (default: pause)",
     )
 
     @model_validator(mode="after")
@@ -237,6 +238,17 @@ _ALLOWED: dict[Metric, set[str]] = {
 }
 
 
+def wave_percent(spec: RolloutSpec, wave: int, extended: int = 0) -> float | None:
+    """The cumulative share of the target wave ``wave`` holds after ``extended``
+    extensions (``None``: a cohort wave): its own percent, grown by the extension's
+    step each time up to its cap (never below the wave's own percent, never past 100)."""
+    percent = spec.waves[wave].percent
+    if percent is None or not extended:
+        return percent
+    cap = min(max(spec.extend.max_percent, percent), 100.0)
+    return min(percent + extended * spec.extend.step_percent, cap)
+
+
 def default_gates() -> list[GateSpec]:
     return [
         GateSpec(metric=Metric.DOWNLOAD_FAILURES, max=0.1, min_samples=10),
@@ -246,6 +258,16 @@ def default_gates() -> list[GateSpec]:
         GateSpec(metric=Metric.CPU, max_ratio=1.3, min_samples=5),
         GateSpec(metric=Metric.CLASS_DISTRIBUTION, max_change=0.5, min_samples=1000),
     ]
+
+
+class Extension(Body):
+    """How ``on_inconclusive: extend`` grows a percentage wave whose gates stayed
+    inconclusive: by ``step_percent`` of the target each time, up to ``max_percent``."""
+
+    step_percent: StrictFloat = Field(default=5.0, gt=0, le=100)
+    max_percent: StrictFloat = Field(
+        default=25.0, gt=0, le=100, description="the cumulative share a wave may grow to"
+    )
 
 
 class RolloutSpec(Body):
@@ -267,6 +289,13 @@ class RolloutSpec(Body):
     shadow: ShadowPolicy | None = None
     gates: list[GateSpec] = Field(default_factory=default_gates, max_length=64)
     on_failure: Literal["abort", "pause"] = "abort"
+    on_inconclusive: Literal["pause", "abort", "extend"] = Field(
+        default="pause",
+        description="gates still inconclusive at a wave's analysis_timeout_s: pause; abort "
+        "(roll the wave back); or extend the wave by extend.step_percent and look again, up "
+        "to extend.max_percent, then pause",
+    )
+    extend: Extension = Extension()
     alpha: StrictFloat = Field(
         default=0.05, gt=0, lt=0.5, description="false-alarm budget of each gate, all looks"
     )
@@ -278,6 +307,8 @@ class RolloutSpec(Body):
             raise ValueError("waves are all percentages or all cohorts, not a mix")
         if any(b <= a for a, b in itertools.pairwise(percents)):
             raise ValueError("wave percentages are cumulative and must increase")
+        if self.on_inconclusive == "extend" and not percents:
+            raise ValueError("on_inconclusive: extend grows percentage waves; these are cohorts")
         labels = [g.label for g in self.gates]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:

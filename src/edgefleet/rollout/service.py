@@ -42,7 +42,7 @@ from edgefleet.rollout.gates import (
 )
 from edgefleet.rollout.lifecycle import MAX_REASON, Change, Entry, Kind, RolloutState
 from edgefleet.rollout.membership import Membership
-from edgefleet.rollout.policy import RolloutSpec
+from edgefleet.rollout.policy import RolloutSpec, wave_percent
 from edgefleet.rollout.ports import Rollout, RolloutUnitOfWork, TargetDevice
 from edgefleet.rollout.resolver import CachedResolver, ModelResolver
 from edgefleet.rollout.revert import REVERT_TRIAL, previous_version, revert_groups, revert_version
@@ -314,7 +314,7 @@ class RolloutService:
                 now,
                 lambda: uow.rollouts.target_devices(selection(spec, seen.wave), now, rollout_id),
             )
-            wave_members = members(target.order, spec.waves[seen.wave].percent)
+            wave_members = members(target.order, wave_percent(spec, seen.wave, seen.extended))
             assigned = uow.rollouts.assigned(rollout_id)
             eligible = [
                 device
@@ -347,6 +347,7 @@ class RolloutService:
                     may_assign=may_assign,
                     counts=counts,
                     gates=gates,
+                    extended=seen.extended,
                 )
             )
         if decision.kind is Kind.WAIT and gates is None:

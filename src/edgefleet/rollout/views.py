@@ -12,6 +12,7 @@ from typing import Any
 
 from edgefleet.access.service import jsonable
 from edgefleet.rollout.lifecycle import Notice
+from edgefleet.rollout.policy import wave_percent
 from edgefleet.rollout.ports import LogEntry, Rollout, RolloutDevice, Webhook, WebhookDelivery
 from edgefleet.rollout.status import IN_PROGRESS, Tally, count
 
@@ -24,6 +25,10 @@ def rollout_view(rollout: Rollout, tally: Tally) -> dict[str, Any]:
         {
             "index": index,
             "percent": wave.percent,
+            # Grown for more evidence (``on_inconclusive: extend``): the current wave only.
+            "percent_now": wave_percent(
+                spec, index, progress.extended if index == progress.wave else 0
+            ),
             "cohort": wave.cohort,
             "approval": wave.approval.value,
             "devices": _by_status(tally, index),
@@ -47,6 +52,7 @@ def rollout_view(rollout: Rollout, tally: Tally) -> dict[str, Any]:
         "started_at": progress.started_at,
         "finished_at": progress.finished_at,
         "looks": progress.looks,
+        "extended": progress.extended,
         "gates": list(progress.gates),
         "waves": waves,
         "devices": {status.value: n for status, n in totals.items()},

@@ -572,6 +572,7 @@ def _rollout(row: RolloutRow) -> Rollout:
         reason=row.reason,
         started_at=utc(row.started_at),
         finished_at=utc(row.finished_at),
+        extended=row.extended or 0,
     )
     return Rollout(
         id=row.id,

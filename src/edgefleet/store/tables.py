@@ -284,6 +284,7 @@ class RolloutRow(Base):
     phase: Mapped[str] = mapped_column(String(32))
     phase_started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     looks: Mapped[int] = mapped_column(Integer, default=0)
+    extended: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_analysis_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     gates: Mapped[list[Any] | None] = mapped_column(Document)
     reason: Mapped[str] = mapped_column(String(256), default="")
