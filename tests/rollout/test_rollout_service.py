@@ -136,3 +136,25 @@ def test_an_inconclusive_wave_grows_by_its_step_to_its_cap_then_pauses(rollouts:
     assert view["state"] == "paused" and view["reason"] == "inconclusive"
     kinds = [entry["kind"] for entry in rollouts.service.log(rollout)]
     assert "extend" in kinds and kinds[-1] == "pause"
+
+
+def test_create_says_what_detect_needs_and_logs_it(rollouts: Rollouts):
+    gates = [{"metric": "cpu_percent", "max_ratio": 1.2, "min_samples": 2}]
+    created = rollouts.service.create(
+        ADMIN,
+        {
+            "model": "digits",
+            "version": "1.1.0",
+            "target": "region:eu-west",
+            "waves": [{"percent": 25}, {"percent": 100}],
+            "gates": gates,
+            "detect": {"cpu_percent": 1.5},
+        },
+    )
+    # No device has sent telemetry on the previous version: no estimate, nothing grown.
+    (sizing,) = created["detect"]
+    assert sizing["metric"] == "cpu_percent" and sizing["devices"] is None
+    assert sizing["note"] == "too few baseline devices to estimate"
+    assert created["target_devices"] == 8 and created["waves"][0]["percent"] == 25
+    (entry,) = rollouts.service.log(created["id"])
+    assert entry["kind"] == "create" and entry["details"]["detect"] == [sizing]

@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 from edgefleet.fleet.query import parse_query
 from edgefleet.fleet.telemetry import bucket_of
 from edgefleet.store.rollouts import GateTelemetryCache, SqlRolloutRepository
-from edgefleet.store.tables import DeviceRow, RolloutDeviceRow, RolloutRow, TelemetryRow
+from edgefleet.store.tables import (
+    DeviceEventRow,
+    DeviceRow,
+    RolloutDeviceRow,
+    RolloutRow,
+    TelemetryRow,
+)
 from edgefleet.store.telemetry import TelemetryWriter
 from tests.store.test_telemetry_writer import _device, _sample
 
@@ -118,3 +124,59 @@ def test_the_cache_keeps_only_the_arms_read_last():
     # Reading an arm hands out a copy: filling it in does not change the cache.
     cache.arm(("b",))[2] = (1, {})
     assert 2 not in cache.arm(("b",))
+
+
+def test_trial_reports_are_each_devices_last_trial_of_the_version(engine):
+    pks = _fleet(engine, 3)
+    with Session(engine) as session, session.begin():
+        session.add(
+            RolloutRow(
+                id="ro-2",
+                name="test",
+                model="digits",
+                version="2.0.0",
+                spec={},
+                state="running",
+                phase="rolling",
+                phase_started_at=AT,
+                created_at=AT,
+                created_by="test",
+                updated_at=AT,
+            )
+        )
+        session.flush()
+        for pk in pks[:2]:  # the rollout holds two of the three devices
+            session.add(
+                RolloutDeviceRow(
+                    rollout_id="ro-2",
+                    device_pk=pk,
+                    wave=0,
+                    status="committed",
+                    assigned_at=AT,
+                    updated_at=AT,
+                )
+            )
+        events = [
+            (pks[0], 1, "trial_failed:latency", "2.0.0", {"latency_pairs": 5}),
+            (pks[0], 2, "trial_passed", "2.0.0", {"latency_pairs": 50}),
+            (pks[0], 3, "update_started", "2.0.0", {}),  # not a trial's end
+            (pks[1], 1, "trial_passed", "1.0.0", {"latency_pairs": 7}),  # another version
+            (pks[2], 1, "trial_passed", "2.0.0", {"latency_pairs": 9}),  # not the rollout's
+        ]
+        for pk, seq, reason, version, details in events:
+            session.add(
+                DeviceEventRow(
+                    device_pk=pk,
+                    seq=seq,
+                    kind="transition",
+                    reason=reason,
+                    model="digits",
+                    version=version,
+                    details=details,
+                    at=AT,
+                    received_at=AT,
+                )
+            )
+    with Session(engine) as session:
+        reports = SqlRolloutRepository(session).trial_reports("ro-2", "digits", "2.0.0")
+    assert reports == [("cam-0", None, {"latency_pairs": 50})]

@@ -115,6 +115,22 @@ def create(
         highlight=False,
         markup=False,
     )
+    # The canary ``detect`` asked for, as estimated from the baseline's spread.
+    for sizing in result.get("detect") or []:
+        needed = sizing["devices"]
+        spread = sizing["spread"]
+        console.print(
+            f"  detect {sizing['metric']} x{sizing['ratio']:g} (gate max_ratio "
+            f"{sizing['limit']:g}): "
+            + (f"{needed} candidate devices" if needed is not None else "no estimate")
+            + (f", baseline spread {spread:.1%}" if spread is not None else "")
+            + f" over {sizing['baseline_devices']} devices"
+            + (f"; {sizing['note']}" if sizing["note"] else ""),
+            highlight=False,
+            markup=False,
+        )
+    if result.get("first_wave"):
+        console.print(f"  wave 1: {result['first_wave']}", highlight=False, markup=False)
 
 
 @app.command("list")

@@ -419,8 +419,8 @@ def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
     paired_only = metric is Metric.INFERENCE_CPU
     measure = PAIRED_MEASURES.get(metric) if gate.max_ratio is not None else None
     trials = [t for t in evidence.trials if measure in t.measures] if measure else []
-    candidate = {} if paired_only else _values(evidence.candidate, metric)
-    baseline = {} if paired_only else _values(evidence.baseline, metric)
+    candidate = {} if paired_only else values_by_hardware(evidence.candidate, metric)
+    baseline = {} if paired_only else values_by_hardware(evidence.baseline, metric)
     kinds = sorted(set(candidate) | set(baseline) | {t.hardware for t in trials})
     level = segment_alpha(alpha, len(kinds))
     if len(kinds) > 1:
@@ -723,7 +723,8 @@ def _with_poisson_floor(stratum: Stratum, hardware: str, evidence: Evidence) -> 
     return replace(stratum, candidate_floor=floor(ours), baseline_floor=floor(theirs))
 
 
-def _values(devices: Sequence[DeviceSummary], metric: Metric) -> dict[str, list[float]]:
+def values_by_hardware(devices: Sequence[DeviceSummary], metric: Metric) -> dict[str, list[float]]:
+    """Each device's value of a per-device metric, by hardware kind (no data: left out)."""
     by_hardware: dict[str, list[float]] = {}
     for device in devices:
         value = device.value(metric)

@@ -238,6 +238,11 @@ _ALLOWED: dict[Metric, set[str]] = {
 }
 
 
+#: Metrics ``detect`` sizes a canary for: per-device means, whose spread between devices
+#: the baseline shows before the rollout starts.
+DETECTABLE = frozenset({Metric.LATENCY_P95, Metric.CPU, Metric.RAM, Metric.TEMPERATURE})
+
+
 def wave_percent(spec: RolloutSpec, wave: int, extended: int = 0) -> float | None:
     """The cumulative share of the target wave ``wave`` holds after ``extended``
     extensions (``None``: a cohort wave): its own percent, grown by the extension's
@@ -296,6 +301,12 @@ class RolloutSpec(Body):
         "to extend.max_percent, then pause",
     )
     extend: Extension = Extension()
+    detect: dict[Metric, Annotated[float, Field(strict=True, gt=1)]] | None = Field(
+        default=None,
+        description="metric -> the smallest ratio to the baseline the rollout must catch "
+        "(e.g. {latency_p95: 1.2}): the first wave is sized for it at create "
+        "(docs/rollouts.md, Power on purpose)",
+    )
     alpha: StrictFloat = Field(
         default=0.05, gt=0, lt=0.5, description="false-alarm budget of each gate, all looks"
     )
@@ -307,6 +318,8 @@ class RolloutSpec(Body):
             raise ValueError("waves are all percentages or all cohorts, not a mix")
         if any(b <= a for a, b in itertools.pairwise(percents)):
             raise ValueError("wave percentages are cumulative and must increase")
+        for metric, ratio in (self.detect or {}).items():
+            self._check_detect(metric, ratio)
         if self.on_inconclusive == "extend" and not percents:
             raise ValueError("on_inconclusive: extend grows percentage waves; these are cohorts")
         labels = [g.label for g in self.gates]
@@ -314,3 +327,29 @@ class RolloutSpec(Body):
         if duplicates:
             raise ValueError(f"gate names must be unique; repeated: {', '.join(duplicates)}")
         return self
+
+    def detect_gate(self, metric: Metric) -> GateSpec | None:
+        """The deciding ``max_ratio`` gate on ``metric`` (what ``detect`` sizes for)."""
+        return next(
+            (
+                g
+                for g in self.gates
+                if g.metric is metric and g.max_ratio is not None and not g.dry_run
+            ),
+            None,
+        )
+
+    def _check_detect(self, metric: Metric, ratio: float) -> None:
+        if metric not in DETECTABLE:
+            raise ValueError(
+                f"detect: {metric.value} is not sized; use one of "
+                f"{', '.join(sorted(m.value for m in DETECTABLE))}"
+            )
+        gate = self.detect_gate(metric)
+        if gate is None:
+            raise ValueError(f"detect: {metric.value} needs a gate on it with max_ratio")
+        if ratio <= gate.limit:
+            raise ValueError(
+                f"detect: {metric.value} {ratio} is not beyond its gate's max_ratio "
+                f"{gate.limit}; an effect at the limit cannot be caught for sure"
+            )

@@ -39,11 +39,13 @@ from edgefleet.rollout.gates import (
     PairedTrial,
     evaluate,
     sample_every,
+    values_by_hardware,
 )
 from edgefleet.rollout.lifecycle import MAX_REASON, Change, Entry, Kind, RolloutState
 from edgefleet.rollout.membership import Membership
 from edgefleet.rollout.policy import RolloutSpec, wave_percent
 from edgefleet.rollout.ports import Rollout, RolloutUnitOfWork, TargetDevice
+from edgefleet.rollout.power import size_canary, sized_first_wave
 from edgefleet.rollout.resolver import CachedResolver, ModelResolver
 from edgefleet.rollout.revert import REVERT_TRIAL, previous_version, revert_groups, revert_version
 from edgefleet.rollout.schedule import allowance, in_window
@@ -124,6 +126,9 @@ class RolloutService:
                 for d in uow.rollouts.target_devices(parse_query(spec.target), now, rollout_id)
             }
         self._check_deliverable(spec, hardware_kinds)
+        sizing: dict[str, Any] = {}
+        if spec.detect:
+            spec, sizing = self._sized(spec, rollout_id, now)
         rollout = Rollout(
             id=rollout_id,
             name=spec.name or f"{spec.model} {spec.version}",
@@ -137,11 +142,39 @@ class RolloutService:
         state = rollout.progress.state.value
         with self.uow_factory() as uow:
             uow.rollouts.add(rollout, now)
-            entry = Entry(Kind.CREATE, 0, state, {"spec": spec.model_dump(mode="json")})
+            entry = Entry(Kind.CREATE, 0, state, {"spec": spec.model_dump(mode="json")} | sizing)
             _log(uow, rollout_id, Change(rollout.progress, (entry,)), actor.actor, now)
             _audit(uow, now, actor, "rollout.create", rollout_id, {"state": state})
             uow.commit()
-        return self.show(rollout_id)
+        return self.show(rollout_id) | sizing
+
+    def _sized(
+        self, spec: RolloutSpec, rollout_id: str, now: datetime
+    ) -> tuple[RolloutSpec, dict[str, Any]]:
+        """``spec`` with its first wave grown to hold the devices ``detect`` needs (never
+        to the second wave's share), and what the estimate found (``power``), from the
+        target's devices on the previous version over the last hour."""
+        with self.read_uow_factory() as uow:
+            node = parse_query(spec.target)
+            total = len(uow.rollouts.target_devices(node, now, rollout_id))
+            rows = uow.rollouts.baseline_telemetry(
+                node,
+                now,
+                spec.model,
+                spec.version,
+                spec.previous_version,
+                bucket_of(now - timedelta(hours=1)),
+                sample_every(total),
+            )
+        devices = [DeviceSummary.from_bucket(*row) for row in rows]
+        sizings = []
+        for metric, ratio in (spec.detect or {}).items():
+            gate = spec.detect_gate(metric)
+            if gate is None:
+                continue  # the spec's validation refuses this
+            values = values_by_hardware(devices, metric)
+            sizings.append(size_canary(gate, ratio, values, spec.alpha, target=total))
+        return sized_first_wave(spec, sizings, total)
 
     def _check_deliverable(self, spec: RolloutSpec, hardware_kinds: set[str | None]) -> None:
         """Refuse at once what cannot be delivered to anyone (unknown or unsigned version)."""
