@@ -4,6 +4,8 @@ false-alarm budget is split so the gate's alpha still holds, a kind that looks w
 but is not yet significant holds the pass, and every look says the smallest effect it
 could have detected."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -134,3 +136,54 @@ def test_a_rate_gate_fails_on_the_kind_whose_errors_went_up():
     cameras = {s["segment"]: s for s in result.numbers["segments"]}["hardware=camera"]
     assert cameras["events"] == 180 and cameras["trials"] == 3 * 1060
     assert cameras["low"] > 0.01
+
+
+def in_region(found, region):
+    return [replace(d, attributes={"region": region}) for d in found]
+
+
+def test_segment_by_an_attribute_finds_a_regression_in_one_region_across_kinds():
+    # Devices in ap-south run 1.5x the CPU on the candidate, on both kinds; ap-south is
+    # 4 of 14 canaries, so the fleet's average and each kind's dilute it.
+    candidate = [
+        *in_region(devices(5, 20.0, kind="gateway", seed=3), "eu-west"),
+        *in_region(devices(5, 20.0, kind="camera", seed=4), "eu-west"),
+        *in_region(devices(2, 30.0, kind="gateway", seed=5), "ap-south"),
+        *in_region(devices(2, 30.0, kind="camera", seed=6), "ap-south"),
+    ]
+    base = [
+        *in_region(devices(100, 20.0, kind="gateway", seed=7), "eu-west"),
+        *in_region(devices(50, 20.0, kind="gateway", seed=8), "ap-south"),
+        *in_region(devices(20, 20.0, kind="camera", seed=9), "eu-west"),
+        *in_region(devices(10, 20.0, kind="camera", seed=10), "ap-south"),
+    ]
+    plain = evaluate(CPU, Evidence(Delivery(), candidate, base), ALPHA, look=1)
+    assert plain.verdict is not Verdict.FAIL
+    by_region = Evidence(Delivery(), candidate, base, segment_by=("region",))
+    result = evaluate(CPU, by_region, ALPHA, look=1)
+    assert result.verdict is Verdict.FAIL and result.numbers["segment"] == "region=ap-south"
+    # The fleet, two kinds and two regions: alpha over five.
+    assert result.numbers["alpha_per_segment"] == pytest.approx(ALPHA / 5, rel=1e-4)
+    named = {s["segment"] for s in result.numbers["segments"]}
+    assert named == {"hardware=camera", "hardware=gateway", "region=ap-south", "region=eu-west"}
+    # An attribute with one value is the fleet: no segment of its own.
+    one = Evidence(
+        Delivery(), in_region(candidate, "eu"), in_region(base, "eu"), segment_by=("region",)
+    )
+    assert evaluate(CPU, one, ALPHA, look=1).numbers["alpha_per_segment"] == pytest.approx(
+        ALPHA / 3, rel=1e-4
+    )
+
+
+def test_segment_by_splits_rate_gates_too():
+    gate = GateSpec(metric=Metric.ERROR_RATE, max_increase=0.01, min_samples=1000)
+    candidate = [
+        *in_region(devices(6, 20.0, kind="gateway", seed=3, errors=2), "eu-west"),
+        *in_region(devices(4, 20.0, kind="gateway", seed=4, errors=100), "ap-south"),
+    ]
+    base = [
+        *in_region(devices(60, 20.0, kind="gateway", seed=5, errors=2), "eu-west"),
+        *in_region(devices(40, 20.0, kind="gateway", seed=6, errors=2), "ap-south"),
+    ]
+    result = evaluate(gate, Evidence(Delivery(), candidate, base, segment_by=("region",)), ALPHA, 1)
+    assert result.verdict is Verdict.FAIL and result.numbers["segment"] == "region=ap-south"

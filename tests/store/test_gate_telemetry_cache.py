@@ -178,5 +178,9 @@ def test_trial_reports_are_each_devices_last_trial_of_the_version(engine):
                 )
             )
     with Session(engine) as session:
-        reports = SqlRolloutRepository(session).trial_reports("ro-2", "digits", "2.0.0")
+        repo = SqlRolloutRepository(session)
+        reports = repo.trial_reports("ro-2", "digits", "2.0.0")
+        attributes = repo.device_attributes(["cam-0", "cam-2", "nobody"])
     assert reports == [("cam-0", None, {"latency_pairs": 50})]
+    # What segment_by reads: each device's attributes, unknown ids left out.
+    assert attributes == {"cam-0": {"region": "eu"}, "cam-2": {"region": "eu"}}

@@ -89,6 +89,8 @@ class DeviceSummary:
     restarts: int = 0
     #: Seconds the device was on the version (``fleet.telemetry.served_seconds``).
     served_s: float | None = None
+    #: The device's attributes the rollout segments by (``Evidence.segment_by``).
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_bucket(
@@ -198,6 +200,7 @@ class PairedTrial:
     hardware: str
     measures: Mapping[str, tuple[int, Mapping[float, int]]] = field(default_factory=dict)
     p95_ratios: Mapping[str, float] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_details(
@@ -259,6 +262,30 @@ class Evidence:
     baseline: Sequence[DeviceSummary] = ()
     #: The candidate's trials on the rollout's devices (paired probes).
     trials: Sequence[PairedTrial] = ()
+    #: Device attributes whose values are segments of their own (``segment_by``).
+    segment_by: Sequence[str] = ()
+
+    def by_attribute(self) -> dict[str, Evidence]:
+        """The evidence of each value of each ``segment_by`` attribute that takes more
+        than one value, named ``attribute=value``."""
+        found: dict[str, Evidence] = {}
+        everyone: list[DeviceSummary | PairedTrial] = [
+            *self.candidate,
+            *self.baseline,
+            *self.trials,
+        ]
+        for name in self.segment_by:
+            values = sorted({d.attributes[name] for d in everyone if name in d.attributes})
+            if len(values) < 2:
+                continue  # one value: the segment is the fleet
+            for value in values:
+                found[f"{name}={value}"] = replace(
+                    self,
+                    candidate=[d for d in self.candidate if d.attributes.get(name) == value],
+                    baseline=[d for d in self.baseline if d.attributes.get(name) == value],
+                    trials=[t for t in self.trials if t.attributes.get(name) == value],
+                )
+        return found
 
 
 @dataclass(frozen=True)
@@ -334,11 +361,13 @@ class _Check:
     holds_pass: bool = False
 
 
-def segment_alpha(alpha: float, kinds: int) -> float:
-    """Each segment's share of a gate's ``alpha`` when it is tested on the fleet and on
-    each of ``kinds`` hardware kinds (Bonferroni: the chance that any of them raises a
-    false alarm, over all looks, stays at most ``alpha``). One kind is the fleet."""
-    return alpha / (kinds + 1) if kinds > 1 else alpha
+def segment_alpha(alpha: float, kinds: int, attribute_segments: int = 0) -> float:
+    """Each segment's share of a gate's ``alpha`` when it is tested on the fleet, on
+    each of ``kinds`` hardware kinds and on ``attribute_segments`` attribute values
+    (Bonferroni: the chance that any of them raises a false alarm, over all looks, stays
+    at most ``alpha``). One kind is the fleet."""
+    segments = (kinds if kinds > 1 else 0) + attribute_segments
+    return alpha / (segments + 1)
 
 
 def _segmented(fleet: _Check, segments: Mapping[str, _Check], numbers: dict[str, Any]) -> Verdict:
@@ -374,21 +403,13 @@ def _rate(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
         numbers |= _interval(interval, "beta-binomial mixture confidence sequence")
         return _decide(interval.estimate > gate.max, interval.low > gate.max, enough)
     margin = gate.limit
-    strata: dict[str, tuple[int, int, int, int]] = {}
-    for hardware in _hardware(evidence):
-        c = [d.rate(metric) for d in evidence.candidate if d.hardware == hardware]
-        b = [d.rate(metric) for d in evidence.baseline if d.hardware == hardware]
-        strata[hardware] = (
-            sum(e for e, _ in c),
-            sum(n for _, n in c),
-            sum(e for e, _ in b),
-            sum(n for _, n in b),
-        )
+    strata = _rate_strata(evidence, metric)
     base_events = sum(d.rate(metric)[0] for d in evidence.baseline)
     base_trials = sum(d.rate(metric)[1] for d in evidence.baseline)
     numbers |= {"baseline_events": base_events, "baseline_trials": base_trials}
-    level = segment_alpha(alpha, len(strata))
-    if len(strata) > 1:
+    by_attribute = evidence.by_attribute()
+    level = segment_alpha(alpha, len(strata), len(by_attribute))
+    if len(strata) > 1 or by_attribute:
         numbers["alpha_per_segment"] = level
 
     def check(parts: Sequence[tuple[int, int, int, int]], enough: bool) -> _Check:
@@ -400,49 +421,98 @@ def _rate(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, A
         worse = diff.estimate > margin
         return _Check(_decide(worse, diff.low > margin, enough), found, worse and enough)
 
+    def segment(parts: Sequence[tuple[int, int, int, int]]) -> _Check:
+        events, trials = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        found = check(parts, trials >= gate.min_samples)
+        found.numbers.update(events=events, trials=trials)
+        return found
+
     fleet = check(list(strata.values()), enough)
     segments = {}
     if len(strata) > 1:
         for hardware, part in strata.items():
             if part[1] and part[3]:
-                segment = check([part], part[1] >= gate.min_samples)
-                segment.numbers.update(events=part[0], trials=part[1])
-                segments[f"hardware={hardware}"] = segment
+                segments[f"hardware={hardware}"] = segment([part])
+    for name, part_evidence in by_attribute.items():
+        parts = [p for p in _rate_strata(part_evidence, metric).values() if p[1] and p[3]]
+        if parts:
+            segments[name] = segment(parts)
     return _segmented(fleet, segments, numbers)
 
 
+def _rate_strata(evidence: Evidence, metric: Metric) -> dict[str, tuple[int, int, int, int]]:
+    """Per hardware kind: the candidate's events and trials, the baseline's."""
+    strata: dict[str, tuple[int, int, int, int]] = {}
+    for hardware in _hardware(evidence):
+        c = [d.rate(metric) for d in evidence.candidate if d.hardware == hardware]
+        b = [d.rate(metric) for d in evidence.baseline if d.hardware == hardware]
+        strata[hardware] = (
+            sum(e for e, _ in c),
+            sum(n for _, n in c),
+            sum(e for e, _ in b),
+            sum(n for _, n in b),
+        )
+    return strata
+
+
 def _mean(gate: GateSpec, evidence: Evidence, alpha: float, numbers: dict[str, Any]) -> Verdict:
-    """A per-device mean, tested on the fleet and on each hardware kind. A ``max_ratio``
-    on latency also tests the trials' paired probes (``_paired_check``), each test at half
-    the segment's alpha; ``inference_cpu`` has only those."""
+    """A per-device mean, tested on the fleet, on each hardware kind and on each value of
+    the attributes the rollout segments by. A ``max_ratio`` on latency also tests the
+    trials' paired probes (``_paired_check``), each test at half the segment's alpha;
+    ``inference_cpu`` has only those."""
     metric = gate.metric
     paired_only = metric is Metric.INFERENCE_CPU
     measure = PAIRED_MEASURES.get(metric) if gate.max_ratio is not None else None
-    trials = [t for t in evidence.trials if measure in t.measures] if measure else []
-    candidate = {} if paired_only else values_by_hardware(evidence.candidate, metric)
-    baseline = {} if paired_only else values_by_hardware(evidence.baseline, metric)
+
+    def arms(
+        part: Evidence,
+    ) -> tuple[list[PairedTrial], dict[str, list[float]], dict[str, list[float]]]:
+        trials = [t for t in part.trials if measure in t.measures] if measure else []
+        if paired_only:
+            return trials, {}, {}
+        return (
+            trials,
+            values_by_hardware(part.candidate, metric),
+            values_by_hardware(part.baseline, metric),
+        )
+
+    trials, candidate, baseline = arms(evidence)
     kinds = sorted(set(candidate) | set(baseline) | {t.hardware for t in trials})
-    level = segment_alpha(alpha, len(kinds))
-    if len(kinds) > 1:
+    by_attribute = evidence.by_attribute()
+    level = segment_alpha(alpha, len(kinds), len(by_attribute))
+    if len(kinds) > 1 or by_attribute:
         numbers["alpha_per_segment"] = level
     if trials and not paired_only:
         level /= 2  # two tests per segment
         numbers["alpha_per_test"] = level
 
-    def check(segment: Sequence[str]) -> _Check:
+    def check(
+        part: Evidence,
+        segment: Sequence[str],
+        trials: Sequence[PairedTrial],
+        candidate: Mapping[str, list[float]],
+        baseline: Mapping[str, list[float]],
+    ) -> _Check:
         paired = _paired_check(gate, trials, segment, level) if measure else None
         if paired_only:
             return paired or _Check(Verdict.INCONCLUSIVE, {"test": "no paired probes yet"})
-        return _with_paired(
-            _mean_check(gate, evidence, segment, candidate, baseline, level), paired
-        )
+        return _with_paired(_mean_check(gate, part, segment, candidate, baseline, level), paired)
 
-    fleet = check(kinds)
+    fleet = check(evidence, kinds, trials, candidate, baseline)
     segments = {}
     if len(kinds) > 1:
         for hardware in kinds:
             if candidate.get(hardware) or any(t.hardware == hardware for t in trials):
-                segments[f"hardware={hardware}"] = check([hardware])
+                segments[f"hardware={hardware}"] = check(
+                    evidence, [hardware], trials, candidate, baseline
+                )
+    for name, part in by_attribute.items():
+        part_trials, part_candidate, part_baseline = arms(part)
+        if part_candidate or part_trials:
+            part_kinds = sorted(
+                set(part_candidate) | set(part_baseline) | {t.hardware for t in part_trials}
+            )
+            segments[name] = check(part, part_kinds, part_trials, part_candidate, part_baseline)
     return _segmented(fleet, segments, numbers)
 
 

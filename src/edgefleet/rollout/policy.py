@@ -301,6 +301,12 @@ class RolloutSpec(Body):
         "to extend.max_percent, then pause",
     )
     extend: Extension = Extension()
+    segment_by: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="device attributes (e.g. rev, region) whose every value the behaviour "
+        "gates also test on its own, as they test each hardware kind",
+    )
     detect: dict[Metric, Annotated[float, Field(strict=True, gt=1)]] | None = Field(
         default=None,
         description="metric -> the smallest ratio to the baseline the rollout must catch "

@@ -203,6 +203,10 @@ class RolloutRepository(Protocol):
         ``every``-th device by primary key: a fixed sample of a large fleet)."""
         ...
 
+    def device_attributes(self, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The attributes of each of ``device_ids`` (unknown ids left out)."""
+        ...
+
     def trial_reports(
         self, rollout_id: str, model: str, version: str, every: int = 1
     ) -> list[DeviceTelemetry]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -447,7 +448,11 @@ class RolloutService:
                     rollout.id, rollout.model, rollout.version, sample_every(tally.total())
                 )
             ]
-        evidence = Evidence(Delivery.of(tally), candidate, baseline, trials)
+        if spec.segment_by:
+            candidate, baseline, trials = _with_attributes(
+                uow, spec.segment_by, candidate, baseline, trials
+            )
+        evidence = Evidence(Delivery.of(tally), candidate, baseline, trials, spec.segment_by)
         return [evaluate(gate, evidence, spec.alpha, progress.looks + 1) for gate in spec.gates]
 
     def _still_eligible(
@@ -615,3 +620,25 @@ def validate_spec(spec: RolloutSpec | dict[str, Any]) -> RolloutSpec:
             "the rollout definition is invalid: " + "; ".join(problems),
             details={"problems": problems},
         ) from exc
+
+
+def _with_attributes(
+    uow: RolloutUnitOfWork,
+    names: Sequence[str],
+    candidate: list[DeviceSummary],
+    baseline: list[DeviceSummary],
+    trials: list[PairedTrial],
+) -> tuple[list[DeviceSummary], list[DeviceSummary], list[PairedTrial]]:
+    """The gates' evidence with each device's ``names`` attributes (as text)."""
+    ids = {d.device_id for d in (*candidate, *baseline)} | {t.device_id for t in trials}
+    known = uow.rollouts.device_attributes(sorted(ids))
+
+    def picked(device_id: str) -> dict[str, str]:
+        attributes = known.get(device_id, {})
+        return {name: str(attributes[name]) for name in names if name in attributes}
+
+    return (
+        [replace(d, attributes=picked(d.device_id)) for d in candidate],
+        [replace(d, attributes=picked(d.device_id)) for d in baseline],
+        [replace(t, attributes=picked(t.device_id)) for t in trials],
+    )

@@ -348,6 +348,18 @@ class SqlRolloutRepository:
         arm = ("candidate", rollout_id, model, version)
         return self._gate_telemetry(arm, buckets)
 
+    def device_attributes(self, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The attributes of each of ``device_ids`` (unknown ids left out)."""
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(device_ids)
+        for start in range(0, len(ids), _IDS_PER_STATEMENT):
+            query = select(DeviceRow.device_id, DeviceRow.attributes).where(
+                DeviceRow.device_id.in_(ids[start : start + _IDS_PER_STATEMENT])
+            )
+            for device_id, attributes in self.session.execute(query):
+                found[device_id] = dict(attributes or {})
+        return found
+
     def trial_reports(
         self, rollout_id: str, model: str, version: str, every: int = 1
     ) -> list[DeviceTelemetry]:
