@@ -18,6 +18,14 @@ the candidate the moment they are assigned. The devices' order is random with re
 kind, then interleaved by kind as the server orders waves (``rollout/waves.py``
 ``stratified``) where the code measured has it.
 
+With ``--pairs N`` each device's trial also times both models on N of its requests one
+right after the other (the agent's paired probes): each pair's candidate time is the
+previous model's times the regression (on affected devices) times log-normal noise of
+``--pair-sigma`` (default 0.1), and the device reports them as the agent does
+(``latency_over_at``, both p95s), read by the server's ``PairedTrial.from_details``.
+With ``--on-inconclusive extend`` a wave still inconclusive at its analysis timeout
+grows by 5% of the fleet up to 25% (``extend``), instead of pausing.
+
 A cell is a regression size (the candidate's latencies times ``size`` on the affected
 devices) and the share of the fleet it affects: 100% (every kind), 25% or 10% (one kind
 that makes up that share; the other three share the rest evenly). Size 1.0 is a good
@@ -55,10 +63,11 @@ from typing import Any
 import numpy as np
 from scipy import stats  # type: ignore[import-untyped]
 
+from edgefleet.agent.trial import OVER_AT_RATIOS
 from edgefleet.rollout.controller import Kind, Snapshot, analysed, analysis_due, apply, decide
-from edgefleet.rollout.gates import Delivery, DeviceSummary, Evidence, evaluate
+from edgefleet.rollout.gates import Delivery, DeviceSummary, Evidence, PairedTrial, evaluate
 from edgefleet.rollout.lifecycle import Phase, RolloutProgress, RolloutState
-from edgefleet.rollout.policy import Metric, RolloutSpec
+from edgefleet.rollout.policy import Metric, RolloutSpec, wave_percent
 from edgefleet.rollout.status import DeviceStatus
 from edgefleet.rollout.waves import wave_size
 
@@ -78,18 +87,29 @@ START = datetime(2026, 12, 1, tzinfo=UTC)
 #: The built-in scenarios' waves: the default 1% first wave of 200 devices is 2 devices,
 #: fewer than the gate's min_samples (5), so it could never pass.
 WAVES = (5.0, 25.0, 50.0, 100.0)
+EXTEND = {"step_percent": 5.0, "max_percent": 25.0}
 
 
-def spec() -> RolloutSpec:
-    return RolloutSpec.model_validate(
-        {
-            "model": "bench",
-            "version": "2.0.0",
-            "target": "model:bench",
-            "waves": [{"percent": p} for p in WAVES],
-            "gates": [{"metric": "latency_p95", "max_ratio": 1.2, "min_samples": 5}],
-        }
-    )
+@dataclass(frozen=True)
+class Options:
+    """What a rollout of the benchmark has beside its cell."""
+
+    pairs: int = 0  # probe pairs of each device's trial (0: none reported)
+    pair_sigma: float = 0.1
+    on_inconclusive: str = "pause"
+
+
+def spec(on_inconclusive: str = "pause") -> RolloutSpec:
+    body: dict[str, Any] = {
+        "model": "bench",
+        "version": "2.0.0",
+        "target": "model:bench",
+        "waves": [{"percent": p} for p in WAVES],
+        "gates": [{"metric": "latency_p95", "max_ratio": 1.2, "min_samples": 5}],
+    }
+    if on_inconclusive != "pause":  # (not a setting of the code measured "before")
+        body |= {"on_inconclusive": on_inconclusive, "extend": EXTEND}
+    return RolloutSpec.model_validate(body)
 
 
 @dataclass(frozen=True)
@@ -141,6 +161,27 @@ class Fleet:
         self.baseline_counts = np.zeros((devices, bins), np.int64)
         self.candidate_counts = np.zeros((devices, bins), np.int64)
         self.on_candidate = np.zeros(devices, bool)
+        self.size = np.where(self.affected, cell.size, 1.0)
+        self.speed = speed
+        self.trials: list[Any] = []
+
+    def install(self, first: int, count: int, options: Options) -> None:
+        """Devices ``first`` to ``first + count`` install the candidate; with paired
+        probes, each reports its trial's as the agent does."""
+        self.on_candidate[first : first + count] = True
+        if not options.pairs:
+            return
+        for i in range(first, first + count):
+            base = np.exp(self.speed[i] + self.rng.normal(0.0, REQUEST_SIGMA, options.pairs))
+            ours = base * self.size[i] * np.exp(self.rng.normal(0.0, options.pair_sigma, base.size))
+            over = {str(r): int(np.sum(ours > r * base)) for r in OVER_AT_RATIOS}
+            details = {
+                "latency_pairs": options.pairs,
+                "latency_over_at": over,
+                "latency_p95_ms": float(np.quantile(ours, 0.95)),
+                "baseline_latency_p95_ms": float(np.quantile(base, 0.95)),
+            }
+            self.trials.append(PairedTrial.from_details(f"d{i}", KINDS[self.kind[i]], details))
 
     def serve(self, seconds: float, rate: float) -> None:
         """Every device serves ``rate`` requests a second for ``seconds``, on the version
@@ -170,6 +211,7 @@ class Fleet:
             # As the server reads it: the target's telemetry on the previous version since
             # the rollout started, of the devices that have moved on too.
             summaries(self.baseline_counts, np.ones(self.n, bool)),
+            *([self.trials] if self.trials else []),
         )
 
 
@@ -182,11 +224,13 @@ def _bin_probabilities(log_median: np.ndarray) -> np.ndarray:
     return np.asarray(p / p.sum(axis=1, keepdims=True))
 
 
-def run_rollout(cell: Cell, devices: int, rate: float, tick_s: float, seed: int) -> Outcome:
+def run_rollout(
+    cell: Cell, devices: int, rate: float, tick_s: float, seed: int, options: Options = Options()
+) -> Outcome:
     """One rollout of the cell's release, ticked until it stops."""
     rng = np.random.default_rng(seed)
     fleet = Fleet(devices, cell, rng)
-    rollout = spec()
+    rollout = spec(options.on_inconclusive)
     now = START
     progress = RolloutProgress(
         state=RolloutState.RUNNING,
@@ -206,8 +250,11 @@ def run_rollout(cell: Cell, devices: int, rate: float, tick_s: float, seed: int)
                 evaluate(g, evidence, rollout.alpha, progress.looks + 1) for g in rollout.gates
             ]
             progress = analysed(progress, gates, now)
-        wave = rollout.waves[progress.wave]
-        members = wave_size(wave.percent or 100.0, devices)
+        percent = rollout.waves[progress.wave].percent or 100.0
+        extended = getattr(progress, "extended", 0)  # (not in the code measured "before")
+        if extended:
+            percent = wave_percent(rollout, progress.wave, extended) or percent
+        members = wave_size(percent, devices)
         snapshot = Snapshot(
             spec=rollout,
             state=progress.state,
@@ -220,10 +267,11 @@ def run_rollout(cell: Cell, devices: int, rate: float, tick_s: float, seed: int)
             may_assign=devices,
             counts=counts,
             gates=gates,
+            **({"extended": extended} if extended else {}),
         )
         decision = decide(snapshot)
         if decision.kind is Kind.ASSIGN:
-            fleet.on_candidate[assigned : assigned + decision.assign] = True
+            fleet.install(assigned, decision.assign, options)
             assigned += decision.assign
         progress = apply(progress, decision, now).progress
         if decision.kind is Kind.WAIT:
@@ -242,11 +290,12 @@ def run_rollout(cell: Cell, devices: int, rate: float, tick_s: float, seed: int)
     )
 
 
-def run_cell(args: tuple[Cell, int, int, float, float, int]) -> dict[str, Any]:
-    cell, rollouts, devices, rate, tick_s, seed = args
+def run_cell(args: tuple[Cell, int, int, float, float, int, Options]) -> dict[str, Any]:
+    cell, rollouts, devices, rate, tick_s, seed, options = args
     started = time.perf_counter()
     outcomes = [
-        run_rollout(cell, devices, rate, tick_s, seed * 1_000_003 + r) for r in range(rollouts)
+        run_rollout(cell, devices, rate, tick_s, seed * 1_000_003 + r, options)
+        for r in range(rollouts)
     ]
     by_state = {s: sum(o.state == s for o in outcomes) for s in ("aborted", "paused", "succeeded")}
     aborted = [o for o in outcomes if o.state == "aborted"]
@@ -307,6 +356,9 @@ def main() -> None:
     parser.add_argument("--tick", type=float, default=30.0, help="controller tick, seconds")
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--pairs", type=int, default=0, help="probe pairs of each trial")
+    parser.add_argument("--pair-sigma", type=float, default=0.1, help="log-noise of a pair")
+    parser.add_argument("--on-inconclusive", choices=("pause", "extend"), default="pause")
     parser.add_argument("--label", default="after", help="names the results file")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -314,9 +366,20 @@ def main() -> None:
         parser.error("need --rollouts >= 1 and --devices >= 10")
     if any(s <= 0 for s in args.sizes) or any(not 0 < s <= 1 for s in args.shares):
         parser.error("sizes are > 0 and shares in (0, 1]")
+    if args.pairs < 0 or args.pair_sigma < 0:
+        parser.error("--pairs and --pair-sigma are >= 0")
+    options = Options(args.pairs, args.pair_sigma, args.on_inconclusive)
     result = facts()
     cells = [
-        (Cell(size, share), args.rollouts, args.devices, args.rate, args.tick, args.seed + i)
+        (
+            Cell(size, share),
+            args.rollouts,
+            args.devices,
+            args.rate,
+            args.tick,
+            args.seed + i,
+            options,
+        )
         for i, (size, share) in enumerate(
             (size, share)
             for size in args.sizes
@@ -349,6 +412,10 @@ def main() -> None:
         "rate_per_device_s": args.rate,
         "tick_s": args.tick,
         "gate": {"metric": Metric.LATENCY_P95.value, "max_ratio": 1.2, "min_samples": 5},
+        "pairs_per_trial": args.pairs,
+        "pair_sigma": args.pair_sigma if args.pairs else None,
+        "on_inconclusive": args.on_inconclusive,
+        "extend": EXTEND if args.on_inconclusive == "extend" else None,
         "alpha": spec().alpha,
         "kinds": dict(zip(KINDS, MEDIAN_MS, strict=True)),
         "cells": rows,

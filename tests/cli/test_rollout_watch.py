@@ -103,3 +103,21 @@ def test_status_shows_what_the_gates_could_detect_and_what_a_pause_waits_for():
         "waiting for latency_p95: hardware=armv7l: estimate beyond the limit, not yet significant"
         in text
     )
+
+
+def test_status_shows_an_extended_wave_and_a_paired_gates_ratio():
+    failed = view("aborted", "analysing", 2, "gate_failed:inference_cpu")
+    failed["waves"] = [{"index": 0, "percent": 5, "percent_now": 15.0, "devices": {"committed": 2}}]
+    failed["gates"] = [
+        {
+            "gate": "inference_cpu",
+            "verdict": "fail",
+            "dry_run": False,
+            "numbers": {"ratio": 1.2512, "limit": {"max_ratio": 1.2}, "devices": 12},
+        }
+    ]
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(rollout_cli._render(failed))
+    text = console.export_text()
+    assert "5%, extended to 15%" in text
+    assert "x1.25" in text and "max_ratio 1.2" in text

@@ -130,6 +130,7 @@ def test_inference_cpu_creep_fails_on_ten_canaries_and_waits_without_probes():
     result = evaluate(INFERENCE_CPU, Evidence(Delivery(), trials=creep), ALPHA, look=1)
     assert result.verdict is Verdict.FAIL
     assert result.numbers["devices_mostly_over"] >= 8
+    assert result.numbers["ratio"] == pytest.approx(1.25, rel=0.02)  # median pair ratio
     none = evaluate(INFERENCE_CPU, Evidence(Delivery()), ALPHA, look=1)
     assert none.verdict is Verdict.INCONCLUSIVE
     assert none.numbers["test"] == "no paired probes yet"

@@ -216,7 +216,10 @@ def _render(r: dict[str, Any]) -> Group:
         n = g["numbers"]
         low, high = n.get("low"), n.get("high")
         interval = f"[{low:.4g}, {high:.4g}]" if low is not None and high is not None else ""
+        # (inference_cpu: the median device's median pair ratio, shown as a ratio)
         estimate = n.get("estimate", n.get("max_change"))
+        if estimate is None and isinstance(n.get("ratio"), int | float):
+            estimate = f"x{n['ratio']:.3g}"
         size = n.get("finished", n.get("trials", n.get("devices", n.get("predictions", ""))))
         # The smallest effect this look could have caught (a ratio for ratio limits).
         mde = n.get("mde_ratio", n.get("mde"))
@@ -224,7 +227,7 @@ def _render(r: dict[str, Any]) -> Group:
         gates.add_row(
             g["gate"] + (" (dry run)" if g["dry_run"] else ""),
             verdict,
-            f"{estimate:.4g}" if isinstance(estimate, int | float) else "",
+            f"{estimate:.4g}" if isinstance(estimate, int | float) else (estimate or ""),
             interval,
             ", ".join(f"{k} {v}" for k, v in n.get("limit", {}).items()),
             (f"x{mde:.3g}" if "mde_ratio" in n else f"{mde:.4g}")

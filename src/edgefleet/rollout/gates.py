@@ -201,6 +201,8 @@ class PairedTrial:
     measures: Mapping[str, tuple[int, Mapping[float, int]]] = field(default_factory=dict)
     p95_ratios: Mapping[str, float] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
+    #: the median of the pairs' ratios (candidate over previous model), per measure
+    median_ratios: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_details(
@@ -210,6 +212,7 @@ class PairedTrial:
         more over than pairs) is left out: a peer's bad input is no evidence."""
         measures: dict[str, tuple[int, Mapping[float, int]]] = {}
         p95_ratios: dict[str, float] = {}
+        medians: dict[str, float] = {}
         for measure in set(PAIRED_MEASURES.values()):
             pairs, over = details.get(f"{measure}_pairs"), details.get(f"{measure}_over_at")
             if not _count(pairs) or not pairs or not isinstance(over, Mapping):
@@ -229,7 +232,9 @@ class PairedTrial:
             )
             if _positive(ours) and _positive(theirs):
                 p95_ratios[measure] = ours / theirs
-        return cls(device_id, hardware or "unknown", measures, p95_ratios)
+            if _positive(median := details.get(f"{measure}_ratio_median")):
+                medians[measure] = median
+        return cls(device_id, hardware or "unknown", measures, p95_ratios, median_ratios=medians)
 
     def over(self, measure: str, ratio: float) -> tuple[int, int] | None:
         """(pairs, pairs over ``ratio``), the latter counted at the smallest ratio the
@@ -541,6 +546,7 @@ def _paired_check(
     mostly_over = sum(1 for _, (p, o) in found if 2 * o > p)
     tails = [t.p95_ratios[measure] for t, _ in found if measure in t.p95_ratios]
     p95_ratio = float(np.median(tails)) if tails else None
+    medians = [t.median_ratios[measure] for t, _ in found if measure in t.median_ratios]
     evidence = float(log_evidence(over, pairs))
     threshold = math.log(1 / alpha)
     numbers = {
@@ -551,6 +557,8 @@ def _paired_check(
         "devices_mostly_over": mostly_over,
         "log_evidence": evidence,
         "log_threshold": threshold,
+        # The median device's median pair ratio: the sign test's own estimate.
+        "ratio": float(np.median(medians)) if medians else None,
         "p95_ratio_median": p95_ratio,
         "test": "paired probes within each device, sign test (e-value) of most pairs over "
         "the limit",
