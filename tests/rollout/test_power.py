@@ -44,6 +44,9 @@ def test_a_canary_of_the_estimated_size_catches_the_regression_about_as_often_as
     assert failure_rate(max(2, sizing.devices // 3), 1.4, baseline) < POWER - 0.2
     # A milder regression needs more devices; one beyond the target cannot be had.
     assert size_canary(CPU, 1.3, values, ALPHA, target=2000).devices > sizing.devices
+    # Segments by attribute share the alpha: a few more devices for the same power.
+    split = size_canary(CPU, 1.4, values, ALPHA, target=2000, attribute_segments=6)
+    assert split.devices > sizing.devices
     far = size_canary(CPU, 1.21, values, ALPHA, target=200)
     assert far.devices is None and "more devices than the target's 200" in far.note
 

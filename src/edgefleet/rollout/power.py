@@ -69,9 +69,11 @@ def size_canary(
     alpha: float,
     *,
     target: int,
+    attribute_segments: int = 0,
 ) -> Sizing:
     """Candidate devices the ``max_ratio`` ``gate`` needs to fail a candidate ``ratio``
-    times the baseline, from the baseline's per-device values by hardware kind."""
+    times the baseline, from the baseline's per-device values by hardware kind
+    (``attribute_segments``: the attribute values the gates also test, ``segment_by``)."""
     metric, limit = gate.metric.value, gate.limit
     values = [v for vs in baseline.values() for v in vs]
     n_b = len(values)
@@ -84,7 +86,7 @@ def size_canary(
         return Sizing(metric, ratio, limit, n_b, note="the baseline's mean or spread is 0")
     variance = sum((n - 1) * v for n, v in pooled) / dof
     spread = math.sqrt(variance) / mean
-    level = segment_alpha(alpha, len(baseline))
+    level = segment_alpha(alpha, len(baseline), attribute_segments)
     if gate.metric in PAIRED_MEASURES:
         level /= 2
     margin, effect = (limit - 1.0) * mean, (ratio - 1.0) * mean

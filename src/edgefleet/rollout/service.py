@@ -122,14 +122,11 @@ class RolloutService:
         now = self.clock()
         rollout_id = f"ro-{secrets.token_hex(6)}"
         with self.uow_factory() as uow:
-            hardware_kinds = {
-                d.hardware
-                for d in uow.rollouts.target_devices(parse_query(spec.target), now, rollout_id)
-            }
-        self._check_deliverable(spec, hardware_kinds)
+            target = uow.rollouts.target_devices(parse_query(spec.target), now, rollout_id)
+        self._check_deliverable(spec, {d.hardware for d in target})
         sizing: dict[str, Any] = {}
         if spec.detect:
-            spec, sizing = self._sized(spec, rollout_id, now)
+            spec, sizing = self._sized(spec, target, now)
         rollout = Rollout(
             id=rollout_id,
             name=spec.name or f"{spec.model} {spec.version}",
@@ -150,14 +147,21 @@ class RolloutService:
         return self.show(rollout_id) | sizing
 
     def _sized(
-        self, spec: RolloutSpec, rollout_id: str, now: datetime
+        self, spec: RolloutSpec, target: Sequence[TargetDevice], now: datetime
     ) -> tuple[RolloutSpec, dict[str, Any]]:
         """``spec`` with its first wave grown to hold the devices ``detect`` needs (never
-        to the second wave's share), and what the estimate found (``power``), from the
-        target's devices on the previous version over the last hour."""
+        to the second wave's share), and what the estimate found (``power.size_canary``),
+        from the ``target``'s devices on the previous version over the last hour."""
         with self.read_uow_factory() as uow:
             node = parse_query(spec.target)
-            total = len(uow.rollouts.target_devices(node, now, rollout_id))
+            total = len(target)
+            values: dict[str, set[str]] = {name: set() for name in spec.segment_by}
+            if spec.segment_by:
+                known = uow.rollouts.device_attributes([d.device_id for d in target])
+                for attributes in known.values():
+                    for name in spec.segment_by:
+                        if name in attributes:
+                            values[name].add(str(attributes[name]))
             rows = uow.rollouts.baseline_telemetry(
                 node,
                 now,
@@ -168,13 +172,23 @@ class RolloutService:
                 sample_every(total),
             )
         devices = [DeviceSummary.from_bucket(*row) for row in rows]
+        # The gates' alpha is split over the attribute values too (``segment_alpha``).
+        attribute_segments = sum(len(v) for v in values.values() if len(v) > 1)
         sizings = []
         for metric, ratio in (spec.detect or {}).items():
             gate = spec.detect_gate(metric)
             if gate is None:
                 continue  # the spec's validation refuses this
-            values = values_by_hardware(devices, metric)
-            sizings.append(size_canary(gate, ratio, values, spec.alpha, target=total))
+            sizings.append(
+                size_canary(
+                    gate,
+                    ratio,
+                    values_by_hardware(devices, metric),
+                    spec.alpha,
+                    target=total,
+                    attribute_segments=attribute_segments,
+                )
+            )
         return sized_first_wave(spec, sizings, total)
 
     def _check_deliverable(self, spec: RolloutSpec, hardware_kinds: set[str | None]) -> None:
