@@ -385,8 +385,9 @@ def _segmented(fleet: _Check, segments: Mapping[str, _Check], numbers: dict[str,
     failed = [name for name, c in segments.items() if c.verdict is Verdict.FAIL]
     if fleet.verdict is Verdict.FAIL or failed:
         # The narrowest segment that failed: the fleet's own test may fail on what only
-        # some kinds show (when the others have no evidence of their own yet).
-        local = failed and len(failed) < len(segments)
+        # some kinds show, or only one has evidence of yet. "all": the fleet's test
+        # failed and no segment's, or every one of two or more.
+        local = failed and (len(failed) < len(segments) or len(segments) == 1)
         numbers["segment"] = failed[0] if local or fleet.verdict is not Verdict.FAIL else "all"
         return Verdict.FAIL
     holding = [name for name, c in segments.items() if c.holds_pass]
