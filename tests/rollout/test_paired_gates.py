@@ -187,3 +187,17 @@ def test_a_p95_that_is_not_a_number_leaves_the_counts():
         "d", "gateway", {"cpu_pairs": 10, "cpu_over_at": {"1.2": 1}, "cpu_p95_ms": "fast"}
     )
     assert trial.over("cpu", 1.2) == (10, 1) and trial.p95_ratios == {}
+
+
+def test_one_slow_device_of_a_kind_holds_no_pass_so_the_next_wave_can_tell():
+    # A kind with one canary: its pairs cannot fail the gate (one device is not the
+    # release) and must not hold the wave either, or the rollout would pause on it
+    # instead of bringing the kind's next devices in the next wave.
+    evidence = fleet(1.0, seed=20)
+    odd = trials(1, 2.0, kind="camera", seed=21)
+    gateways = [t for t in evidence.trials if t.hardware == "gateway"]
+    cameras = [d for d in evidence.candidate if d.hardware == "camera"][:1]
+    others = [d for d in evidence.candidate if d.hardware == "gateway"]
+    one = Evidence(Delivery(), [*others, *cameras], evidence.baseline, [*gateways, *odd])
+    result = evaluate(LATENCY, one, ALPHA, look=1)
+    assert result.verdict is Verdict.PASS

@@ -566,8 +566,9 @@ def _paired_check(
     }
     worse = 2 * over > pairs and mostly_over >= MIN_DEVICES_TO_FAIL
     # The pass asks the tail as well: the median device's p95 of the candidate's probes
-    # over the previous model's within the limit.
-    tail = p95_ratio is not None and p95_ratio > gate.limit
+    # over the previous model's within the limit (of two devices at least, as a failure
+    # needs: one device alone holds nothing, so the next wave brings the evidence).
+    tail = len(tails) >= MIN_DEVICES_TO_FAIL and p95_ratio is not None and p95_ratio > gate.limit
     if worse and evidence >= threshold:
         return _Check(Verdict.FAIL, numbers, True)
     if len(found) >= gate.min_samples and not worse and not tail:
