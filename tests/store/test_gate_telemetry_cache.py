@@ -36,6 +36,38 @@ def _fleet(engine, count: int) -> list[int]:
     return pks
 
 
+def _rollout(engine, rollout_id: str, version: str, pks: list[int], status: str) -> None:
+    """A running rollout of digits ``version`` holding the devices ``pks``."""
+    with Session(engine) as session, session.begin():
+        session.add(
+            RolloutRow(
+                id=rollout_id,
+                name="test",
+                model="digits",
+                version=version,
+                spec={},
+                state="running",
+                phase="rolling",
+                phase_started_at=AT,
+                created_at=AT,
+                created_by="test",
+                updated_at=AT,
+            )
+        )
+        session.flush()
+        for pk in pks:
+            session.add(
+                RolloutDeviceRow(
+                    rollout_id=rollout_id,
+                    device_pk=pk,
+                    wave=0,
+                    status=status,
+                    assigned_at=AT,
+                    updated_at=AT,
+                )
+            )
+
+
 def _read(engine, cache: GateTelemetryCache | None, rollout_id: str = "ro-1"):
     """Both arms' (device, hardware, merged data), histograms as lists (the cache keeps
     them as tuples)."""
@@ -55,34 +87,7 @@ def _arms(repo: SqlRolloutRepository, rollout_id: str):
 
 def test_only_changed_buckets_are_decoded_again_and_answers_match_a_full_read(engine):
     pks = _fleet(engine, 4)
-    with Session(engine) as session, session.begin():
-        session.add(
-            RolloutRow(
-                id="ro-1",
-                name="test",
-                model="digits",
-                version="1.0.0",
-                spec={},
-                state="running",
-                phase="rolling",
-                phase_started_at=AT,
-                created_at=AT,
-                created_by="test",
-                updated_at=AT,
-            )
-        )
-        session.flush()
-        for pk in pks[:2]:  # the rollout holds two of the four devices
-            session.add(
-                RolloutDeviceRow(
-                    rollout_id="ro-1",
-                    device_pk=pk,
-                    wave=0,
-                    status="trial",
-                    assigned_at=AT,
-                    updated_at=AT,
-                )
-            )
+    _rollout(engine, "ro-1", "1.0.0", pks[:2], "trial")  # two of the four devices
     writer = TelemetryWriter(engine)
     for i, pk in enumerate(pks):
         writer.add_samples(pk, [_sample(AT, 100 + i, 10.0 + i)])
@@ -128,34 +133,8 @@ def test_the_cache_keeps_only_the_arms_read_last():
 
 def test_trial_reports_are_each_devices_last_trial_of_the_version(engine):
     pks = _fleet(engine, 3)
+    _rollout(engine, "ro-2", "2.0.0", pks[:2], "committed")  # two of the three devices
     with Session(engine) as session, session.begin():
-        session.add(
-            RolloutRow(
-                id="ro-2",
-                name="test",
-                model="digits",
-                version="2.0.0",
-                spec={},
-                state="running",
-                phase="rolling",
-                phase_started_at=AT,
-                created_at=AT,
-                created_by="test",
-                updated_at=AT,
-            )
-        )
-        session.flush()
-        for pk in pks[:2]:  # the rollout holds two of the three devices
-            session.add(
-                RolloutDeviceRow(
-                    rollout_id="ro-2",
-                    device_pk=pk,
-                    wave=0,
-                    status="committed",
-                    assigned_at=AT,
-                    updated_at=AT,
-                )
-            )
         events = [
             (pks[0], 1, "trial_failed:latency", "2.0.0", {"latency_pairs": 5}),
             (pks[0], 2, "trial_passed", "2.0.0", {"latency_pairs": 50}),
