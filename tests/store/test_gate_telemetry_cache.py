@@ -163,3 +163,19 @@ def test_trial_reports_are_each_devices_last_trial_of_the_version(engine):
     assert reports == [("cam-0", None, {"latency_pairs": 50})]
     # What segment_by reads: each device's attributes, unknown ids left out.
     assert attributes == {"cam-0": {"region": "eu"}, "cam-2": {"region": "eu"}}
+    # With a gate cache an event's details are decoded once: events never change, so
+    # a later read takes them from the cache (here: not what a direct edit wrote).
+    cache = GateTelemetryCache()
+    with Session(engine) as session:
+        first = SqlRolloutRepository(session, cache).trial_reports("ro-2", "digits", "2.0.0")
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(DeviceEventRow)
+            .where(DeviceEventRow.reason == "trial_passed")
+            .values(details={"edited": True})
+        )
+    with Session(engine) as session:
+        again = SqlRolloutRepository(session, cache).trial_reports("ro-2", "digits", "2.0.0")
+        fresh = SqlRolloutRepository(session).trial_reports("ro-2", "digits", "2.0.0")
+    assert first == again == reports
+    assert fresh == [("cam-0", None, {"edited": True})]
