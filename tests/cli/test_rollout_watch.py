@@ -121,3 +121,55 @@ def test_status_shows_an_extended_wave_and_a_paired_gates_ratio():
     text = console.export_text()
     assert "5%, extended to 15%" in text
     assert "x1.25" in text and "max_ratio 1.2" in text
+
+
+def test_create_prints_what_detect_needs_and_what_became_of_wave_one(monkeypatch, tmp_path):
+    created = view("running", "rolling", 0) | {
+        "detect": [
+            {
+                "metric": "cpu_percent",
+                "ratio": 1.5,
+                "limit": 1.2,
+                "baseline_devices": 412,
+                "spread": 0.24,
+                "devices": 31,
+                "note": "",
+            },
+            {
+                "metric": "latency_p95",
+                "ratio": 1.3,
+                "limit": 1.2,
+                "baseline_devices": 3,
+                "spread": None,
+                "devices": None,
+                "note": "too few baseline devices to estimate",
+            },
+        ],
+        "first_wave": "grown from 5% to 7.525% (31 devices)",
+    }
+
+    class Client:
+        def call(self, action, **kwargs):
+            assert action == "create" and kwargs["spec"]["detect"] == {"cpu_percent": 1.5}
+            return created
+
+    @contextmanager
+    def fake_rollouts():
+        yield Client()
+
+    monkeypatch.setattr(rollout_cli, "rollouts", fake_rollouts)
+    definition = tmp_path / "release.yaml"
+    definition.write_text(
+        "model: digits\nversion: 1.2.0\ntarget: '*'\ndetect: {cpu_percent: 1.5}\n"
+    )
+    result = CliRunner().invoke(app, ["rollout", "create", str(definition)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "detect cpu_percent x1.5 (gate max_ratio 1.2): 31 candidate devices (baseline: 412 "
+        "devices, spread 24.0%)" in result.stdout
+    )
+    assert (
+        "detect latency_p95 x1.3 (gate max_ratio 1.2): no estimate (baseline: 3 devices); "
+        "too few baseline devices to estimate" in result.stdout
+    )
+    assert "wave 1: grown from 5% to 7.525% (31 devices)" in result.stdout

@@ -123,8 +123,8 @@ def create(
             f"  detect {sizing['metric']} x{sizing['ratio']:g} (gate max_ratio "
             f"{sizing['limit']:g}): "
             + (f"{needed} candidate devices" if needed is not None else "no estimate")
-            + (f", baseline spread {spread:.1%}" if spread is not None else "")
-            + f" over {sizing['baseline_devices']} devices"
+            + f" (baseline: {sizing['baseline_devices']} devices"
+            + (f", spread {spread:.1%})" if spread is not None else ")")
             + (f"; {sizing['note']}" if sizing["note"] else ""),
             highlight=False,
             markup=False,
