@@ -564,24 +564,24 @@ def _paired_check(
         "test": "paired probes within each device, sign test (e-value) of most pairs over "
         "the limit",
     }
+    # Two devices at least, as a failure needs: one device alone holds nothing, so the
+    # next wave brings the evidence. The probes' p95 ratio is reported, not judged: on
+    # real devices the probes' own tails are timer and scheduler noise (two agents here,
+    # a same-speed release: median pair ratio 1.00, p95 ratio 1.66).
     worse = 2 * over > pairs and mostly_over >= MIN_DEVICES_TO_FAIL
-    # The pass asks the tail as well: the median device's p95 of the candidate's probes
-    # over the previous model's within the limit (of two devices at least, as a failure
-    # needs: one device alone holds nothing, so the next wave brings the evidence).
-    tail = len(tails) >= MIN_DEVICES_TO_FAIL and p95_ratio is not None and p95_ratio > gate.limit
     if worse and evidence >= threshold:
         return _Check(Verdict.FAIL, numbers, True)
-    if len(found) >= gate.min_samples and not worse and not tail:
+    if len(found) >= gate.min_samples and not worse:
         return _Check(Verdict.PASS, numbers)
-    return _Check(Verdict.INCONCLUSIVE, numbers, worse or tail)
+    return _Check(Verdict.INCONCLUSIVE, numbers, worse)
 
 
 def _with_paired(between: _Check, paired: _Check | None) -> _Check:
     """A segment's verdict from its comparison of per-device means and its paired
-    probes: fail when either fails; pass when the pairs pass (their median and tail
-    within the limit: sharper than the comparison, whose estimate at canary size is
-    mostly the spread between devices), or the comparison passes and the pairs do not
-    hold it; inconclusive otherwise."""
+    probes: fail when either fails; pass when the pairs pass (most of them within the
+    limit: sharper than the comparison, whose estimate at canary size is mostly the
+    spread between devices), or the comparison passes and the pairs do not hold it;
+    inconclusive otherwise."""
     if paired is None:
         return between
     numbers = between.numbers | {"paired": paired.numbers}
