@@ -250,10 +250,7 @@ def run_rollout(
                 evaluate(g, evidence, rollout.alpha, progress.looks + 1) for g in rollout.gates
             ]
             progress = analysed(progress, gates, now)
-        percent = rollout.waves[progress.wave].percent or 100.0
-        extended = getattr(progress, "extended", 0)  # (not in the code measured "before")
-        if extended:
-            percent = wave_percent(rollout, progress.wave, extended) or percent
+        percent = wave_percent(rollout, progress.wave, progress.extended) or 100.0
         members = wave_size(percent, devices)
         snapshot = Snapshot(
             spec=rollout,
@@ -267,7 +264,7 @@ def run_rollout(
             may_assign=devices,
             counts=counts,
             gates=gates,
-            **({"extended": extended} if extended else {}),
+            extended=progress.extended,
         )
         decision = decide(snapshot)
         if decision.kind is Kind.ASSIGN:
